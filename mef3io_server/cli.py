@@ -1,0 +1,70 @@
+"""The ``mef3io-server`` command line (click).
+
+``mef3io-server serve [PATH]`` runs the server; with no PATH and ``--demo``
+it writes the demo recording on first run and serves it. More subcommands
+(``demo``, ``ls``, ``info``, ``get``, ``plot``) are listed by ``--help``.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .server.config import ConfigError, load_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mef3io-server")
+def cli():
+    """mef3io-server: fast, concurrent gRPC access to MEF 3.0 recordings."""
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path())
+@click.option("--demo", is_flag=True, help="Serve the built-in demo recording "
+              "(written on first run) when no PATH is given.")
+def serve(path, demo):
+    """Run the server (configured by environment variables; see docs/configuration.md).
+
+    PATH, if given, is a recording opened at start-up (in the shared default
+    session) so it is listed and ready; every other readable path can be
+    opened by clients too.
+    """
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        click.echo(f"mef3io-server: configuration error: {e}", err=True)
+        sys.exit(2)
+    from .server.app import serve as run
+
+    preload = path
+    if preload is None and demo:
+        from .demo import write_demo
+
+        click.echo("preparing the demo recording (first run: a few seconds)...", err=True)
+        preload = str(write_demo())
+    sys.exit(run(settings, preload=preload))
+
+
+@cli.command("demo")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Where to write it (default: $DEMO_DIR or ~/.cache/mef3io-server/demo.mefd).")
+@click.option("--force", is_flag=True, help="Rewrite it even if it exists.")
+def demo_cmd(output, force):
+    """Write the demo recording (16 channels, 1 hour, 256 Hz, one gap)."""
+    from .demo import write_demo
+
+    p = write_demo(output, overwrite=force)
+    click.echo(str(p))
+
+
+def main(argv=None) -> int:
+    try:
+        cli.main(args=argv, prog_name="mef3io-server", standalone_mode=True)
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Decode: the one place that calls mef3io to turn a window into samples.
+
+Two interchangeable implementations sit behind :class:`Decoder`:
+
+* :class:`ThreadDecoder` (default) decodes in threads of the server process.
+  mef3io releases the GIL and decodes a multi-channel read on its own thread
+  pool, and the result never crosses a pipe.
+* :class:`ProcessDecoder` (``USE_PROCESS_POOL=true``) decodes in worker
+  processes, each holding its own mef3io reader per file, as the published
+  server does. A worker that dies (killed, crashed) breaks only its pool: the
+  pool is rebuilt and the decode retried once, then failed with a clear error.
+
+Both have two lanes: ``"fg"`` for reads a client is waiting on and ``"bg"`` for
+prefetch, with separate workers, so prefetch can never starve a foreground read.
+Every decode returns a ``float32`` array of shape ``(len(channels), n)`` with
+``n = round_half_up((t1 - t0) * fs / 1e6)``, exactly
+``mef3io.Reader.read(channels, t0, t1, dtype="float32")``.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import warnings
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .errors import DecodeFailed
+
+log = logging.getLogger("mef3io_server.decode")
+
+LANES = ("fg", "bg")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a decoder needs to open a recording on its own.
+
+    ``generation`` changes when the files change on disk, so a worker never
+    reuses a reader opened on an older version. The password lives only in
+    memory, for opening readers, and is excluded from ``repr``.
+    """
+
+    path: str
+    generation: int = 0
+    password: str = ""
+
+    def __repr__(self) -> str:  # never print a password
+        return f"Source(path={self.path!r}, generation={self.generation})"
+
+
+def open_reader(path: str, password: str = "", n_threads: int = 0):
+    """Open a ``mef3io.Reader`` quietly (declaration warnings are about other readers)."""
+    import mef3io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mef3io.Reader(path, password=password or "", n_threads=n_threads,
+                             warn_declarations=False)
+
+
+def read_window(reader, channels: Sequence[str], t0: int, t1: int) -> np.ndarray:
+    """``reader.read(channels, t0, t1, dtype="float32")`` with warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = reader.read(list(channels), int(t0), int(t1), dtype="float32")
+    return np.asarray(out, dtype=np.float32).reshape(len(channels), -1)
+
+
+class Decoder:
+    """The decode interface: submit a window, get a future of its samples."""
+
+    kind = "abstract"
+
+    def submit(self, source: Source, channels: Sequence[str], t0: int, t1: int,
+               lane: str = "fg") -> "cf.Future[np.ndarray]":
+        raise NotImplementedError
+
+    def decode(self, source: Source, channels: Sequence[str], t0: int, t1: int,
+               lane: str = "fg") -> np.ndarray:
+        """Decode in the calling thread when cheap, else on the lane's workers; waits."""
+        return self.submit(source, channels, t0, t1, lane).result()
+
+    def forget(self, source: Source) -> None:
+        """Release any reader held for ``source`` (its file was closed or changed)."""
+
+    def warm_up(self) -> None:
+        """Start workers ahead of the first read."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        return {}
+
+
+# ---------------------------------------------------------------- threads
+
+
+class ThreadDecoder(Decoder):
+    """Decode on threads of this process, one shared mef3io reader per recording.
+
+    ``readers`` maps a :class:`Source` to an open reader; the recordings module
+    registers each reader it opens, so the thread decoder reuses it.
+    """
+
+    kind = "threads"
+
+    def __init__(self, fg_workers: int, bg_workers: int,
+                 reader_for: Callable[[Source], object]):
+        self._reader_for = reader_for
+        self._pools = {
+            "fg": cf.ThreadPoolExecutor(max(1, fg_workers), thread_name_prefix="decode-fg"),
+            "bg": cf.ThreadPoolExecutor(max(1, bg_workers), thread_name_prefix="decode-bg"),
+        }
+        self._decodes = 0
+        self._decode_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def _run(self, source, channels, t0, t1):
+        start = time.perf_counter()
+        out = read_window(self._reader_for(source), channels, t0, t1)
+        with self._lock:
+            self._decodes += 1
+            self._decode_seconds += time.perf_counter() - start
+        return out
+
+    def submit(self, source, channels, t0, t1, lane="fg"):
+        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1)
+
+    def decode(self, source, channels, t0, t1, lane="fg"):
+        # The caller's thread is already a worker of the gRPC pool: decoding
+        # here saves a hand-off; mef3io spreads one read over its own threads.
+        try:
+            return self._run(source, tuple(channels), t0, t1)
+        except DecodeFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - mef3io raises many kinds
+            raise DecodeFailed(f"decoding failed: {e}") from e
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"decodes": self._decodes, "decode_seconds": self._decode_seconds,
+                    "worker_restarts": 0}
+
+
+# ---------------------------------------------------------------- processes
+
+_WORKER_READERS: "dict[tuple[str, int], object]" = {}
+_WORKER_MAX_READERS = 64
+
+
+def _worker_init(parent_pid: int, n_threads: int) -> None:
+    """Runs once in each worker: quiet warnings, exit if the server goes away."""
+    warnings.simplefilter("ignore")
+    global _WORKER_THREADS
+    _WORKER_THREADS = n_threads
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+_WORKER_THREADS = 0
+
+
+def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
+    key = (path, generation)
+    reader = _WORKER_READERS.get(key)
+    if reader is None:
+        for old in [k for k in _WORKER_READERS if k[0] == path]:
+            _WORKER_READERS.pop(old).close()
+        if len(_WORKER_READERS) >= _WORKER_MAX_READERS:
+            _WORKER_READERS.pop(next(iter(_WORKER_READERS))).close()
+        reader = open_reader(path, password, _WORKER_THREADS)
+        _WORKER_READERS[key] = reader
+    return read_window(reader, channels, t0, t1)
+
+
+def _worker_noop() -> int:
+    return os.getpid()
+
+
+class ProcessDecoder(Decoder):
+    """Decode in worker processes (forkserver), one pool per lane."""
+
+    kind = "processes"
+
+    def __init__(self, fg_workers: int, bg_workers: int, n_threads: int = 0):
+        self._sizes = {"fg": max(1, fg_workers), "bg": max(1, bg_workers)}
+        self._n_threads = n_threads
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._lock = threading.Lock()
+        self._pools: dict[str, cf.ProcessPoolExecutor] = {}
+        self._restarts = 0
+        self._decodes = 0
+        self._decode_seconds = 0.0
+        self._closed = False
+
+    def _pool(self, lane: str) -> cf.ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise DecodeFailed("the server is shutting down")
+            pool = self._pools.get(lane)
+            if pool is None:
+                pool = cf.ProcessPoolExecutor(
+                    self._sizes[lane], mp_context=self._ctx, initializer=_worker_init,
+                    initargs=(os.getpid(), self._n_threads))
+                self._pools[lane] = pool
+            return pool
+
+    def _rebuild(self, lane: str, broken: cf.ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pools.get(lane) is broken:
+                del self._pools[lane]
+                self._restarts += 1
+                log.warning("a %s decode worker died; rebuilding the pool", lane)
+        try:
+            broken.shutdown(wait=False, cancel_futures=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def warm_up(self) -> None:
+        for lane in LANES:
+            pool = self._pool(lane)
+            list(pool.map(_worker_noop, range(self._sizes[lane])))
+
+    def submit(self, source, channels, t0, t1, lane="fg"):
+        outer: cf.Future = cf.Future()
+        args = (source.path, source.generation, source.password, tuple(channels), int(t0), int(t1))
+        start = time.perf_counter()
+
+        def attempt(tries_left: int):
+            pool = None
+            try:
+                pool = self._pool(lane)
+                fut = pool.submit(_worker_decode, *args)
+            except DecodeFailed as e:
+                outer.set_exception(e)
+                return
+            except (BrokenProcessPool, RuntimeError):
+                # A broken pool, or one shut down under us by a rebuild.
+                if pool is not None:
+                    self._rebuild(lane, pool)
+                if tries_left > 0 and not self._closed:
+                    attempt(tries_left - 1)
+                else:
+                    outer.set_exception(DecodeFailed(
+                        "a decode worker process died and the retry failed too"))
+                return
+
+            def done(f: cf.Future):
+                exc = f.exception()
+                if exc is None:
+                    with self._lock:
+                        self._decodes += 1
+                        self._decode_seconds += time.perf_counter() - start
+                    outer.set_result(f.result())
+                elif isinstance(exc, BrokenProcessPool):
+                    self._rebuild(lane, pool)
+                    if tries_left > 0 and not self._closed:
+                        attempt(tries_left - 1)
+                    else:
+                        outer.set_exception(DecodeFailed(
+                            "a decode worker process died while decoding this window, "
+                            "and again on the retry"))
+                else:
+                    outer.set_exception(DecodeFailed(f"decoding failed: {exc}"))
+            fut.add_done_callback(done)
+
+        attempt(1)
+        return outer
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            pools = list(self._pools.values())
+        pids = []
+        for p in pools:
+            procs = getattr(p, "_processes", None) or {}
+            pids.extend(procs.keys())
+        return pids
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for p in pools:
+            p.shutdown(wait=True, cancel_futures=True)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"decodes": self._decodes, "decode_seconds": self._decode_seconds,
+                    "worker_restarts": self._restarts}
+
+
+def make_decoder(settings, reader_for: Callable[[Source], object]) -> Decoder:
+    """The decoder the settings ask for (``USE_PROCESS_POOL``)."""
+    if settings.use_process_pool:
+        return ProcessDecoder(settings.effective_reader_processes,
+                              settings.effective_prefetch_processes, settings.decode_threads)
+    return ThreadDecoder(settings.effective_reader_processes,
+                         settings.effective_prefetch_processes, reader_for)

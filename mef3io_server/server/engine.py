@@ -1,0 +1,489 @@
+"""The engine: the server's core, with no network in it.
+
+It wires the pieces of the data path together -- paths -> sessions ->
+recordings -> tile store (grid, cache, decode) -- and offers one method per
+thing a client can ask. The gRPC service (:mod:`.service`) only translates
+messages to these calls and back; tests and other front ends can use the
+engine directly.
+
+Units: times uUTC (int), rates Hz (float), sizes bytes. Windows are
+half-open ``[t0, t1)``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import tile_grid as tg
+from .config import Settings
+from .decode import Decoder, Source, make_decoder
+from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
+from .paths import PathResolver
+from .recordings import ChannelInfo, Recording
+from .reduction import reduce_to_points
+from .sessions import DEFAULT_CLIENT, Session, SessionRegistry
+from .tile_cache import TileCache
+from .tile_store import TileStore
+
+log = logging.getLogger("mef3io_server.engine")
+
+INT64_MAX = 2**63 - 1
+
+
+@dataclass
+class FileInfo:
+    """What OpenFile / FileInfo answer (per-channel lists are parallel)."""
+
+    client_path: str
+    channel_names: list[str]
+    sampling_rates: list[float]
+    served_rates: list[float]
+    channel_start_uutc: list[int]
+    channel_end_uutc: list[int]
+    units: list[str]
+    start_uutc: int
+    end_uutc: int
+    cache_fs: Optional[float]
+    encrypted: bool
+    access_level: str
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_uutc - self.start_uutc) / 1e6
+
+
+@dataclass
+class SignalRead:
+    """A validated read, ready to stream: metadata plus a chunk iterator.
+
+    ``chunks`` yields ``(start_uutc, end_uutc, rows)`` with ``rows`` a float32
+    ``(n_channels, n)`` array; the chunks join along time to the whole window.
+    """
+
+    client_path: str
+    channel_names: list[str]
+    fs: float
+    n_samples: int
+    start_uutc: int
+    end_uutc: int
+    chunks: Iterator[tuple[int, int, int, np.ndarray]]
+
+
+@dataclass
+class EngineCounters:
+    reads: int = 0
+    bytes_served: int = 0
+
+
+class Engine:
+    """The core of mef3io-server (see module docstring)."""
+
+    def __init__(self, settings: Settings, *, decoder: Optional[Decoder] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self.paths = PathResolver(settings.host_root, settings.data_roots)
+        self.cache = TileCache(settings.tile_cache_bytes, settings.cache_ttl_s)
+        self.decoder = decoder or make_decoder(settings, self._reader_for)
+        self.store = TileStore(self.cache, self.decoder,
+                               min_parallel_tiles=settings.min_parallel_tiles,
+                               prefetch_ahead=settings.prefetch_ahead_windows,
+                               prefetch_behind=settings.prefetch_behind_windows,
+                               max_read_bytes=settings.max_read_bytes)
+        self.sessions = SessionRegistry(self._open_recording, self._recording_closed,
+                                        session_ttl_s=settings.session_ttl_s,
+                                        max_sessions=settings.max_sessions, clock=clock)
+        self.counters = EngineCounters()
+        self._generation = 0
+        self._gen_lock = threading.Lock()
+        self._readers: dict[tuple[str, int], Recording] = {}
+        self._refresh_locks: dict[str, threading.Lock] = {}
+        self._stop = threading.Event()
+        self._draining = False
+        self._sweeper: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def _next_generation(self) -> int:
+        with self._gen_lock:
+            self._generation += 1
+            return self._generation
+
+    def _open_recording(self, path: str, password: str, *, cache_epoch=None) -> Recording:
+        s = self.settings
+        rec = Recording(path, password, generation=self._next_generation(),
+                        cache_epoch=cache_epoch, decode_threads=s.decode_threads,
+                        tile_duration_s=s.tile_duration_s,
+                        respect_mef_blocks=s.respect_mef_blocks)
+        rec.last_checked = self._clock()
+        with self._gen_lock:
+            self._readers[(rec.path, rec.generation)] = rec
+        return rec
+
+    def _reader_for(self, source: Source):
+        """The thread decoder's reader lookup: the open recording's shared reader."""
+        rec = self._readers.get((source.path, source.generation))
+        if rec is None or rec.closed:
+            raise NotOpen(f"{source.path} was closed while it was being read")
+        return rec.reader
+
+    def _recording_closed(self, rec: Recording) -> None:
+        with self._gen_lock:
+            if self._readers.get((rec.path, rec.generation)) is rec:
+                del self._readers[(rec.path, rec.generation)]
+        rec.close()
+        self.store.forget(rec)
+        self.decoder.forget(rec.source)
+
+    def start(self) -> None:
+        """Start the background sweeper (cache TTL, session TTL) and warm the decoder."""
+        self.decoder.warm_up()
+        ttls = [t for t in (self.settings.cache_ttl_s, self.settings.session_ttl_s) if t]
+        interval = max(0.05, min([5.0] + [t / 4 for t in ttls]))
+        self._sweeper = threading.Thread(target=self._sweep_loop, args=(interval,),
+                                         name="sweeper", daemon=True)
+        self._sweeper.start()
+
+    def _sweep_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.sweep()
+
+    def sweep(self) -> tuple[int, int]:
+        """Apply ``CACHE_TTL_S`` and ``SESSION_TTL_S`` now; returns (tiles, sessions) dropped."""
+        tiles = sessions = 0
+        try:
+            tiles = self.cache.evict_expired()
+            sessions = self.sessions.expire()
+        except Exception:  # noqa: BLE001 - the sweeper must never die
+            log.exception("sweep failed")
+        return tiles, sessions
+
+    def begin_drain(self) -> None:
+        """Refuse new work from now on (in-flight streams continue)."""
+        self._draining = True
+
+    def close(self) -> None:
+        """Stop the sweeper, close every recording and the decode workers."""
+        self._draining = True
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+        self.store.close()
+        self.sessions.close_all()
+        self.decoder.close()
+
+    def _check_open_for_work(self) -> None:
+        if self._draining:
+            raise ShuttingDown("the server is shutting down and takes no new requests")
+
+    # ------------------------------------------------------------ files
+
+    def _served_rates(self, rec: Recording, cache_fs: Optional[float],
+                      allow_mixed: bool) -> list[float]:
+        if cache_fs is None:
+            return [c.fs for c in rec.channels]
+        return [min(c.fs, cache_fs) for c in rec.channels]
+
+    def _validate_cache_fs(self, cache_fs: Optional[float], allow_mixed: bool):
+        if cache_fs is None:
+            return None
+        if not isinstance(cache_fs, (int, float)) or not math.isfinite(cache_fs) or cache_fs <= 0:
+            raise BadRequest(f"cache_fs must be a positive, finite rate in Hz, not {cache_fs!r}")
+
+        def check(rec: Recording):
+            below = [c for c in rec.channels if c.fs < cache_fs]
+            if below and not allow_mixed:
+                names = ", ".join(f"{c.name} ({c.fs:g} Hz)" for c in below[:10])
+                more = f" and {len(below) - 10} more" if len(below) > 10 else ""
+                raise BadRequest(
+                    f"cache_fs={cache_fs:g} Hz is above the recorded rate of {names}{more}; "
+                    "open with allow_mixed_rates to serve those channels at their own rate")
+        return check
+
+    def open_file(self, client_id: str, client_path: str, *, cache_fs: Optional[float] = None,
+                  allow_mixed_rates: bool = False, password: str = "") -> FileInfo:
+        """Open (or refresh) the caller's session on a file; returns its metadata."""
+        self._check_open_for_work()
+        path = self.paths.resolve_session(client_path)
+        check = self._validate_cache_fs(cache_fs, allow_mixed_rates)
+        session, rec = self.sessions.open(client_id, path, client_path, password=password,
+                                          cache_fs=cache_fs, allow_mixed_rates=allow_mixed_rates,
+                                          validate=check)
+        rec = self._refreshed(rec, force=False)
+        return self._info(rec, session, client_path)
+
+    def close_file(self, client_id: str, client_path: str) -> bool:
+        """End the caller's session; True when the file is still open for others."""
+        path = self.paths.resolve_session(client_path) if self._resolvable(client_path) \
+            else client_path
+        if self.sessions.session(client_id, path) is None:
+            raise NotOpen(f"{client_path} is not open by this client")
+        return self.sessions.close(client_id, path)
+
+    def _resolvable(self, client_path: str) -> bool:
+        try:
+            self.paths.resolve_session(client_path)
+            return True
+        except ServerError:
+            return False
+
+    def file_info(self, client_id: str, client_path: str) -> FileInfo:
+        path = self.paths.resolve_session(client_path)
+        rec, session = self.sessions.recording_for_read(client_id, path, client_path)
+        rec = self._refreshed(rec)
+        return self._info(rec, session, client_path)
+
+    def list_open_files(self) -> list[str]:
+        return self.sessions.open_paths()
+
+    def _info(self, rec: Recording, session: Optional[Session], client_path: str) -> FileInfo:
+        cache_fs = session.cache_fs if session else None
+        allow = session.allow_mixed_rates if session else False
+        return FileInfo(
+            client_path=client_path,
+            channel_names=[c.name for c in rec.channels],
+            sampling_rates=[c.fs for c in rec.channels],
+            served_rates=self._served_rates(rec, cache_fs, allow),
+            channel_start_uutc=[c.start_uutc for c in rec.channels],
+            channel_end_uutc=[c.end_uutc for c in rec.channels],
+            units=[c.units for c in rec.channels],
+            start_uutc=rec.start_uutc, end_uutc=rec.end_uutc, cache_fs=cache_fs,
+            encrypted=rec.encrypted, access_level=rec.access_level)
+
+    # ------------------------------------------------------------ changes on disk
+
+    def _refreshed(self, rec: Recording, force: bool = False) -> Recording:
+        """``rec``, or its re-opened successor when the files changed on disk.
+
+        Checked at most every ``REFRESH_INTERVAL_S`` per recording (a stat of
+        each file). An append keeps the cached tiles except those at each
+        channel's old end; any other change drops every tile of the file.
+        """
+        now = self._clock()
+        if not force and now - rec.last_checked < self.settings.refresh_interval_s:
+            return rec
+        lock = self._refresh_locks.setdefault(rec.path, threading.Lock())
+        with lock:
+            current = self.sessions.recording(rec.path)
+            if current is not None and current is not rec:
+                return current
+            rec.last_checked = now
+            if not rec.changed_on_disk():
+                return rec
+            import os
+            if not os.path.exists(rec.path):
+                gone = self.sessions.drop_file(rec.path)
+                if gone is not None:
+                    self._recording_closed(gone)
+                raise RecordingNotFound(
+                    f"the recording at {rec.path} vanished from disk; open it again when it is back")
+            try:
+                new = self._open_recording(rec.path, rec.password, cache_epoch=None)
+            except ServerError as e:
+                gone = self.sessions.drop_file(rec.path)
+                if gone is not None:
+                    self._recording_closed(gone)
+                raise type(e)(f"the recording at {rec.path} changed on disk and can no longer "
+                              f"be read: {e}") from None
+            appended = self._is_append(rec, new)
+            if appended:
+                new.cache_epoch = rec.cache_epoch
+            if not self.sessions.replace_recording(rec, new):
+                new.close()
+                return self.sessions.recording(rec.path) or rec
+            with self._gen_lock:
+                self._readers.pop((rec.path, rec.generation), None)
+            if appended:
+                self._evict_tails(rec, new)
+            else:
+                self.store.forget(rec)
+            rec.close()
+            self.decoder.forget(rec.source)
+            log.info("recording %s changed on disk (%s); re-opened", rec.path,
+                     "appended" if appended else "replaced")
+            return new
+
+    @staticmethod
+    def _is_append(old: Recording, new: Recording) -> bool:
+        if [c.name for c in old.channels] != [c.name for c in new.channels[:len(old.channels)]]:
+            return False
+        for a in old.channels:
+            b = new.by_name.get(a.name)
+            if b is None or b.fs != a.fs or b.start_uutc != a.start_uutc or b.end_uutc < a.end_uutc:
+                return False
+            n = a.block_starts.size
+            if b.block_starts.size < n or not np.array_equal(a.block_starts, b.block_starts[:n]):
+                return False
+            if n > 1 and not np.array_equal(a.block_ends[:n - 1], b.block_ends[:n - 1]):
+                return False
+        return True
+
+    def _evict_tails(self, old: Recording, new: Recording) -> None:
+        """Drop tiles that reach past a channel's old end (they may now hold new data)."""
+        key = old.key
+        ends = {c.name: c.end_uutc for c in old.channels}
+
+        def stale(k) -> bool:
+            if k[0] != key:
+                return False
+            ch = old.by_name.get(k[1])
+            if ch is None:
+                return True
+            grid = old.grid(ch, k[2])
+            _, b = grid.tile_window(k[3])
+            return b > ends[k[1]] - int(1e6 / ch.fs) - 1
+
+        self.cache.evict_matching(stale)
+
+    # ------------------------------------------------------------ reads
+
+    def _read_context(self, client_id: str, client_path: str):
+        self._check_open_for_work()
+        path = self.paths.resolve_session(client_path)
+        rec, session = self.sessions.recording_for_read(client_id, path, client_path)
+        rec = self._refreshed(rec)
+        return rec, session
+
+    @staticmethod
+    def _check_window(t0, t1) -> None:
+        for name, v in (("start_uutc", t0), ("end_uutc", t1)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                raise BadRequest(f"{name} must be an integer number of microseconds")
+        if t1 <= t0:
+            raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
+                             f"end_uutc={t1} (windows are half-open [start, end))")
+
+    def read_signal(self, client_id: str, client_path: str, channel_names: Sequence[str],
+                    t0: int, t1: int, n_points: Optional[int] = None) -> SignalRead:
+        """Validate a read and return it ready to stream (nothing decoded yet)."""
+        self._check_window(t0, t1)
+        if len(channel_names) > self.settings.max_channels_per_read:
+            raise ResourceLimit(f"{len(channel_names)} channels in one read; the limit is "
+                                f"{self.settings.max_channels_per_read} (MAX_CHANNELS_PER_READ)")
+        if n_points is not None and n_points < 1:
+            raise BadRequest(f"n_points must be at least 1, not {n_points}")
+        rec, session = self._read_context(client_id, client_path)
+        chans = rec.resolve_channels(channel_names)
+        cache_fs = session.cache_fs if session else None
+        allow = session.allow_mixed_rates if session else False
+        rates = self._served_rates(rec, cache_fs, allow)
+        served = [rates[rec.channels.index(c)] for c in chans]
+        distinct = sorted(set(served))
+        if len(distinct) > 1:
+            by_rate = {}
+            for c, r in zip(chans, served):
+                by_rate.setdefault(r, []).append(c.name)
+            desc = "; ".join(f"{r:g} Hz: {', '.join(n[:5])}{' ...' if len(n) > 5 else ''}"
+                             for r, n in by_rate.items())
+            raise BadRequest("the channels of one read must share a sampling rate, but these "
+                             f"differ ({desc}); read each rate separately")
+        fs = distinct[0]
+        n = tg.samples_in_window(t0, t1, fs)
+        if n <= 0:
+            raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
+                             f"{fs:g} Hz and holds no samples")
+        names = [c.name for c in chans]
+        if n_points is not None and n > n_points:
+            return self._read_points(rec, session, chans, names, fs, t0, t1, int(n_points),
+                                     client_path)
+        per = tg.chunk_samples(len(chans), self.settings.chunk_bytes,
+                               multiple_of=tg.exact_period_samples(fs) or 1)
+        if per * len(chans) * 4 > self.settings.chunk_bytes and per > 1:
+            per = max(1, self.settings.chunk_bytes // (len(chans) * 4))
+        with self._gen_lock:
+            self.counters.reads += 1
+
+        def chunks():
+            it = self.store.read_chunks(rec, chans, fs, t0, t1, per)
+            last = None
+            for j0, j1, rows in it:
+                if j1 == n:
+                    last = True
+                    self._prefetch(rec, chans, fs, t0, t1)
+                a = t0 + _offset_us(j0, fs)
+                b = t1 if j1 == n else t0 + _offset_us(j1, fs)
+                with self._gen_lock:
+                    self.counters.bytes_served += rows.nbytes
+                yield a, b, j0, rows
+            if last is None:
+                self._prefetch(rec, chans, fs, t0, t1)
+
+        return SignalRead(client_path, names, fs, n, t0, t1, chunks())
+
+    def _prefetch(self, rec, chans, fs, t0, t1) -> None:
+        try:
+            self.store.prefetch(rec, chans, fs, t0, t1)
+        except Exception:  # noqa: BLE001 - best effort
+            log.debug("prefetch failed", exc_info=True)
+
+    def _read_points(self, rec, session, chans, names, fs, t0, t1, n_points, client_path
+                     ) -> SignalRead:
+        """``n_points`` reads: MinMaxLTTB over the cheapest level with detail to spare."""
+        # Source level: the session's reduced tiles when they hold >= 2x n_points,
+        # else the native rate.
+        src_fs = fs
+        native = [c.fs for c in chans]
+        if fs < max(native) and tg.samples_in_window(t0, t1, fs) < 2 * n_points:
+            if len(set(native)) == 1:
+                src_fs = native[0]
+        n_src = tg.samples_in_window(t0, t1, src_fs)
+        limit = self.settings.max_read_bytes
+        if n_src * len(chans) * 4 > limit:
+            raise ResourceLimit(
+                f"an n_points read of this window needs {n_src} samples x {len(chans)} channels "
+                f"in memory, over MAX_READ_MB; narrow the window or open with cache_fs")
+        out_fs = n_points / ((t1 - t0) / 1e6)
+
+        def chunks():
+            per = max(1, n_src)
+            whole = np.empty((len(chans), n_src), dtype=np.float32)
+            for j0, j1, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per):
+                whole[:, j0:j1] = rows
+            reduced = reduce_to_points(whole, n_points)
+            self._prefetch(rec, chans, src_fs, t0, t1)
+            with self._gen_lock:
+                self.counters.reads += 1
+                self.counters.bytes_served += reduced.nbytes
+            per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
+            for j0, j1 in tg.chunk_bounds(n_points, per_chunk):
+                a = t0 + (j0 * (t1 - t0)) // n_points
+                b = t0 + (j1 * (t1 - t0)) // n_points
+                yield a, b, j0, np.ascontiguousarray(reduced[:, j0:j1])
+
+        return SignalRead(client_path, names, out_fs, n_points, t0, t1, chunks())
+
+    # ------------------------------------------------------------ envelope
+
+    def envelope(self, client_id: str, client_path: str, channel_names: Sequence[str],
+                 t0: Optional[int] = None, t1: Optional[int] = None):
+        """Per-MEF-block (start, end, min, max) of each channel, from the block index only.
+
+        Yields ``(channel_name, dict of numpy arrays)`` in the order asked.
+        """
+        if t0 is not None and t1 is not None and t1 <= t0:
+            raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
+                             f"end_uutc={t1}")
+        rec, _ = self._read_context(client_id, client_path)
+        chans = rec.resolve_channels(channel_names)
+        import warnings
+        for ch in chans:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    e = rec.reader.block_envelope(ch.name, t0, t1)
+                except Exception as exc:  # noqa: BLE001
+                    raise ServerError(f"reading the block index of {ch.name} in {client_path} "
+                                      f"failed: {exc}") from None
+            yield ch.name, e
+
+
+def _offset_us(j: int, fs: float) -> int:
+    """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""
+    return tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))

@@ -1,0 +1,259 @@
+"""Recordings: one open MEF 3.0 session, its metadata, block index and tile grids.
+
+A :class:`Recording` is opened once per file, however many clients read it.
+It holds the shared mef3io reader (used by the thread decoder), the channel
+metadata a ``FileInfo`` answers with, each channel's MEF block index (from
+``block_envelope``: times only, nothing decoded), and one
+:class:`~mef3io_server.server.tile_grid.TileGrid` per (channel, served rate).
+
+Times are uUTC, rates Hz. A channel's span is ``[start_uutc, end_uutc)`` as
+mef3io reports it.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import tile_grid as tg
+from .decode import Source, open_reader
+from .errors import PasswordRequired, RecordingNotFound, RecordingUnreadable, UnknownChannel
+
+
+@dataclass
+class ChannelInfo:
+    """Metadata of one channel (rates in Hz, times in uUTC)."""
+
+    name: str
+    fs: float
+    start_uutc: int
+    end_uutc: int
+    n_samples: int
+    units: str
+    block_starts: np.ndarray = field(repr=False)   # int64, one per MEF block
+    block_ends: np.ndarray = field(repr=False)     # int64, just past each block's last sample
+    block_samples: int = 0                         # the channel's (first) block length
+
+
+def _classify_open_error(path: str, exc: Exception) -> Exception:
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "PasswordError":
+        return PasswordRequired(
+            f"{path} is encrypted: open it with its level-1 or level-2 password "
+            "(the password given is missing or wrong)")
+    if name in ("IoError", "FileNotFoundError", "OSError") and (
+            "not a directory or tar archive" in text or "No such file" in text):
+        return RecordingNotFound(f"no MEF session at {path}")
+    if "must end with .mefd" in text:
+        return RecordingUnreadable(f"{path} is not a MEF session (the name must end in .mefd)")
+    return RecordingUnreadable(f"{path} is not a readable MEF 3.0 session: {text}")
+
+
+def session_signature(path: str) -> tuple:
+    """A cheap fingerprint of a session's files: (relative path, size, mtime_ns) of each.
+
+    Appends change the size of ``.tdat``/``.tidx`` files and rewrite
+    ``.tmet``; a replaced or truncated session changes sizes or inode times.
+    Costs one ``stat`` per file (channels x segments x 3).
+    """
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return (("", st.st_size, st.st_mtime_ns, st.st_ino),)
+    entries = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                continue
+            entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(entries)
+
+
+class Recording:
+    """An open MEF session (see module docstring).
+
+    Parameters
+    ----------
+    path : str
+        Resolved path of the ``.mefd`` directory (or ``.mefd.tar``).
+    password : str
+        The password that opened it ("" for none). Kept in memory only while
+        the recording is open, because decode workers and re-opens after a
+        change on disk need it; never logged or returned.
+    """
+
+    def __init__(self, path: str, password: str = "", *, generation: int = 0,
+                 cache_epoch: Optional[int] = None, decode_threads: int = 0,
+                 tile_duration_s: float = 10.0, respect_mef_blocks: bool = False):
+        self.path = path
+        self.generation = generation
+        # Tiles are keyed by (path, cache_epoch): an append keeps the epoch
+        # (only tiles at the old end are dropped), a replacement bumps it.
+        self.cache_epoch = generation if cache_epoch is None else cache_epoch
+        self.last_checked = 0.0
+        self._password = password or ""
+        self._tile_duration_s = tile_duration_s
+        self._respect_blocks = respect_mef_blocks
+        self._decode_threads = decode_threads
+        self._lock = threading.Lock()
+        self._grids: dict[tuple[str, float], tg.TileGrid] = {}
+        self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
+        self.signature = session_signature(path)
+        try:
+            self.reader = open_reader(path, self._password, decode_threads)
+        except Exception as e:  # noqa: BLE001 - mef3io's errors are classified below
+            raise _classify_open_error(path, e) from None
+        impl = getattr(self.reader, "_impl", None)
+        self.encrypted = bool(impl.password_protected()) if impl is not None else False
+        try:
+            names = list(self.reader.channels)
+        except Exception as e:  # noqa: BLE001
+            self.reader.close()
+            raise _classify_open_error(path, e) from None
+        if not names:
+            self.reader.close()
+            raise RecordingUnreadable(f"{path} is not a MEF 3.0 session: it holds no channels")
+        try:
+            self.channels = self._load_channels(names)
+        except Exception as e:  # noqa: BLE001
+            self.reader.close()
+            raise _classify_open_error(path, e) from None
+        self.by_name = {c.name: c for c in self.channels}
+        self.access_level = "none"
+        if self.encrypted:
+            info0 = self.reader.info(names[0])
+            self.access_level = "level2" if info0.get("section3_available") else "level1"
+        self.start_uutc = min(c.start_uutc for c in self.channels)
+        self.end_uutc = max(c.end_uutc for c in self.channels)
+        self.closed = False
+
+    # ---- metadata ----
+
+    def _load_channels(self, names: Sequence[str]) -> list[ChannelInfo]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = self.reader.block_envelope(list(names))
+            out = []
+            for name in names:
+                info = self.reader.info(name)
+                e = env[name]
+                starts = np.asarray(e["start_uutc"], dtype=np.int64)
+                ends = np.asarray(e["end_uutc"], dtype=np.int64)
+                fs = float(info["sampling_frequency"])
+                block = int(round((ends[0] - starts[0]) * fs / 1e6)) if starts.size else 0
+                out.append(ChannelInfo(
+                    name=name, fs=fs, start_uutc=int(info["start_time"]),
+                    end_uutc=int(info["end_time"]), n_samples=int(info["number_of_samples"]),
+                    units=str(info.get("units_description") or ""),
+                    block_starts=starts, block_ends=ends, block_samples=max(0, block)))
+        return out
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+    @property
+    def source(self) -> Source:
+        return Source(self.path, self.generation, self._password)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of this version of the data: the tile cache's key prefix."""
+        return (self.path, self.cache_epoch)
+
+    def channel(self, name: str) -> ChannelInfo:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise UnknownChannel(self.unknown_channels_message([name])) from None
+
+    def unknown_channels_message(self, names: Sequence[str]) -> str:
+        shown = ", ".join(repr(n[:80]) for n in list(names)[:5])
+        more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+        avail = ", ".join(c.name for c in self.channels[:20])
+        if len(self.channels) > 20:
+            avail += f", ... ({len(self.channels)} in all)"
+        return f"unknown channel(s) {shown}{more} in {self.path}; it has: {avail}"
+
+    def resolve_channels(self, names: Sequence[str]) -> list[ChannelInfo]:
+        """Channels by name, in the order given; empty means all, in file order."""
+        if not names:
+            return list(self.channels)
+        missing = [n for n in names if n not in self.by_name]
+        if missing:
+            raise UnknownChannel(self.unknown_channels_message(missing))
+        return [self.by_name[n] for n in names]
+
+    # ---- tiles ----
+
+    def grid(self, ch: ChannelInfo, served_fs: float) -> tg.TileGrid:
+        """The tile grid of ``ch`` at ``served_fs`` Hz (anchored at the channel start)."""
+        key = (ch.name, served_fs)
+        g = self._grids.get(key)
+        if g is None:
+            block = None
+            if self._respect_blocks and ch.block_samples:
+                # Whole MEF blocks of the channel, expressed at the served rate.
+                block = max(1, int(round(ch.block_samples * served_fs / ch.fs)))
+                if served_fs < ch.fs and block % 2:
+                    block += 1
+            L = tg.choose_tile_samples(self._tile_duration_s, served_fs, block)
+            if served_fs < ch.fs and L % 2:
+                L += 1      # min-max reduction produces pairs
+            g = tg.TileGrid(ch.start_uutc, served_fs, L)
+            with self._lock:
+                self._grids[key] = g
+        return g
+
+    def block_phases(self, ch: ChannelInfo, grid: tg.TileGrid) -> np.ndarray:
+        """Phases of ``ch``'s MEF blocks on ``grid`` (cached), see :func:`tile_grid.block_phases`."""
+        key = (ch.name, grid)
+        p = self._phases.get(key)
+        if p is None:
+            p = tg.block_phases(grid, ch.block_starts)
+            with self._lock:
+                self._phases[key] = p
+        return p
+
+    def on_grid(self, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
+        """Every block of ``ch`` starts within tolerance of ``grid``'s samples."""
+        p = self.block_phases(ch, grid)
+        return bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
+
+    def phases_in_window(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
+        """Phases of the blocks of ``ch`` overlapping ``[t0, t1)``."""
+        lo = int(np.searchsorted(ch.block_ends, t0, side="right"))
+        hi = int(np.searchsorted(ch.block_starts, t1, side="left"))
+        return self.block_phases(ch, grid)[lo:hi]
+
+    def has_data(self, ch: ChannelInfo, t0: int, t1: int) -> bool:
+        """Any MEF block of ``ch`` overlaps ``[t0, t1)`` (with half a sample of slack)."""
+        slack = int(5e5 / ch.fs) + 1
+        lo = int(np.searchsorted(ch.block_ends, t0 - slack, side="right"))
+        hi = int(np.searchsorted(ch.block_starts, t1 + slack, side="left"))
+        return hi > lo
+
+    # ---- life cycle ----
+
+    def changed_on_disk(self) -> bool:
+        """True when the session's files differ from when this recording was opened."""
+        try:
+            return session_signature(self.path) != self.signature
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        """Close the shared reader and drop the password."""
+        self.closed = True
+        try:
+            self.reader.close()
+        finally:
+            self._password = ""

@@ -1,0 +1,398 @@
+"""Windows assembled from cached tiles, decoding only what is missing.
+
+The data path of a read: the service asks :meth:`TileStore.read_chunks` for a
+window of some channels of a :class:`~.recordings.Recording` at one served
+rate; the tile grid (:mod:`.tile_grid`) says which tiles hold it; tiles come
+from the shared :class:`~.tile_cache.TileCache` or are decoded by the
+:class:`~.decode.Decoder` (several channels of one tile in one mef3io read) and
+put back; slices are copied straight into the chunk being sent.
+
+Guarantees:
+
+* Result equals ``mef3io.Reader.read(channels, t0, t1, dtype="float32")``
+  value for value and NaN for NaN. Where the block layout makes a tile slice
+  differ from a direct read (data off the window's grid after a gap), that
+  channel is read directly instead (uncached).
+* A tile is never decoded twice at once: concurrent readers of the same
+  tile wait for the one decode (foreground and prefetch alike).
+* Memory of a read is one chunk plus the tiles it touches; a window of any
+  length streams chunk by chunk.
+* Reduced rates (``cache_fs``) are tiles of their own, keyed by rate: a tile
+  at ``fs_s`` below the native rate is the native read of its span reduced by
+  :func:`.reduction.minmax_ordered`.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import tile_grid as tg
+from .decode import Decoder
+from .errors import DecodeFailed, ResourceLimit
+from .recordings import ChannelInfo, Recording
+from .reduction import minmax_ordered
+from .tile_cache import TileCache
+
+log = logging.getLogger("mef3io_server.tiles")
+
+
+@dataclass
+class StoreStats:
+    tiles_decoded: int = 0
+    prefetch_tiles_decoded: int = 0
+    prefetch_hits: int = 0
+    direct_reads: int = 0
+
+
+class TileStore:
+    """Cached, deduplicated, prefetching access to tiles of open recordings."""
+
+    def __init__(self, cache: TileCache, decoder: Decoder, *, min_parallel_tiles: int = 2,
+                 prefetch_ahead: int = 1, prefetch_behind: int = 1,
+                 max_read_bytes: int = 1 << 34):
+        self.cache = cache
+        self.decoder = decoder
+        self.min_parallel_tiles = min_parallel_tiles
+        self.prefetch_ahead = prefetch_ahead
+        self.prefetch_behind = prefetch_behind
+        self.max_read_bytes = max_read_bytes
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple, cf.Future] = {}
+        self._prefetched: dict[tuple, None] = {}   # keys put by prefetch, not yet read
+        self._nan_tiles: dict[int, np.ndarray] = {}
+        self.stats = StoreStats()
+        self._closed = False
+
+    # ------------------------------------------------------------ keys & tiles
+
+    @staticmethod
+    def tile_key(rec: Recording, ch: ChannelInfo, fs: float, k: int) -> tuple:
+        return (rec.key, ch.name, float(fs), int(k))
+
+    def _nan_tile(self, n: int) -> np.ndarray:
+        t = self._nan_tiles.get(n)
+        if t is None:
+            t = np.full(n, np.nan, dtype=np.float32)
+            t.flags.writeable = False
+            if len(self._nan_tiles) < 64:
+                self._nan_tiles[n] = t
+        return t
+
+    def _decode_tile_rows(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
+                          k: int, lane: str, inline: bool):
+        """Decode tile ``k`` of ``chans`` (same native rate and grid): future or rows."""
+        a, b = grid.tile_window(k)
+        names = [c.name for c in chans]
+        native = chans[0].fs
+        L = grid.tile_samples
+
+        def finish(rows: np.ndarray) -> np.ndarray:
+            if grid.fs < native:
+                return minmax_ordered(rows, L // 2)
+            if rows.shape[1] != L:   # cannot happen on a consistent grid; never mis-slice
+                fixed = np.full((rows.shape[0], L), np.nan, dtype=np.float32)
+                m = min(L, rows.shape[1])
+                fixed[:, :m] = rows[:, :m]
+                rows = fixed
+            return rows
+
+        if inline:
+            return finish(self.decoder.decode(rec.source, names, a, b, lane))
+        fut = self.decoder.submit(rec.source, names, a, b, lane)
+        out: cf.Future = cf.Future()
+
+        def done(f):
+            try:
+                out.set_result(finish(f.result()))
+            except BaseException as e:  # noqa: BLE001
+                out.set_exception(e)
+        fut.add_done_callback(done)
+        return out
+
+    def fetch_tiles(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
+                    tiles: Sequence[int], lane: str = "fg") -> dict[tuple[str, int], np.ndarray]:
+        """Tiles ``tiles`` of every channel in ``chans`` (all on ``grid``), decoding the missing.
+
+        Returns ``{(channel, k): float32 array of grid.tile_samples}``.
+        """
+        fs = grid.fs
+        L = grid.tile_samples
+        result: dict[tuple[str, int], np.ndarray] = {}
+        waits: list[tuple[tuple[str, int], cf.Future]] = []
+        jobs: dict[int, list[ChannelInfo]] = defaultdict(list)
+        owned: dict[tuple, cf.Future] = {}
+        for k in tiles:
+            a, b = grid.tile_window(k)
+            for ch in chans:
+                if not rec.has_data(ch, a, b):
+                    result[(ch.name, k)] = self._nan_tile(L)
+                    continue
+                key = self.tile_key(rec, ch, fs, k)
+                arr = self.cache.get(key)
+                if arr is not None:
+                    result[(ch.name, k)] = arr
+                    if self._prefetched:
+                        with self._lock:
+                            if self._prefetched.pop(key, 0) is None:
+                                self.stats.prefetch_hits += 1
+                    continue
+                with self._lock:
+                    fut = self._inflight.get(key)
+                    if fut is None:
+                        fut = cf.Future()
+                        self._inflight[key] = fut
+                        owned[key] = fut
+                        jobs[k].append(ch)
+                waits.append(((ch.name, k), fut))
+        if jobs:
+            self._run_jobs(rec, grid, jobs, owned, lane)
+        for rk, fut in waits:
+            result[rk] = fut.result()
+        return result
+
+    def _run_jobs(self, rec: Recording, grid: tg.TileGrid, jobs: dict[int, list[ChannelInfo]],
+                  owned: dict[tuple, cf.Future], lane: str) -> None:
+        """Decode the tiles this call owns; publish them to the cache and to waiters."""
+        fs = grid.fs
+
+        def publish(k: int, chans: list[ChannelInfo], rows=None, exc=None):
+            for i, ch in enumerate(chans):
+                key = self.tile_key(rec, ch, fs, k)
+                fut = owned[key]
+                if exc is None:
+                    tile = np.ascontiguousarray(rows[i])
+                    tile.flags.writeable = False
+                    if not rec.closed:
+                        self.cache.put(key, tile)
+                        if lane == "bg":
+                            with self._lock:
+                                self._prefetched[key] = None
+                                if len(self._prefetched) > 100_000:
+                                    self._prefetched.pop(next(iter(self._prefetched)))
+                with self._lock:
+                    self._inflight.pop(key, None)
+                if exc is None:
+                    fut.set_result(tile)
+                else:
+                    fut.set_exception(exc)
+            with self._lock:
+                if exc is None:
+                    self.stats.tiles_decoded += len(chans)
+                    if lane == "bg":
+                        self.stats.prefetch_tiles_decoded += len(chans)
+
+        def failure(e: BaseException, k: int) -> BaseException:
+            if isinstance(e, DecodeFailed):
+                return e
+            a, _ = grid.tile_window(k)
+            return DecodeFailed(f"decoding {rec.path} near {a} uUTC failed: {e}")
+
+        inline = lane == "fg" and len(jobs) < self.min_parallel_tiles
+        if inline:
+            for k, chans in jobs.items():
+                try:
+                    rows = self._decode_tile_rows(rec, chans, grid, k, lane, inline=True)
+                except BaseException as e:  # noqa: BLE001
+                    publish(k, chans, exc=failure(e, k))
+                    continue
+                publish(k, chans, rows)
+            return
+        for k, chans in jobs.items():
+            try:
+                f = self._decode_tile_rows(rec, chans, grid, k, lane, inline=False)
+            except BaseException as e:  # noqa: BLE001
+                publish(k, chans, exc=failure(e, k))
+                continue
+
+            def done(f, k=k, chans=chans):
+                exc = f.exception()
+                if exc is None:
+                    publish(k, chans, f.result())
+                else:
+                    publish(k, chans, exc=failure(exc, k))
+            f.add_done_callback(done)
+
+    # ------------------------------------------------------------ windows
+
+    def plan_groups(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float):
+        """Channels grouped by (tile grid, native rate): each group decodes together."""
+        groups: dict[tuple[tg.TileGrid, float], list[int]] = defaultdict(list)
+        for i, ch in enumerate(chans):
+            groups[(rec.grid(ch, fs), ch.fs)].append(i)
+        return groups
+
+    def read_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
+                    t1: int, per_chunk: int, lane: str = "fg",
+                    on_chunk: Optional[Callable[[int, int], None]] = None,
+                    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(j0, j1, rows)`` covering the window ``[t0, t1)`` at ``fs`` Hz.
+
+        ``rows`` is a fresh C-contiguous float32 array ``(len(chans), j1 - j0)``.
+        Before a chunk is yielded the next one's missing tiles are already
+        being decoded in the background lane, so decode overlaps sending.
+        """
+        n = tg.samples_in_window(t0, t1, fs)
+        if n <= 0:
+            return
+        nbytes = n * len(chans) * 4
+        if nbytes > self.max_read_bytes:
+            raise ResourceLimit(
+                f"the window holds {n} samples x {len(chans)} channels = "
+                f"{nbytes / 2**20:.0f} MB of float32, over the server's limit of "
+                f"{self.max_read_bytes / 2**20:.0f} MB (MAX_READ_MB); read it in parts")
+        groups = self.plan_groups(rec, chans, fs)
+        # Channels whose tiles cannot be sliced exactly for this window are read directly.
+        direct: list[int] = []
+        sliced_groups = []
+        for (grid, native), idxs in groups.items():
+            M, phase = tg.window_offset(grid, t0)
+            keep = []
+            for i in idxs:
+                ch = chans[i]
+                if grid.fs < native:
+                    keep.append(i)          # reduced rates are defined by their tiles
+                elif rec.on_grid(ch, grid) and abs(float(phase)) < 0.5 - tg.PHASE_TOLERANCE \
+                        and all(abs(float(grid.tile_phase(k))) < tg.PHASE_TOLERANCE
+                                for k in (0, 1)):
+                    keep.append(i)
+                elif self._exact_for_window(rec, ch, grid, phase, M, n):
+                    keep.append(i)
+                else:
+                    direct.append(i)
+            if keep:
+                sliced_groups.append((grid, native, keep))
+        q = tg.exact_period_samples(fs) or 0
+        if direct:
+            with self._lock:
+                self.stats.direct_reads += 1
+        bounds = tg.chunk_bounds(n, per_chunk)
+        direct_whole = None
+        if direct and (not q or per_chunk % q):
+            # Chunk starts would fall between microseconds: read these channels whole.
+            direct_whole = self._direct(rec, [chans[i] for i in direct], t0, t1, lane)
+        for ci, (j0, j1) in enumerate(bounds):
+            out = np.empty((len(chans), j1 - j0), dtype=np.float32)
+            for grid, native, idxs in sliced_groups:
+                self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane)
+            if direct:
+                if direct_whole is not None:
+                    out[direct] = direct_whole[:, j0:j1]
+                else:
+                    a = t0 + int(Fraction(j0 * 10**6) / Fraction(fs))
+                    b = t1 if j1 == n else t0 + int(Fraction(j1 * 10**6) / Fraction(fs))
+                    out[direct] = self._direct(rec, [chans[i] for i in direct], a, b, lane)
+            if ci + 1 < len(bounds) and lane == "fg":
+                nj0, nj1 = bounds[ci + 1]
+                for grid, native, idxs in sliced_groups:
+                    self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, nj0, nj1)
+            if on_chunk is not None:
+                on_chunk(j0, j1)
+            yield j0, j1, out
+
+    def _exact_for_window(self, rec, ch, grid, phase, M, n) -> bool:
+        L = grid.tile_samples
+        for k in grid.tiles_for_span(M, M + n):
+            a, b = grid.tile_window(k)
+            if not tg.slicing_is_exact(grid, phase, k, rec.phases_in_window(ch, grid, a, b)):
+                return False
+        return True
+
+    def _direct(self, rec, chans, a, b, lane) -> np.ndarray:
+        try:
+            return self.decoder.decode(rec.source, [c.name for c in chans], a, b, lane)
+        except DecodeFailed:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise DecodeFailed(f"decoding {rec.path} [{a}, {b}) failed: {e}") from e
+
+    def _fill(self, rec, chans, grid, idxs, t0, n, j0, j1, out, lane) -> None:
+        plan = tg.plan_window(grid, t0, n, j0, j1)
+        group = [chans[i] for i in idxs]
+        tiles = self.fetch_tiles(rec, group, grid, [p.tile for p in plan.pieces], lane)
+        for p in plan.pieces:
+            o0, o1 = p.out_start - j0, p.out_stop - j0
+            for i, ch in zip(idxs, group):
+                out[i, o0:o1] = tiles[(ch.name, p.tile)][p.tile_start:p.tile_stop]
+
+    # ------------------------------------------------------------ prefetch
+
+    def _schedule(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
+                  t0: int, n: int, j0: int, j1: int) -> int:
+        """Start background decodes of the missing tiles of window samples ``[j0, j1)``."""
+        if self._closed or rec.closed:
+            return 0
+        M, _ = tg.window_offset(grid, t0)
+        started = 0
+        jobs: dict[int, list[ChannelInfo]] = defaultdict(list)
+        owned: dict[tuple, cf.Future] = {}
+        for k in grid.tiles_for_span(j0 + M, j1 + M):
+            a, b = grid.tile_window(k)
+            for ch in chans:
+                if not rec.has_data(ch, a, b):
+                    continue
+                key = self.tile_key(rec, ch, grid.fs, k)
+                if key in self.cache:
+                    continue
+                with self._lock:
+                    if key in self._inflight:
+                        continue
+                    fut = cf.Future()
+                    self._inflight[key] = fut
+                    owned[key] = fut
+                jobs[k].append(ch)
+                started += 1
+        if jobs:
+            self._run_jobs(rec, grid, jobs, owned, "bg")
+        return started
+
+    def prefetch(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
+                 t0: int, t1: int) -> int:
+        """Warm ``PREFETCH_AHEAD_WINDOWS`` windows after and ``..._BEHIND_...`` before ``[t0, t1)``.
+
+        Windows are of the request's own size, clipped to the recording; tiles
+        cached or being decoded are skipped. Returns how many tile decodes started.
+        """
+        if (self.prefetch_ahead <= 0 and self.prefetch_behind <= 0) or t1 <= t0:
+            return 0
+        span = t1 - t0
+        n = tg.samples_in_window(t0, t1, fs)
+        # Never prefetch more than a quarter of the cache budget per request.
+        budget = self.cache.max_bytes // 4
+        need = n * len(chans) * 4 * (self.prefetch_ahead + self.prefetch_behind)
+        if need > budget:
+            return 0
+        started = 0
+        offsets = [i for i in range(1, self.prefetch_ahead + 1)] + \
+                  [-i for i in range(1, self.prefetch_behind + 1)]
+        for (grid, native), idxs in self.plan_groups(rec, chans, fs).items():
+            group = [chans[i] for i in idxs]
+            for off in offsets:
+                a = t0 + off * span
+                if a >= rec.end_uutc or a + span <= rec.start_uutc:
+                    continue
+                try:
+                    started += self._schedule(rec, group, grid, a, n, 0, n)
+                except Exception:  # noqa: BLE001 - prefetch is best effort
+                    log.debug("prefetch scheduling failed", exc_info=True)
+        return started
+
+    # ------------------------------------------------------------ life cycle
+
+    def forget(self, rec: Recording) -> int:
+        """Drop every tile of this version of the recording from the cache."""
+        key = rec.key
+        n = self.cache.evict_matching(lambda k: k[0] == key)
+        with self._lock:
+            for k in [k for k in self._prefetched if k[0] == key]:
+                del self._prefetched[k]
+        return n
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,220 @@
+"""Requests and answers of the protocol, shared by the sync and asyncio clients.
+
+Like httpx's models shared by ``Client`` and ``AsyncClient``: this module
+builds every request message and turns answers into the plain dicts and NumPy
+arrays the clients return, so :class:`mef3io_server.client.Mef3Client` and
+:class:`mef3io_server.aio.AsyncMef3Client` differ only in how they call.
+Nothing here touches the network.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .protobufs import gRPCMef3Server_pb2 as pb2
+
+CLIENT_ID_KEY = "x-mef3io-client-id"
+DEFAULT_ADDRESS = "localhost:50051"
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+class ServerUnsupported(RuntimeError):
+    """The server does not support a feature this call asked for (it is older)."""
+
+
+def check_client_id(client_id: Optional[str]) -> str:
+    """A valid client id: the given one, or a random one when ``None``."""
+    if client_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(client_id, str) or not (0 < len(client_id) <= 128) \
+            or not client_id.isprintable():
+        raise ValueError("client_id must be 1 to 128 printable characters")
+    return client_id
+
+
+def call_metadata(client_id: str, token: Optional[str] = None) -> tuple:
+    md = [(CLIENT_ID_KEY, client_id)]
+    if token:
+        md.append(("authorization", f"Bearer {token}"))
+    return tuple(md)
+
+
+def _channels(channels) -> list[str]:
+    if channels is None:
+        return []
+    if isinstance(channels, str):
+        return [channels]
+    return list(channels)
+
+
+# ------------------------------------------------------------------ files
+
+def open_file_request(file_path: str, cache_fs=None, allow_mixed_rates=False,
+                      password=None) -> pb2.OpenFileRequest:
+    req = pb2.OpenFileRequest(file_path=str(file_path), allow_mixed_rates=bool(allow_mixed_rates))
+    if cache_fs is not None:
+        req.cache_fs = float(cache_fs)
+    if password:
+        req.password = str(password)
+    return req
+
+
+def file_info_request(file_path: str) -> pb2.FileInfoRequest:
+    return pb2.FileInfoRequest(file_path=str(file_path))
+
+
+def file_info_to_dict(resp: pb2.FileInfoResponse) -> dict:
+    """A ``FileInfoResponse`` as a dict (per-channel lists are parallel)."""
+    exact = list(resp.channel_sampling_rates_exact)
+    return {
+        "file_path": resp.file_path,
+        "file_opened": resp.file_opened,
+        "number_of_channels": resp.number_of_channels,
+        "channel_names": list(resp.channel_names),
+        "channel_sampling_rates": exact or list(resp.channel_sampling_rates),
+        "channel_start_uutc": list(resp.channel_start_uutc),
+        "channel_end_uutc": list(resp.channel_end_uutc),
+        "channel_served_sampling_rates": list(resp.channel_served_sampling_rates),
+        "channel_units": list(resp.channel_units),
+        "cache_fs": resp.cache_fs if resp.HasField("cache_fs") else None,
+        "start_uutc": resp.start_uutc,
+        "end_uutc": resp.end_uutc,
+        "duration_s": resp.duration_s,
+        "encrypted": resp.encrypted if resp.HasField("encrypted") else None,
+        "access_level": resp.access_level if resp.HasField("access_level") else None,
+        "error_message": resp.error_message,
+    }
+
+
+def check_open_answer(resp: pb2.FileInfoResponse, cache_fs) -> dict:
+    if cache_fs is not None and resp.file_opened and not resp.HasField("cache_fs"):
+        raise ServerUnsupported("the server does not support cache_fs (it is older than this "
+                                "client); upgrade mef3io-server or open without it")
+    return file_info_to_dict(resp)
+
+
+def close_answer(resp: pb2.FileInfoResponse) -> dict:
+    return {"file_path": resp.file_path, "file_opened": resp.file_opened,
+            "error_message": resp.error_message}
+
+
+# ------------------------------------------------------------------ signal
+
+def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None
+                   ) -> pb2.SignalRangeRequest:
+    req = pb2.SignalRangeRequest(file_path=str(file_path), channel_names=_channels(channels),
+                                 start_uutc=int(start_uutc), end_uutc=int(end_uutc))
+    if n_points is not None:
+        req.n_points = int(n_points)
+    return req
+
+
+class SignalAssembler:
+    """Joins the chunks of a ``GetSignalRange`` stream into one array.
+
+    When the server says the read's total length (``total_samples``, this
+    server), chunks are copied straight into one preallocated array; from an
+    older server they are collected and concatenated. Any chunk with an
+    ``error_message`` fails the whole read: the result then has
+    ``array=None`` and that message, never a truncated array.
+    """
+
+    def __init__(self, n_points=None):
+        self.n_points = n_points
+        self.parts: list[np.ndarray] = []
+        self.out: Optional[np.ndarray] = None
+        self.channel_names = None
+        self.fs = None
+        self.dtype = None
+        self.start = None
+        self.end = None
+        self.error = None
+        self.filled = 0
+
+    def feed(self, chunk: pb2.SignalChunk) -> bool:
+        """Take one chunk; False once the read has failed (stop reading)."""
+        if chunk.error_message:
+            self.error = chunk.error_message
+            self.parts = []
+            self.out = None
+            return False
+        arr = np.frombuffer(chunk.array_bytes, dtype=chunk.dtype).reshape(tuple(chunk.shape))
+        if self.channel_names is None:
+            self.channel_names = list(chunk.channel_names)
+        self.dtype = chunk.dtype
+        self.fs = chunk.fs
+        self.start = chunk.start_uutc if self.start is None else min(self.start, chunk.start_uutc)
+        self.end = chunk.end_uutc if self.end is None else max(self.end, chunk.end_uutc)
+        if chunk.HasField("total_samples") and chunk.HasField("sample_offset") and arr.ndim == 2:
+            if self.out is None:
+                self.out = np.empty((arr.shape[0], chunk.total_samples), dtype=arr.dtype)
+            j0 = chunk.sample_offset
+            self.out[:, j0:j0 + arr.shape[1]] = arr
+            self.filled += arr.shape[1]
+        else:
+            self.parts.append(arr)
+        return True
+
+    def result(self) -> dict:
+        base = {"channel_names": self.channel_names, "fs": self.fs, "start_uutc": self.start,
+                "end_uutc": self.end, "dtype": self.dtype}
+        if self.error is not None:
+            return {"array": None, **base, "shape": None, "error_message": self.error}
+        if self.out is not None:
+            if self.filled != self.out.shape[1]:
+                return {"array": None, **base, "shape": None,
+                        "error_message": f"the stream ended after {self.filled} of "
+                                         f"{self.out.shape[1]} samples"}
+            array = self.out
+        elif self.parts:
+            array = np.concatenate(self.parts, axis=1) if len(self.parts) > 1 else self.parts[0]
+        else:
+            return {"array": None, **base, "shape": None, "error_message": "No data returned."}
+        if self.n_points is not None and array.shape[-1] > int(self.n_points):
+            raise ServerUnsupported("the server does not support n_points (it is older than this "
+                                    "client); upgrade mef3io-server or read without it")
+        return {"array": array, **base, "shape": array.shape, "error_message": ""}
+
+
+# ------------------------------------------------------------------ envelope
+
+def envelope_request(file_path, channels=None, start_uutc=None, end_uutc=None
+                     ) -> pb2.EnvelopeRequest:
+    req = pb2.EnvelopeRequest(file_path=str(file_path), channel_names=_channels(channels))
+    if start_uutc is not None:
+        req.start_uutc = int(start_uutc)
+    if end_uutc is not None:
+        req.end_uutc = int(end_uutc)
+    return req
+
+
+class EnvelopeAssembler:
+    """Joins ``ChannelEnvelope`` messages (a long channel comes in several) per channel."""
+
+    def __init__(self):
+        self.parts: dict[str, dict[str, list]] = {}
+
+    def feed(self, msg: pb2.ChannelEnvelope) -> None:
+        if msg.error_message:
+            raise RuntimeError(msg.error_message)
+        p = self.parts.setdefault(msg.channel_name, {"start_uutc": [], "end_uutc": [],
+                                                     "min": [], "max": []})
+        p["start_uutc"].append(np.asarray(msg.start_uutc, dtype=np.int64))
+        p["end_uutc"].append(np.asarray(msg.end_uutc, dtype=np.int64))
+        p["min"].append(np.asarray(msg.min, dtype=np.float64))
+        p["max"].append(np.asarray(msg.max, dtype=np.float64))
+
+    def result(self) -> dict:
+        return {ch: {k: np.concatenate(v) for k, v in p.items()} for ch, p in self.parts.items()}
+
+
+def list_open_answer(resp: pb2.ListOpenFilesResponse) -> list[str]:
+    if resp.error_message:
+        raise RuntimeError(resp.error_message)
+    return list(resp.file_paths)
