@@ -27,6 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT.parent / "shared" / "golden"
+if os.environ.get("MEF3IO_GOLDEN_DIR"):   # a worktree not beside ../shared
+    GOLDEN = Path(os.environ["MEF3IO_GOLDEN_DIR"])
 T0 = 1_600_000_000_000_000   # 2020-09-13, a round uUTC
 
 

@@ -166,16 +166,31 @@ def _worker_init(parent_pid: int, n_threads: int) -> None:
     global _WORKER_THREADS
     _WORKER_THREADS = n_threads
 
+    # Workers are forked by the forkserver, so their parent is the forkserver,
+    # not the server: watch both (the parent changes when the forkserver
+    # dies; the server's pid vanishes when it dies without a clean shutdown).
+    start_ppid = os.getppid()
+
     def watch():
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent_pid:
+            if os.getppid() != start_ppid or not _process_alive(parent_pid):
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 _WORKER_THREADS = 0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
@@ -191,7 +206,8 @@ def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
     return read_window(reader, channels, t0, t1)
 
 
-def _worker_noop() -> int:
+def _worker_noop(_index: int = 0) -> int:
+    """Warm-up task (``pool.map`` passes an index); returns the worker's pid."""
     return os.getpid()
 
 
@@ -264,7 +280,9 @@ class ProcessDecoder(Decoder):
                 return
 
             def done(f: cf.Future):
-                exc = f.exception()
+                # A cancelled future (its pool shut down by a rebuild or by
+                # close) must still settle ``outer``: f.exception() would raise.
+                exc = BrokenProcessPool("cancelled") if f.cancelled() else f.exception()
                 if exc is None:
                     with self._lock:
                         self._decodes += 1
@@ -274,6 +292,8 @@ class ProcessDecoder(Decoder):
                     self._rebuild(lane, pool)
                     if tries_left > 0 and not self._closed:
                         attempt(tries_left - 1)
+                    elif self._closed:
+                        outer.set_exception(DecodeFailed("the server is shutting down"))
                     else:
                         outer.set_exception(DecodeFailed(
                             "a decode worker process died while decoding this window, "
