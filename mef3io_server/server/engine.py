@@ -374,7 +374,8 @@ class Engine:
         cache_fs = session.cache_fs if session else None
         allow = session.allow_mixed_rates if session else False
         rates = self._served_rates(rec, cache_fs, allow)
-        served = [rates[rec.channels.index(c)] for c in chans]
+        pos = {id(c): i for i, c in enumerate(rec.channels)}   # not list.index: O(n^2)
+        served = [rates[pos[id(c)]] for c in chans]
         distinct = sorted(set(served))
         if len(distinct) > 1:
             by_rate = {}
@@ -419,7 +420,7 @@ class Engine:
 
     def _prefetch(self, rec, chans, fs, t0, t1) -> None:
         try:
-            self.store.prefetch(rec, chans, fs, t0, t1)
+            self.store.prefetch_later(rec, chans, fs, t0, t1)   # planned off this thread
         except Exception:  # noqa: BLE001 - best effort
             log.debug("prefetch failed", exc_info=True)
 

@@ -118,12 +118,9 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
                 request.n_points if request.HasField("n_points") else None)
-            names = read.channel_names
+            encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples)
             for a, b, j0, rows in read.chunks:
-                yield pb2.SignalChunk(
-                    file_path=path, array_bytes=rows.tobytes(), dtype="float32",
-                    shape=rows.shape, start_uutc=a, end_uutc=b, fs=read.fs,
-                    channel_names=names, total_samples=read.n_samples, sample_offset=j0)
+                yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
         except ServerError as e:
             yield pb2.SignalChunk(file_path=path, error_message=str(e))
         except Exception as e:  # noqa: BLE001
@@ -149,3 +146,79 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             yield pb2.ChannelEnvelope(file_path=path, error_message=str(e))
         except Exception as e:  # noqa: BLE001
             yield pb2.ChannelEnvelope(file_path=path, error_message=_internal("GetEnvelope", e))
+
+
+# ---- SignalChunk on the wire without extra copies ----
+#
+# A SignalChunk built the usual way copies its samples three times before gRPC
+# sees them (rows.tobytes(), into the message, SerializeToString). Here the
+# fields that are the same for every chunk of a read are serialized once, the
+# few per-chunk fields are serialized small, and the samples are appended as
+# field 2 (array_bytes) straight from the array: one copy. Protobuf parsers
+# accept fields in any order, so the bytes are a valid SignalChunk for any client.
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+_ARRAY_BYTES_TAG = bytes([(2 << 3) | 2])   # field 2, length-delimited
+
+
+class SignalChunkEncoder:
+    """Encodes the ``SignalChunk`` messages of one read as wire bytes.
+
+    ``rows``: float32 ``(n_channels, n)``; ``a``/``b``: the chunk's uUTC span;
+    ``j0``: index of its first sample in the read of ``total`` samples.
+    """
+
+    def __init__(self, file_path: str, channel_names, fs: float, total: int):
+        self._head = pb2.SignalChunk(file_path=file_path, dtype="float32", fs=fs,
+                                     channel_names=channel_names,
+                                     total_samples=total).SerializeToString()
+
+    def encode(self, rows: np.ndarray, a: int, b: int, j0: int) -> bytes:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        per_chunk = pb2.SignalChunk(shape=rows.shape, start_uutc=a, end_uutc=b,
+                                    sample_offset=j0).SerializeToString()
+        return b"".join((self._head, per_chunk, _ARRAY_BYTES_TAG, _varint(rows.nbytes),
+                         memoryview(rows.reshape(-1).view(np.uint8))))
+
+
+def serialize_signal_chunk(message) -> bytes:
+    """GetSignalRange's response serializer: encoded bytes pass through, messages serialize."""
+    if isinstance(message, bytes):
+        return message
+    return message.SerializeToString()
+
+
+def add_to_server(servicer: pb2_grpc.gRPCMef3ServerServicer, server: grpc.Server) -> None:
+    """Register ``servicer`` like the generated ``add_gRPCMef3ServerServicer_to_server``,
+    every RPC of the service, except that GetSignalRange uses :func:`serialize_signal_chunk`."""
+    from google.protobuf import message_factory
+
+    desc = pb2.DESCRIPTOR.services_by_name["gRPCMef3Server"]
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler,
+             (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler,
+             (True, True): grpc.stream_stream_rpc_method_handler}
+    handlers = {}
+    for m in desc.methods:
+        request = message_factory.GetMessageClass(m.input_type)
+        response = message_factory.GetMessageClass(m.output_type)
+        serializer = serialize_signal_chunk if m.name == "GetSignalRange" \
+            else response.SerializeToString
+        handlers[m.name] = kinds[(m.client_streaming, m.server_streaming)](
+            getattr(servicer, m.name), request_deserializer=request.FromString,
+            response_serializer=serializer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(desc.full_name, handlers),))
+    server.add_registered_method_handlers(desc.full_name, handlers)

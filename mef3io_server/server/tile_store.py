@@ -69,6 +69,9 @@ class TileStore:
         self._nan_tiles: dict[int, np.ndarray] = {}
         self.stats = StoreStats()
         self._closed = False
+        self._memo: dict = {}
+        # Plans prefetches off the request thread (see prefetch_later).
+        self._planner = cf.ThreadPoolExecutor(1, thread_name_prefix="prefetch-plan")
 
     # ------------------------------------------------------------ keys & tiles
 
@@ -120,42 +123,99 @@ class TileStore:
                     tiles: Sequence[int], lane: str = "fg") -> dict[tuple[str, int], np.ndarray]:
         """Tiles ``tiles`` of every channel in ``chans`` (all on ``grid``), decoding the missing.
 
-        Returns ``{(channel, k): float32 array of grid.tile_samples}``.
+        Returns ``{(channel, k): float32 array of grid.tile_samples}``. Cached
+        tiles are looked up in one cache call (one lock), not one per tile.
         """
-        fs = grid.fs
+        fs = float(grid.fs)
         L = grid.tile_samples
+        rkey = rec.key
         result: dict[tuple[str, int], np.ndarray] = {}
+        probe: list[tuple[ChannelInfo, int, tuple]] = []
+        for k in tiles:
+            k = int(k)
+            span = None
+            for ch in chans:
+                has = self._has_data_memo(rec, ch, fs, k)
+                if has is None:
+                    if span is None:
+                        span = grid.tile_window(k)
+                    has = self._has_data_store(rec, ch, fs, k, *span)
+                if not has:
+                    result[(ch.name, k)] = self._nan_tile(L)
+                    continue
+                probe.append((ch, k, (rkey, ch.name, fs, k)))
+        if not probe:
+            return result
+        arrs = self.cache.get_many([p[2] for p in probe])
         waits: list[tuple[tuple[str, int], cf.Future]] = []
         jobs: dict[int, list[ChannelInfo]] = defaultdict(list)
         owned: dict[tuple, cf.Future] = {}
-        for k in tiles:
-            a, b = grid.tile_window(k)
-            for ch in chans:
-                if not rec.has_data(ch, a, b):
-                    result[(ch.name, k)] = self._nan_tile(L)
-                    continue
-                key = self.tile_key(rec, ch, fs, k)
-                arr = self.cache.get(key)
-                if arr is not None:
-                    result[(ch.name, k)] = arr
-                    if self._prefetched:
-                        with self._lock:
-                            if self._prefetched.pop(key, 0) is None:
-                                self.stats.prefetch_hits += 1
-                    continue
-                with self._lock:
+        missing = []
+        hit_keys = []
+        for (ch, k, key), arr in zip(probe, arrs):
+            if arr is not None:
+                result[(ch.name, k)] = arr
+                hit_keys.append(key)
+            else:
+                missing.append((ch, k, key))
+        if hit_keys and self._prefetched:
+            with self._lock:
+                for key in hit_keys:
+                    if self._prefetched.pop(key, 0) is None:
+                        self.stats.prefetch_hits += 1
+        if missing:
+            with self._lock:
+                for ch, k, key in missing:
                     fut = self._inflight.get(key)
                     if fut is None:
                         fut = cf.Future()
                         self._inflight[key] = fut
                         owned[key] = fut
                         jobs[k].append(ch)
-                waits.append(((ch.name, k), fut))
+                    waits.append(((ch.name, k), fut))
         if jobs:
             self._run_jobs(rec, grid, jobs, owned, lane)
         for rk, fut in waits:
             result[rk] = fut.result()
         return result
+
+    # Per-recording-version memos of pure functions of (channel, grid, tile):
+    # they cost searchsorted / Fraction arithmetic per channel on every read.
+
+    _MEMO_LIMIT = 500_000
+
+    def _has_data_memo(self, rec, ch, fs, k):
+        return self._memo.get((rec.path, rec.generation, ch.name, fs, k))
+
+    def _has_data_store(self, rec, ch, fs, k, a, b) -> bool:
+        has = rec.has_data(ch, a, b)
+        if len(self._memo) > self._MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[(rec.path, rec.generation, ch.name, fs, k)] = has
+        return has
+
+    def _has_data(self, rec, ch, grid, k) -> bool:
+        fs = float(grid.fs)
+        has = self._has_data_memo(rec, ch, fs, k)
+        if has is None:
+            has = self._has_data_store(rec, ch, fs, k, *grid.tile_window(k))
+        return has
+
+    def _on_grid(self, rec: Recording, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
+        key = (rec.path, rec.generation, ch.name, "on_grid", grid)
+        v = self._memo.get(key)
+        if v is None:
+            v = self._memo[key] = bool(rec.on_grid(ch, grid))
+        return v
+
+    def _grid_tiles_aligned(self, grid: tg.TileGrid) -> bool:
+        """Tiles 0 and 1 start on the grid's samples (so every tile does)."""
+        key = ("aligned", grid)
+        v = self._memo.get(key)
+        if v is None:
+            v = self._memo[key] = all(abs(float(grid.tile_phase(k))) < tg.PHASE_TOLERANCE
+                                      for k in (0, 1))
+        return v
 
     def _run_jobs(self, rec: Recording, grid: tg.TileGrid, jobs: dict[int, list[ChannelInfo]],
                   owned: dict[tuple, cf.Future], lane: str) -> None:
@@ -253,14 +313,15 @@ class TileStore:
         sliced_groups = []
         for (grid, native), idxs in groups.items():
             M, phase = tg.window_offset(grid, t0)
+            # Grid-level conditions are the same for every channel of the group.
+            grid_ok = abs(float(phase)) < 0.5 - tg.PHASE_TOLERANCE \
+                and self._grid_tiles_aligned(grid)
             keep = []
             for i in idxs:
                 ch = chans[i]
                 if grid.fs < native:
                     keep.append(i)          # reduced rates are defined by their tiles
-                elif rec.on_grid(ch, grid) and abs(float(phase)) < 0.5 - tg.PHASE_TOLERANCE \
-                        and all(abs(float(grid.tile_phase(k))) < tg.PHASE_TOLERANCE
-                                for k in (0, 1)):
+                elif grid_ok and self._on_grid(rec, ch, grid):
                     keep.append(i)
                 elif self._exact_for_window(rec, ch, grid, phase, M, n):
                     keep.append(i)
@@ -332,22 +393,24 @@ class TileStore:
         started = 0
         jobs: dict[int, list[ChannelInfo]] = defaultdict(list)
         owned: dict[tuple, cf.Future] = {}
+        rkey = rec.key
+        fs = float(grid.fs)
         for k in grid.tiles_for_span(j0 + M, j1 + M):
-            a, b = grid.tile_window(k)
-            for ch in chans:
-                if not rec.has_data(ch, a, b):
-                    continue
-                key = self.tile_key(rec, ch, grid.fs, k)
-                if key in self.cache:
-                    continue
-                with self._lock:
+            k = int(k)
+            keys = [(ch, (rkey, ch.name, fs, k)) for ch in chans
+                    if self._has_data(rec, ch, grid, k)]
+            absent = [(ch, key) for ch, key in keys if key not in self.cache]
+            if not absent:
+                continue
+            with self._lock:
+                for ch, key in absent:
                     if key in self._inflight:
                         continue
                     fut = cf.Future()
                     self._inflight[key] = fut
                     owned[key] = fut
-                jobs[k].append(ch)
-                started += 1
+                    jobs[k].append(ch)
+                    started += 1
         if jobs:
             self._run_jobs(rec, grid, jobs, owned, "bg")
         return started
@@ -392,7 +455,33 @@ class TileStore:
         with self._lock:
             for k in [k for k in self._prefetched if k[0] == key]:
                 del self._prefetched[k]
+        version = (rec.path, rec.generation)
+        for k in [k for k in list(self._memo) if k[:2] == version]:
+            self._memo.pop(k, None)
         return n
 
     def close(self) -> None:
         self._closed = True
+        self._planner.shutdown(wait=False, cancel_futures=True)
+
+    def prefetch_later(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
+                       t0: int, t1: int) -> cf.Future:
+        """:meth:`prefetch` on the planner thread: the caller (a read about to send
+        its last chunk) does not wait for the planning. Returns its future."""
+        if self._closed:
+            done: cf.Future = cf.Future()
+            done.set_result(0)
+            return done
+        try:
+            return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1)
+        except RuntimeError:        # shut down under us
+            done = cf.Future()
+            done.set_result(0)
+            return done
+
+    def _prefetch_quietly(self, rec, chans, fs, t0, t1) -> int:
+        try:
+            return self.prefetch(rec, chans, fs, t0, t1)
+        except Exception:  # noqa: BLE001 - prefetch is best effort
+            log.debug("prefetch failed", exc_info=True)
+            return 0
