@@ -136,13 +136,13 @@ def test_a_channel_split_over_messages_is_joined():
 
 def test_merge_blocks_half_sample_rule():
     fs = 1000.0   # 1000 us per sample: a block 400 us late is contiguous, 600 us late is not
-    runs = merge_blocks("x", fs, [0, 10_000, 20_400, 30_600], [10_000, 20_000, 30_400, 40_600],
+    runs = merge_blocks("x", fs, [0, 10_000, 20_400, 31_000], [10_000, 20_000, 30_400, 41_000],
                         [0, 10, 20, 30], [10, 10, 10, 10])
-    assert runs.start_uutc.tolist() == [0, 30_600]
-    assert runs.end_uutc.tolist() == [30_400, 40_600]
+    assert runs.start_uutc.tolist() == [0, 31_000]
+    assert runs.end_uutc.tolist() == [30_400, 41_000]
     assert runs.start_sample.tolist() == [0, 30]
     assert runs.number_of_samples.tolist() == [30, 10]
-    assert runs.gaps == [(30_400, 30_600)]
+    assert runs.gaps == [(30_400, 31_000)]
     empty = merge_blocks("y", fs, [], [], [], [])
     assert len(empty) == 0 and empty.gaps == []
 
