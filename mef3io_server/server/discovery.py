@@ -91,6 +91,10 @@ def summarize(path: str) -> SessionSummary:
         return SessionSummary(path, error=f"not a readable MEF 3.0 session: "
                                           f"{type(e).__name__}: {e}"[:500])
     channels = list(s.channels)
+    if not channels:
+        why = f" ({s.problems[0].get('reason')})" if s.problems else ""
+        return SessionSummary(path, error=f"not a readable MEF 3.0 session: it holds no "
+                                          f"channels{why}"[:500])
     rates = [float(c.sampling_frequency) for c in channels if c.sampling_frequency]
     return SessionSummary(
         path=path, number_of_channels=len(channels),
