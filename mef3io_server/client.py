@@ -169,3 +169,57 @@ class Mef3Client:
     def shutdown(self) -> None:
         """Close the connection."""
         self.channel.close()
+
+    # ---- annotations, data layout, discovery ----
+
+    def get_records(self, file_path: str, channels: Optional[Sequence[str]] = None,
+                    start_uutc: Optional[int] = None, end_uutc: Optional[int] = None) -> list:
+        """MEF records (annotations) of an open file, in time order.
+
+        ``channels``: ``None`` for the session-level records plus those of
+        every channel (and its segments); names for the session-level records
+        plus those channels'. ``[start_uutc, end_uutc)`` keeps records whose
+        time falls in the window (or whose duration overlaps it).
+
+        Returns a list of dicts with ``time_uutc``, ``type``, ``text``,
+        ``channel`` (None at session level), ``level``, ``segment``,
+        ``locked`` (True: the body is encrypted beyond the password given, so
+        ``text`` is None), ``duration_us`` and the body fields of the type.
+        Raises RuntimeError with the server's message on error.
+        """
+        out: list = []
+        for chunk in self.stub.GetRecords(
+                wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
+            out.extend(wire.records_answer(chunk))
+        return out
+
+    def get_segments(self, file_path: str, channels: Optional[Sequence[str]] = None) -> dict:
+        """Where an open file has data: contiguous runs and gaps per channel.
+
+        From metadata and the block index only (nothing decoded). Returns
+        ``{channel: {"fs", "runs": [{start_uutc, end_uutc, start_sample,
+        number_of_samples}], "gaps": [{start_uutc, end_uutc}]}}``; runs and
+        gaps are half-open uUTC windows. Raises RuntimeError on error.
+        """
+        asm = wire.SegmentsAssembler()
+        for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
+                                         **self._kw()):
+            asm.feed(msg)
+        return asm.result()
+
+    def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
+        """MEF sessions (``.mefd`` folders, ``.mefd.tar`` archives) under ``root``.
+
+        ``root``: a directory inside the server's ``DATA_ROOTS`` (``None``: all
+        of them). Metadata only, no password needed: an encrypted session is
+        listed with ``encrypted=True`` and what its unencrypted metadata says.
+        Returns a list of dicts (``path``, ``number_of_channels``,
+        ``start_uutc``, ``end_uutc``, ``min_sampling_rate``,
+        ``max_sampling_rate``, ``size_bytes``, ``encrypted``,
+        ``error_message``); raises RuntimeError when the listing is refused.
+        """
+        out: list = []
+        for chunk in self.stub.ListRecordings(wire.list_recordings_request(root, recursive),
+                                              **self._kw()):
+            out.extend(wire.recordings_answer(chunk))
+        return out

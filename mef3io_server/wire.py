@@ -218,3 +218,112 @@ def list_open_answer(resp: pb2.ListOpenFilesResponse) -> list[str]:
     if resp.error_message:
         raise RuntimeError(resp.error_message)
     return list(resp.file_paths)
+
+
+# ------------------------------------------------------------------ records
+
+def records_request(file_path, channels=None, start_uutc=None, end_uutc=None
+                    ) -> pb2.RecordsRequest:
+    req = pb2.RecordsRequest(file_path=str(file_path), channel_names=_channels(channels))
+    if start_uutc is not None:
+        req.start_uutc = int(start_uutc)
+    if end_uutc is not None:
+        req.end_uutc = int(end_uutc)
+    return req
+
+
+def record_to_dict(rec: pb2.Record) -> dict:
+    """One ``Record`` as a dict: the fixed keys, then every body field of its type.
+
+    ``text`` is None when the record is ``locked`` (its body is encrypted
+    beyond the session's access level) or its type has no text;
+    ``channel`` is None at session level; ``duration_us`` is None unless the
+    type carries a duration (EDFA).
+    """
+    out = {
+        "time_uutc": rec.time_uutc,
+        "type": rec.type,
+        "text": rec.text if rec.HasField("text") else None,
+        "channel": rec.channel if rec.HasField("channel") else None,
+        "level": rec.level,
+        "segment": rec.segment if rec.HasField("segment") else None,
+        "locked": rec.locked,
+        "duration_us": rec.duration_us if rec.HasField("duration_us") else None,
+    }
+    if rec.body_json:
+        for k, v in json.loads(rec.body_json).items():
+            out.setdefault(k, v)
+    return out
+
+
+def records_answer(chunk: pb2.RecordsChunk) -> list[dict]:
+    """The records of one ``RecordsChunk``; RuntimeError with the server's message on error."""
+    if chunk.error_message:
+        raise RuntimeError(chunk.error_message)
+    return [record_to_dict(r) for r in chunk.records]
+
+
+# ------------------------------------------------------------------ segments
+
+def segments_request(file_path, channels=None) -> pb2.SegmentsRequest:
+    return pb2.SegmentsRequest(file_path=str(file_path), channel_names=_channels(channels))
+
+
+class SegmentsAssembler:
+    """Joins ``ChannelSegments`` messages (a channel with many runs comes in several).
+
+    Result: ``{channel: {"fs": Hz, "runs": [{start_uutc, end_uutc,
+    start_sample, number_of_samples}, ...], "gaps": [{start_uutc, end_uutc},
+    ...]}}`` in the server's channel order; runs are half-open
+    ``[start_uutc, end_uutc)`` and a gap is the time between two runs.
+    """
+
+    def __init__(self):
+        self.channels: dict[str, dict] = {}
+
+    def feed(self, msg: pb2.ChannelSegments) -> None:
+        if msg.error_message:
+            raise RuntimeError(msg.error_message)
+        ch = self.channels.setdefault(msg.channel_name, {"fs": msg.sampling_rate, "runs": []})
+        ch["runs"].extend(
+            {"start_uutc": a, "end_uutc": b, "start_sample": s, "number_of_samples": n}
+            for a, b, s, n in zip(msg.start_uutc, msg.end_uutc, msg.start_sample,
+                                  msg.number_of_samples))
+
+    def result(self) -> dict:
+        for ch in self.channels.values():
+            runs = ch["runs"]
+            ch["gaps"] = [{"start_uutc": a["end_uutc"], "end_uutc": b["start_uutc"]}
+                          for a, b in zip(runs, runs[1:])]
+        return self.channels
+
+
+# ------------------------------------------------------------------ discovery
+
+def list_recordings_request(root=None, recursive=True) -> pb2.ListRecordingsRequest:
+    req = pb2.ListRecordingsRequest(recursive=bool(recursive))
+    if root is not None:
+        req.root = str(root)
+    return req
+
+
+def recording_entry_to_dict(e: pb2.RecordingEntry) -> dict:
+    """One listed session. Rates are 0.0 (and ``encrypted`` True) when locked."""
+    return {
+        "path": e.path,
+        "number_of_channels": e.number_of_channels,
+        "start_uutc": e.start_uutc,
+        "end_uutc": e.end_uutc,
+        "min_sampling_rate": e.min_sampling_rate,
+        "max_sampling_rate": e.max_sampling_rate,
+        "size_bytes": e.size_bytes,
+        "encrypted": e.encrypted,
+        "error_message": e.error_message if e.HasField("error_message") else None,
+    }
+
+
+def recordings_answer(chunk: pb2.RecordingsChunk) -> list[dict]:
+    """The entries of one ``RecordingsChunk``; RuntimeError with the server's message on error."""
+    if chunk.error_message:
+        raise RuntimeError(chunk.error_message)
+    return [recording_entry_to_dict(e) for e in chunk.recordings]

@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from . import tile_grid as tg
+from .annotations import read_annotations
 from .config import Settings
 from .decode import Decoder, Source, make_decoder
+from .discovery import SessionIndex, find_sessions
 from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
 from .paths import PathResolver
 from .recordings import ChannelInfo, Recording
 from .reduction import reduce_to_points
+from .segments import channel_runs
 from .sessions import DEFAULT_CLIENT, Session, SessionRegistry
 from .tile_cache import TileCache
 from .tile_store import TileStore
@@ -484,6 +488,72 @@ class Engine:
                                       f"failed: {exc}") from None
             yield ch.name, e
 
+
+    # ------------------------------------------------------------ annotations, runs, discovery
+
+    def records(self, client_id: str, client_path: str, channel_names: Sequence[str],
+                t0: Optional[int] = None, t1: Optional[int] = None) -> list:
+        """The MEF records of an open file in time order (see :mod:`.annotations`).
+
+        ``channel_names`` empty: session level plus every channel; else session
+        level plus these channels. ``[t0, t1)`` in uUTC, either end optional.
+        """
+        if t0 is not None and t1 is not None and t1 <= t0:
+            raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
+                             f"end_uutc={t1} (windows are half-open [start, end))")
+        rec, session = self._read_context(client_id, client_path)
+        names = [c.name for c in rec.resolve_channels(channel_names)] if channel_names else None
+        # The shared reader has its first opener's access; a client whose own password
+        # opens more or less than that reads with its own (never another client's).
+        own = rec.encrypted and session is not None and session.access_level != rec.access_level
+        try:
+            if own:
+                return read_annotations(None, rec.path, session.password, names, t0, t1)
+            return read_annotations(rec.reader, rec.path, rec.password, names, t0, t1)
+        except ServerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
+            raise ServerError(f"reading the records of {client_path} failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+    def segments(self, client_id: str, client_path: str, channel_names: Sequence[str]):
+        """Contiguous runs of each channel asked (all when empty), from the block index.
+
+        Yields :class:`.segments.ChannelRuns` in the order asked.
+        """
+        rec, _ = self._read_context(client_id, client_path)
+        for ch in rec.resolve_channels(channel_names):
+            yield channel_runs(rec.reader, ch)
+
+    def list_recordings(self, client_root: Optional[str], recursive: bool = True):
+        """Summaries of the sessions under a served directory (every root when None).
+
+        Yields :class:`.discovery.SessionSummary` with client-visible paths,
+        read from metadata only and cached until each session's files change.
+        """
+        self._check_open_for_work()
+        index = getattr(self, "_session_index", None)
+        if index is None:
+            index = self._session_index = SessionIndex()
+        if client_root is None or client_root == "":
+            if not self.paths.data_roots:
+                raise BadRequest("no DATA_ROOTS are configured on this server, so there is no "
+                                 "default to list: give the directory to list as root")
+            tops = [(r, self._client_path_of(r)) for r in self.paths.data_roots]
+        else:
+            tops = [(self.paths.resolve_dir(client_root), client_root.rstrip("/") or "/")]
+        for local_top, client_top in tops:
+            for found in find_sessions(local_top, recursive, self.paths.within_roots):
+                summary = index.summary(found)
+                rel = os.path.relpath(found, local_top)
+                yield replace(summary, path=os.path.join(client_top, rel))
+
+    def _client_path_of(self, local: str) -> str:
+        """The client's name for a local path (``HOST_ROOT`` taken off)."""
+        h = self.paths.host_root
+        if h and (local == h or local.startswith(h + "/")):
+            return local[len(h):] or "/"
+        return local
 
 def _offset_us(j: int, fs: float) -> int:
     """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""

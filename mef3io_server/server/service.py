@@ -16,13 +16,19 @@ import numpy as np
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
 from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+from .annotations import Annotation
+from .discovery import SessionSummary
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
+from .segments import runs_slices
 
 log = logging.getLogger("mef3io_server.service")
 
 CLIENT_ID_KEY = "x-mef3io-client-id"
 ENVELOPE_ROWS_PER_MESSAGE = 50_000
+RECORDS_PER_MESSAGE = 1_000
+RUNS_PER_MESSAGE = 50_000
+RECORDINGS_PER_MESSAGE = 100
 
 
 def client_id_of(context: grpc.ServicerContext) -> str:
@@ -146,6 +152,81 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             yield pb2.ChannelEnvelope(file_path=path, error_message=str(e))
         except Exception as e:  # noqa: BLE001
             yield pb2.ChannelEnvelope(file_path=path, error_message=_internal("GetEnvelope", e))
+
+    # ---- additions: annotations, runs, discovery ----
+
+    def GetRecords(self, request, context) -> Iterator[pb2.RecordsChunk]:
+        path = request.file_path
+        try:
+            cid = client_id_of(context)
+            found = self.engine.records(
+                cid, path, list(request.channel_names),
+                request.start_uutc if request.HasField("start_uutc") else None,
+                request.end_uutc if request.HasField("end_uutc") else None)
+            for i in range(0, max(len(found), 1), RECORDS_PER_MESSAGE):
+                yield pb2.RecordsChunk(file_path=path, records=[
+                    record_message(a) for a in found[i:i + RECORDS_PER_MESSAGE]])
+        except ServerError as e:
+            yield pb2.RecordsChunk(file_path=path, error_message=str(e))
+        except Exception as e:  # noqa: BLE001
+            yield pb2.RecordsChunk(file_path=path, error_message=_internal("GetRecords", e))
+
+    def GetSegments(self, request, context) -> Iterator[pb2.ChannelSegments]:
+        path = request.file_path
+        try:
+            cid = client_id_of(context)
+            for runs in self.engine.segments(cid, path, list(request.channel_names)):
+                for i0, i1 in runs_slices(runs, RUNS_PER_MESSAGE):
+                    yield pb2.ChannelSegments(
+                        file_path=path, channel_name=runs.name, sampling_rate=runs.fs,
+                        start_uutc=runs.start_uutc[i0:i1].tolist(),
+                        end_uutc=runs.end_uutc[i0:i1].tolist(),
+                        start_sample=runs.start_sample[i0:i1].tolist(),
+                        number_of_samples=runs.number_of_samples[i0:i1].tolist())
+        except ServerError as e:
+            yield pb2.ChannelSegments(file_path=path, error_message=str(e))
+        except Exception as e:  # noqa: BLE001
+            yield pb2.ChannelSegments(file_path=path, error_message=_internal("GetSegments", e))
+
+    def ListRecordings(self, request, context) -> Iterator[pb2.RecordingsChunk]:
+        try:
+            root = request.root if request.HasField("root") else None
+            recursive = request.recursive if request.HasField("recursive") else True
+            batch = []
+            for s in self.engine.list_recordings(root, recursive):
+                batch.append(recording_entry_message(s))
+                if len(batch) >= RECORDINGS_PER_MESSAGE:
+                    yield pb2.RecordingsChunk(recordings=batch)
+                    batch = []
+            yield pb2.RecordingsChunk(recordings=batch)
+        except ServerError as e:
+            yield pb2.RecordingsChunk(error_message=str(e))
+        except Exception as e:  # noqa: BLE001
+            yield pb2.RecordingsChunk(error_message=_internal("ListRecordings", e))
+
+
+def record_message(a: Annotation) -> pb2.Record:
+    msg = pb2.Record(time_uutc=a.time_uutc, type=a.type, level=a.level, locked=a.locked,
+                     body_json=a.body_json())
+    if a.text is not None:
+        msg.text = a.text
+    if a.channel is not None:
+        msg.channel = a.channel
+    if a.segment is not None:
+        msg.segment = a.segment
+    if a.duration_us is not None:
+        msg.duration_us = a.duration_us
+    return msg
+
+
+def recording_entry_message(s: SessionSummary) -> pb2.RecordingEntry:
+    msg = pb2.RecordingEntry(
+        path=s.path, number_of_channels=s.number_of_channels, start_uutc=s.start_uutc,
+        end_uutc=s.end_uutc, min_sampling_rate=s.min_sampling_rate,
+        max_sampling_rate=s.max_sampling_rate, size_bytes=s.size_bytes, encrypted=s.encrypted)
+    if s.error is not None:
+        msg.error_message = s.error
+    return msg
 
 
 # ---- SignalChunk on the wire without extra copies ----

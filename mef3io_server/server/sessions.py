@@ -43,6 +43,8 @@ class Session:
     allow_mixed_rates: bool = False
     authorized: bool = True        # presented a valid password (or none was needed)
     last_used: float = field(default_factory=time.monotonic)
+    access_level: str = "none"     # what this client's own password opens: "none", "level1", "level2"
+    password: str = field(default="", repr=False)   # this client's own, in memory only
 
 
 @dataclass
@@ -95,10 +97,12 @@ class SessionRegistry:
             if entry is None:
                 fresh = self._open_recording(path, password)   # slow part, outside the lock
                 rec = fresh
+                access = rec.access_level
             else:
                 rec = entry.recording
+                access = rec.access_level
                 if rec.encrypted:
-                    authorized = self._check_password(rec, password)
+                    authorized, access = self._password_access(rec, password)
             try:
                 if validate is not None:
                     validate(rec)
@@ -120,6 +124,8 @@ class SessionRegistry:
                 s.cache_fs = cache_fs
                 s.allow_mixed_rates = allow_mixed_rates
                 s.authorized = authorized
+                s.access_level = access
+                s.password = password if rec.encrypted else ""
                 s.last_used = self._clock()
                 self._sessions.move_to_end(key)
                 closed = self._enforce_max_locked(keep=key)
@@ -270,3 +276,18 @@ class SessionRegistry:
             self._sessions.clear()
         for r in recs:
             self._on_closed(r)
+
+    def _password_access(self, rec: Recording, password: str) -> tuple[bool, str]:
+        """(authorized, access level) of a second client's password on an encrypted recording.
+
+        Raises like :meth:`_check_password`. The level is what this password
+        opens ("level1" or "level2"), which may be below the recording's own.
+        """
+        if not password:
+            self._check_password(rec, password)      # raises PasswordRequired
+        if password == rec.password:
+            return True, rec.access_level
+        probe = self._open_recording(rec.path, password)
+        level = probe.access_level
+        probe.close()
+        return True, level

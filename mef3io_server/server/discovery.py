@@ -1,0 +1,139 @@
+"""Discovery: the MEF sessions under a served directory, from metadata only.
+
+:func:`find_sessions` walks a directory for ``.mefd`` folders (never entering
+them) and ``.mefd.tar`` archives, in sorted order, skipping anything whose
+real path leaves the served roots (a symlink pointing out). A
+:class:`SessionIndex` summarises each session with ``mef3io.inspect``
+without a password (metadata files only, no ``.tdat`` read) and keeps the
+summary until the session's files change (its
+:func:`~.recordings.session_signature`: size, mtime and inode of each file).
+
+An encrypted session is listed without opening it: ``encrypted`` is True and
+whatever its unencrypted metadata holds is given (channel count and span);
+values that are locked (the sampling rates) are 0.0. A session that cannot be
+read at all is listed with an ``error`` and zeros.
+
+Units: times uUTC, rates Hz, sizes bytes (every file of the session, or the
+archive).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Optional
+
+from .recordings import session_signature
+
+#: Session summaries kept (least recently used dropped first).
+INDEX_ENTRIES = 4096
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """What a listing says about one session (see module docstring)."""
+
+    path: str
+    number_of_channels: int = 0
+    start_uutc: int = 0
+    end_uutc: int = 0
+    min_sampling_rate: float = 0.0
+    max_sampling_rate: float = 0.0
+    size_bytes: int = 0
+    encrypted: bool = False
+    error: Optional[str] = None
+
+
+def is_session_name(name: str) -> bool:
+    return name.endswith(".mefd") or name.endswith(".mefd.tar")
+
+
+def find_sessions(directory: str, recursive: bool = True,
+                  allowed: Callable[[str], bool] = lambda p: True) -> Iterator[str]:
+    """Paths (under ``directory``, as walked) of the sessions in it, sorted per folder.
+
+    ``allowed(realpath)`` filters out entries whose real path is refused;
+    unreadable folders are skipped.
+    """
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return
+    subdirs = []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            continue
+        if not allowed(os.path.realpath(e.path)):
+            continue
+        if e.name.endswith(".mefd") and is_dir:
+            yield e.path
+        elif e.name.endswith(".mefd.tar") and not is_dir:
+            yield e.path
+        elif is_dir and recursive and not e.is_symlink():
+            subdirs.append(e.path)
+    for d in subdirs:
+        yield from find_sessions(d, recursive, allowed)
+
+
+def summarize(path: str) -> SessionSummary:
+    """Summary of the session at ``path`` from its metadata, without a password."""
+    import mef3io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = mef3io.inspect(path, "", strict=False)
+    except Exception as e:  # noqa: BLE001 - reported in the entry
+        return SessionSummary(path, error=f"not a readable MEF 3.0 session: "
+                                          f"{type(e).__name__}: {e}"[:500])
+    channels = list(s.channels)
+    if not channels:
+        why = f" ({s.problems[0].get('reason')})" if s.problems else ""
+        return SessionSummary(path, error=f"not a readable MEF 3.0 session: it holds no "
+                                          f"channels{why}"[:500])
+    rates = [float(c.sampling_frequency) for c in channels if c.sampling_frequency]
+    return SessionSummary(
+        path=path, number_of_channels=len(channels),
+        start_uutc=int(s.start_time or 0), end_uutc=int(s.end_time or 0),
+        min_sampling_rate=min(rates, default=0.0), max_sampling_rate=max(rates, default=0.0),
+        encrypted=bool(s.encryption.get("encrypted")))
+
+
+class SessionIndex:
+    """Cached :func:`summarize` results, valid until a session's files change.
+
+    Thread-safe. Checking validity costs one ``stat`` per file of the session
+    (its signature), far less than re-reading its metadata.
+    """
+
+    def __init__(self, max_entries: int = INDEX_ENTRIES):
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[tuple, SessionSummary]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def summary(self, path: str) -> SessionSummary:
+        """The summary of the session at ``path`` (a local path), cached."""
+        try:
+            sig = session_signature(path)
+        except OSError as e:
+            return SessionSummary(path, error=f"cannot read {os.path.basename(path)}: {e}")
+        with self._lock:
+            hit = self._entries.get(path)
+            if hit is not None and hit[0] == sig:
+                self._entries.move_to_end(path)
+                self.hits += 1
+                return hit[1]
+            self.misses += 1
+        summary = replace(summarize(path), size_bytes=sum(e[1] for e in sig))
+        with self._lock:
+            self._entries[path] = (sig, summary)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return summary
