@@ -388,6 +388,75 @@ def get_cmd(address, file, channels, start, end, output, piece_s, progress, pass
                f"{format_uutc(t0)} .. {format_uutc(t1)}", err=True)
 
 
+def _gaps(client, file, names, t0, t1, rates, segments) -> dict:
+    """``{channel: [(start_uutc, end_uutc), ...]}``: the gaps inside ``[t0, t1)``.
+
+    From ``GetSegments`` when the server has it, else from the holes between
+    the MEF blocks of ``GetEnvelope`` (block index only; nothing decoded).
+    """
+    import numpy as np
+
+    out = {}
+    if segments is None:
+        try:
+            env = client.get_envelope(file, names, t0, t1)
+        except RuntimeError:   # no block index to tell: draw without shading
+            env = {}
+    for n in names:
+        if segments is not None:
+            raw = [(int(g["start_uutc"]), int(g["end_uutc"]))
+                   for g in (segments.get(n) or {}).get("gaps") or []]
+        else:
+            e = env.get(n)
+            raw = []
+            if e is not None and len(e["start_uutc"]) > 1:
+                s, en = e["start_uutc"], e["end_uutc"]
+                hole = np.nonzero(s[1:] - en[:-1] > 1e6 / rates[n])[0]
+                raw = [(int(en[k]), int(s[k + 1])) for k in hole]
+        out[n] = [(max(a, t0), min(b, t1)) for a, b in raw if b > t0 and a < t1]
+    return out
+
+
+def _plot_traces(client, file, names, t0, t1, points, rates, gaps_of) -> dict:
+    """``{channel: Trace}`` read with ``n_points`` run by run between the visible gaps.
+
+    A read with ``n_points`` returns evenly spaced points with the gaps'
+    NaN left out, so each stretch between gaps wider than one point is read on
+    its own (points shared out by duration) and the stretches are joined with
+    a NaN, keeping every point at its time. Channels of one rate and the same
+    gaps are read together.
+    """
+    import numpy as np
+
+    from .plot import Trace
+
+    point_us = (t1 - t0) / points
+    groups: dict = {}
+    for n in names:
+        wide = tuple(g for g in gaps_of[n] if g[1] - g[0] > point_us)
+        groups.setdefault((rates[n], wide), []).append(n)
+    traces = {}
+    for (fs, wide), group in groups.items():
+        edges = [t0] + [x for g in wide for x in g] + [t1]
+        times, values = [], []
+        for r0, r1 in zip(edges[::2], edges[1::2]):
+            if r1 <= r0:
+                continue
+            n_pts = max(2, round(points * (r1 - r0) / (t1 - t0)))
+            res = client.get_signal_range(file, group, r0, r1, n_points=n_pts)
+            if res["array"] is None:
+                raise click.ClickException(f"reading {', '.join(group)}: {res['error_message']}")
+            arr = res["array"]
+            base = r0 if res["start_uutc"] is None else res["start_uutc"]
+            times += [base + np.arange(arr.shape[1]) * (1e6 / res["fs"]), np.array([r1])]
+            values += [arr, np.full((len(group), 1), np.nan, dtype=np.float32)]
+        t = np.concatenate(times) if times else np.zeros(0)
+        v = np.concatenate(values, axis=1) if values else np.zeros((len(group), 0))
+        for k, n in enumerate(group):
+            traces[n] = Trace(n, t, v[k])
+    return traces
+
+
 @cli.command("plot")
 @click.argument("address")
 @click.argument("file")
@@ -416,38 +485,24 @@ def plot_cmd(address, file, channels, start, end, output, points, utc, title, ga
     \b
         mef3io-server plot localhost:50051 /data/p1.mefd -s +1h -e +2h -o hour.png
     """
-    import numpy as np
-
-    from .plot import Trace, plot_traces
+    from .plot import plot_traces
     from .timespec import format_duration, format_uutc
 
     with _connect(address, **copts) as client, _open_recording(client, file, password) as info:
         names, idx = _select_channels(info, channels)
         t0, t1 = _window(info, idx, start, end)
-        rates = _rates(info)
-        groups: dict = {}
-        for n, i in zip(names, idx):
-            groups.setdefault(rates[i], []).append(n)
-        traces = {}
-        for group in groups.values():
-            res = client.get_signal_range(file, group, t0, t1, n_points=points)
-            if res["array"] is None:
-                raise click.ClickException(f"reading {', '.join(group)}: {res['error_message']}")
-            base = t0 if res["start_uutc"] is None else res["start_uutc"]
-            times = base + np.arange(res["array"].shape[1]) * (1e6 / res["fs"])
-            for k, n in enumerate(group):
-                traces[n] = Trace(n, times, res["array"][k])
-        segments = _optional_rpc(client, "get_segments", file, channels=names) if gaps else {}
+        rates = dict(zip(info["channel_names"], _rates(info)))
+        segments = _optional_rpc(client, "get_segments", file, channels=names)
+        gaps_of = _gaps(client, file, names, t0, t1, rates, segments)
+        traces = _plot_traces(client, file, names, t0, t1, points, rates, gaps_of)
         records = (_optional_rpc(client, "get_records", file, channels=names, start_uutc=t0,
                                  end_uutc=t1) if annotations else [])
-    if segments is None:
-        click.echo("note: this server does not report gaps (GetSegments); none shaded", err=True)
     if records is None:
         click.echo("note: this server does not report annotations (GetRecords); none marked",
                    err=True)
-    for n, tr in traces.items():
-        tr.gaps = [(int(g["start_uutc"]), int(g["end_uutc"]))
-                   for g in ((segments or {}).get(n) or {}).get("gaps") or []]
+    if gaps:
+        for n, tr in traces.items():
+            tr.gaps = gaps_of[n]
     title = title if title is not None else (
         f"{os.path.basename(file.rstrip('/'))}   {format_uutc(t0, not utc)[:23]}   "
         f"+{format_duration(t1 - t0)}")
