@@ -81,9 +81,10 @@ def split_window(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
     """Pieces of ``per_piece`` samples covering the window ``[start_uutc, end_uutc)`` exactly.
 
     ``anchor_uutc``: the first sample of the channels' tile grid (the
-    channel's start); when the window's grid falls on it, piece edges are
-    put on multiples of ``per_piece`` samples from the anchor (tile edges when
-    ``per_piece`` is a whole number of tiles). The last piece ends exactly at
+    channel's start); piece edges are put on multiples of ``per_piece``
+    samples from the anchor (tile edges when ``per_piece`` is a whole number of
+    tiles): exactly when the window's grid falls on the anchor's, otherwise
+    within an exact period (a few samples) of them. The last piece ends exactly at
     ``end_uutc``. An empty window gives no pieces.
     """
     n = samples_in_window(int(start_uutc), int(end_uutc), fs)
@@ -93,8 +94,12 @@ def split_window(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
     first = per_piece
     if anchor_uutc is not None:
         pos = Fraction(int(start_uutc) - int(anchor_uutc)) * Fraction(fs) / _MICRO
-        if pos.denominator == 1:
-            first = per_piece - int(pos) % per_piece
+        first = per_piece - round_half_up(pos) % per_piece
+        if pos.denominator != 1:
+            # Off the anchor's grid: stay on whole exact periods of the window's own
+            # grid (so pieces still join exactly), a few samples from the tile edge.
+            q = exact_period_samples(fs) or 1
+            first = first - first % q or per_piece
     edges = [0]
     j = first
     while j < n:

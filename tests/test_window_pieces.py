@@ -54,3 +54,13 @@ def test_piece_reads_join_to_the_direct_read(write_recording, fs):
     joined = np.concatenate([direct_read(path, ["a", "b"], p.t0, p.t1) for p in pieces], axis=1)
     assert len(pieces) > 5
     assert np.array_equal(whole, joined, equal_nan=True)
+
+
+def test_pieces_off_the_anchor_grid_stay_near_tile_edges():
+    fs, per = 256.0, 2560
+    t0 = T0 + 3_000_001                                     # not on the anchor's sample grid
+    pieces = split_window(t0, T0 + 60_000_000, fs, per, anchor_uutc=T0)
+    for p in pieces[1:]:
+        assert (p.t0 - t0) * 256 % 1_000_000 == 0           # whole exact periods: exact joins
+        off = (p.t0 - T0) % 10_000_000
+        assert min(off, 10_000_000 - off) < 4 * 1e6 / fs    # within an exact period of a tile edge
