@@ -171,7 +171,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
              "required" if settings.auth_tokens_file else "off",
              ":".join(settings.data_roots) or "unset", settings.host_root or "unset")
     if running.metrics is not None:
-        print(f"metrics listening on port {running.metrics.port}", file=sys.stderr, flush=True)
+        print(f"metrics served at /metrics on port {running.metrics.port}", file=sys.stderr, flush=True)
     log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
              "tiles %.3g s)", running.port, running.engine.decoder.kind,
              settings.tile_cache_mb, settings.tile_duration_s)
