@@ -191,7 +191,7 @@ def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
     return read_window(reader, channels, t0, t1)
 
 
-def _worker_noop() -> int:
+def _worker_noop(_index: int = 0) -> int:
     return os.getpid()
 
 
