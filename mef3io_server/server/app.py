@@ -25,7 +25,7 @@ from .auth import TokenAuthInterceptor, TokenFile
 from .calls import CallObserver
 from .config import Settings, load_settings
 from .engine import Engine
-from .logs import CallLog
+from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
 from .service import Mef3Service
 from .tls import server_credentials
@@ -162,8 +162,8 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
             print(f"mef3io-server: cannot serve {preload}: {e}", file=sys.stderr)
             running.stop(0)
             return 1
-        print(f"serving {preload}: {len(info.channel_names)} channels, "
-              f"{info.duration_s:.0f} s", file=sys.stderr, flush=True)
+        announce(f"serving {preload}: {len(info.channel_names)} channels, "
+                 f"{info.duration_s:.0f} s", settings.log_format)
     running.set_serving()
     log.info("security: TLS %s, bearer tokens %s, DATA_ROOTS %s, HOST_ROOT %s",
              "mutual" if settings.tls_client_ca_file else ("on" if settings.tls_cert_file
@@ -171,11 +171,12 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
              "required" if settings.auth_tokens_file else "off",
              ":".join(settings.data_roots) or "unset", settings.host_root or "unset")
     if running.metrics is not None:
-        print(f"metrics served at /metrics on port {running.metrics.port}", file=sys.stderr, flush=True)
+        announce(f"metrics served at /metrics on port {running.metrics.port}",
+                 settings.log_format)
     log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
              "tiles %.3g s)", running.port, running.engine.decoder.kind,
              settings.tile_cache_mb, settings.tile_duration_s)
-    print(f"mef3io-server listening on port {running.port}", file=sys.stderr, flush=True)
+    announce(f"mef3io-server listening on port {running.port}", settings.log_format)
     stop = threading.Event()
 
     def on_signal(signum, frame):

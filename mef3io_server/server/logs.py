@@ -56,6 +56,17 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(getattr(logging, level))
 
 
+def announce(text: str, fmt: str = "text") -> None:
+    """Print a start-up line on stderr whatever ``LOG_LEVEL`` is (a JSON line in json mode).
+
+    Supervisors and tests wait for "listening on port N" in these lines.
+    """
+    if fmt == "json":
+        text = json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "level": "INFO", "logger": "mef3io_server", "msg": text})
+    print(text, file=sys.stderr, flush=True)
+
+
 def call_fields(rec: CallRecord) -> dict:
     """The loggable fields of a call (units in the names)."""
     out = {"rpc": rec.rpc, "client": rec.client_id, "file": rec.file,
