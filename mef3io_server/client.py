@@ -26,6 +26,7 @@ import grpc
 from . import wire
 from .protobufs import gRPCMef3Server_pb2 as pb2
 from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+from .rpc_errors import GuardedStub, NotAuthenticated, ServerUnreachable  # noqa: F401
 from .wire import ServerUnsupported  # noqa: F401  (re-exported)
 
 
@@ -65,6 +66,11 @@ class Mef3Client:
         This client's key and certificate for mutual TLS.
     token : str, optional
         Bearer token sent as ``authorization: Bearer <token>``.
+
+    A call that cannot reach the server (wrong address, plaintext against a
+    TLS port, untrusted certificate) raises :class:`ServerUnreachable`; a
+    missing or refused token raises :class:`NotAuthenticated`. Both are also
+    ``grpc.RpcError``.
     timeout : float, optional
         Deadline of each call in seconds (``None``: no deadline).
     """
@@ -80,7 +86,8 @@ class Mef3Client:
         self._timeout = timeout
         self.channel = make_channel(address, root_certificates=root_certificates,
                                     private_key=private_key, certificate_chain=certificate_chain)
-        self.stub = pb2_grpc.gRPCMef3ServerStub(self.channel)
+        self.stub = GuardedStub(pb2_grpc.gRPCMef3ServerStub(self.channel), address,
+                                tls=root_certificates is not None)
 
     # ---- context manager ----
 

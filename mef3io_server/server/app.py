@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Optional
@@ -20,9 +21,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
 from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+from .auth import TokenAuthInterceptor, TokenFile
+from .calls import CallObserver
 from .config import Settings, load_settings
 from .engine import Engine
+from .logs import CallLog, announce
+from .logs import configure_logging as _configure_logging
 from .service import Mef3Service, add_to_server
+from .tls import server_credentials
 
 log = logging.getLogger("mef3io_server")
 
@@ -39,13 +45,30 @@ class RunningServer:
     health: health.HealthServicer
     port: int
     settings: Settings
+    observer: Optional[CallObserver] = None
+    metrics: Optional[object] = None      # metrics.MetricsServer when METRICS_PORT is set
+
+    def set_serving(self) -> None:
+        """Health SERVING (after start-up: workers warm, preloaded recording open)."""
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: Optional[float] = None) -> None:
-        """Drain and stop (health NOT_SERVING, refuse new calls, wait, close workers)."""
+        """Drain and stop (health NOT_SERVING, refuse new calls, wait, close workers).
+
+        Health answers NOT_SERVING and new data calls are refused (the engine
+        answers "shutting down") while in-flight calls get up to ``grace``
+        seconds to finish; then the port closes, and the decode workers exit.
+        """
         grace = self.settings.shutdown_grace_s if grace is None else grace
+        deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
         self.engine.begin_drain()
-        self.server.stop(grace).wait()
+        if self.observer is not None:
+            self.observer.wait_idle(grace)
+        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
+        if self.metrics is not None:
+            self.metrics.close()
         self.engine.close()
 
 
@@ -59,14 +82,25 @@ def server_options(settings: Settings) -> list[tuple[str, object]]:
     ]
 
 
-def build_server(settings: Settings, *, interceptors=(), credentials=None) -> RunningServer:
-    """Create and start the server on ``settings.port`` (0: any free port)."""
+def build_server(settings: Settings, *, interceptors=(), credentials=None,
+                 mark_serving: bool = True) -> RunningServer:
+    """Create and start the server on ``settings.port`` (0: any free port).
+
+    TLS (``TLS_*``), tokens (``AUTH_TOKENS_FILE``), the per-call log and
+    ``METRICS_PORT`` come from ``settings``; ``mark_serving=False`` leaves
+    health NOT_SERVING until :meth:`RunningServer.set_serving`.
+    """
+    if credentials is None:
+        credentials = server_credentials(settings)
     engine = Engine(settings)
-    engine.start()
+    observer = CallObserver((CallLog(),))
+    chain = [observer]
+    if settings.auth_tokens_file:
+        chain.append(TokenAuthInterceptor(TokenFile(settings.auth_tokens_file)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers,
                                    thread_name_prefix="grpc"),
-        interceptors=list(interceptors), options=server_options(settings))
+        interceptors=chain + list(interceptors), options=server_options(settings))
     add_to_server(Mef3Service(engine), server)   # = the generated one, fast GetSignalRange
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -87,15 +121,24 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None) -> Ru
         engine.close()
         raise OSError(f"cannot listen on port {settings.port} (PORT): is it in use?")
     server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, engine, health_servicer, port, settings)
+    running = RunningServer(server, engine, health_servicer, port, settings, observer)
+    try:
+        engine.start()
+        if settings.metrics_port is not None:
+            from .metrics import MetricsServer
+
+            running.metrics = MetricsServer(engine, observer, settings.metrics_port)
+    except Exception:
+        server.stop(0)
+        engine.close()
+        raise
+    if mark_serving:
+        running.set_serving()
+    return running
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=getattr(logging, settings.log_level),
-                        stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(settings.log_level, settings.log_format)
 
 
 def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None) -> int:
@@ -108,8 +151,8 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")
     try:
-        running = build_server(settings)
-    except OSError as e:
+        running = build_server(settings, mark_serving=False)
+    except (OSError, ValueError) as e:     # ConfigError is a ValueError
         print(f"mef3io-server: {e}", file=sys.stderr)
         return 1
     if preload:
@@ -119,12 +162,21 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
             print(f"mef3io-server: cannot serve {preload}: {e}", file=sys.stderr)
             running.stop(0)
             return 1
-        print(f"serving {preload}: {len(info.channel_names)} channels, "
-              f"{info.duration_s:.0f} s", file=sys.stderr, flush=True)
+        announce(f"serving {preload}: {len(info.channel_names)} channels, "
+                 f"{info.duration_s:.0f} s", settings.log_format)
+    running.set_serving()
+    log.info("security: TLS %s, bearer tokens %s, DATA_ROOTS %s, HOST_ROOT %s",
+             "mutual" if settings.tls_client_ca_file else ("on" if settings.tls_cert_file
+                                                           else "off"),
+             "required" if settings.auth_tokens_file else "off",
+             ":".join(settings.data_roots) or "unset", settings.host_root or "unset")
+    if running.metrics is not None:
+        announce(f"metrics served at /metrics on port {running.metrics.port}",
+                 settings.log_format)
     log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
              "tiles %.3g s)", running.port, running.engine.decoder.kind,
              settings.tile_cache_mb, settings.tile_duration_s)
-    print(f"mef3io-server listening on port {running.port}", file=sys.stderr, flush=True)
+    announce(f"mef3io-server listening on port {running.port}", settings.log_format)
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -259,7 +259,9 @@ class Engine:
             channel_end_uutc=[c.end_uutc for c in rec.channels],
             units=[c.units for c in rec.channels],
             start_uutc=rec.start_uutc, end_uutc=rec.end_uutc, cache_fs=cache_fs,
-            encrypted=rec.encrypted, access_level=rec.access_level)
+            encrypted=rec.encrypted,
+            access_level=(session.access_level if session and session.access_level
+                          else rec.access_level))
 
     # ------------------------------------------------------------ changes on disk
 

@@ -37,7 +37,9 @@ class PathResolver:
             raise BadRequest("file_path contains a NUL character")
         p = client_path
         if self.host_root:
-            p = self.host_root + "/" + p.lstrip("/")
+            # "..", "." and "//" are folded against "/" first, so a client path
+            # cannot climb out of HOST_ROOT by name (symlinks are resolved later).
+            p = self.host_root + "/" + os.path.normpath("/" + p).lstrip("/")
         return os.path.normpath(p) if p != "/" else p
 
     def within_roots(self, resolved: str) -> bool:

@@ -39,13 +39,14 @@ class ChannelInfo:
     block_samples: int = 0                         # the channel's (first) block length
 
 
-def _classify_open_error(path: str, exc: Exception) -> Exception:
+def _classify_open_error(path: str, exc: Exception, password_given: bool = False) -> Exception:
     name = type(exc).__name__
     text = str(exc)
     if name == "PasswordError":
-        return PasswordRequired(
-            f"{path} is encrypted: open it with its level-1 or level-2 password "
-            "(the password given is missing or wrong)")
+        if password_given:
+            return PasswordRequired(f"{path} is encrypted and the password given is wrong")
+        return PasswordRequired(f"{path} is encrypted: a password is needed (its level-1 or "
+                                "level-2 password)")
     if name in ("IoError", "FileNotFoundError", "OSError") and (
             "not a directory or tar archive" in text or "No such file" in text):
         return RecordingNotFound(f"no MEF session at {path}")
@@ -110,7 +111,7 @@ class Recording:
         try:
             self.reader = open_reader(path, self._password, decode_threads)
         except Exception as e:  # noqa: BLE001 - mef3io's errors are classified below
-            raise _classify_open_error(path, e) from None
+            raise _classify_open_error(path, e, bool(self._password)) from None
         impl = getattr(self.reader, "_impl", None)
         self.encrypted = bool(impl.password_protected()) if impl is not None else False
         try:

@@ -17,14 +17,17 @@ PROTOCOL.md's rules, in one place:
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .errors import NotOpen, PasswordRequired
+from .decode import open_reader
+from .errors import BadRequest, NotOpen, PasswordRequired
 from .recordings import Recording
 
 log = logging.getLogger("mef3io_server.sessions")
@@ -42,6 +45,7 @@ class Session:
     cache_fs: Optional[float] = None
     allow_mixed_rates: bool = False
     authorized: bool = True        # presented a valid password (or none was needed)
+    access_level: str = ""         # "level1"/"level2" of the password this client gave
     last_used: float = field(default_factory=time.monotonic)
     access_level: str = "none"     # what this client's own password opens: "none", "level1", "level2"
     password: str = field(default="", repr=False)   # this client's own, in memory only
@@ -102,13 +106,17 @@ class SessionRegistry:
                 rec = entry.recording
                 access = rec.access_level
                 if rec.encrypted:
-                    authorized, access = self._password_access(rec, password)
+                    authorized, access = self._check_password(rec, password)
             try:
+                if rec.encrypted and client_id == DEFAULT_CLIENT:
+                    raise BadRequest(
+                        f"{client_path} is encrypted: open it with a client id "
+                        "(x-mef3io-client-id metadata), so that only you read it")
                 if validate is not None:
                     validate(rec)
             except Exception:
                 if fresh is not None:
-                    fresh.close()
+                    self._on_closed(fresh)
                 raise
             with self._lock:
                 if fresh is not None:
@@ -133,17 +141,36 @@ class SessionRegistry:
             self._on_closed(r)
         return s, rec
 
-    def _check_password(self, rec: Recording, password: str) -> bool:
-        """A second client on an encrypted recording must present a password that opens it."""
+    def _check_password(self, rec: Recording, password: str) -> tuple[bool, str]:
+        """A second client on an encrypted recording must present a password that opens it.
+
+        The password of the open reader is compared in constant time; another
+        one (the other level) is checked by opening a bare mef3io reader on
+        the files and closing it at once: nothing is registered, nothing of
+        it is kept.
+        """
         if not password:
             raise PasswordRequired(
-                f"{rec.path} is encrypted: open it with its level-1 or level-2 password")
-        if password == rec.password:
-            return True
-        # Another valid password (the other level) is checked by opening the files.
-        probe = self._open_recording(rec.path, password)
-        probe.close()
-        return True
+                f"{rec.path} is encrypted: a password is needed (its level-1 or level-2 "
+                "password)")
+        if hmac.compare_digest(password.encode("utf-8"), rec.password.encode("utf-8")):
+            return True, rec.access_level
+        try:
+            probe = open_reader(rec.path, password)
+        except Exception as e:  # noqa: BLE001 - mef3io's PasswordError and others
+            if type(e).__name__ == "PasswordError":
+                raise PasswordRequired(
+                    f"{rec.path} is encrypted and the password given is wrong") from None
+            raise PasswordRequired(f"{rec.path} is encrypted and could not be opened with the "
+                                   "password given") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                info = probe.info(probe.channels[0])
+            level = "level2" if info.get("section3_available") else "level1"
+        finally:
+            probe.close()
+        return True, level
 
     # ---------------------------------------------------------------- lookups
 
@@ -276,18 +303,3 @@ class SessionRegistry:
             self._sessions.clear()
         for r in recs:
             self._on_closed(r)
-
-    def _password_access(self, rec: Recording, password: str) -> tuple[bool, str]:
-        """(authorized, access level) of a second client's password on an encrypted recording.
-
-        Raises like :meth:`_check_password`. The level is what this password
-        opens ("level1" or "level2"), which may be below the recording's own.
-        """
-        if not password:
-            self._check_password(rec, password)      # raises PasswordRequired
-        if password == rec.password:
-            return True, rec.access_level
-        probe = self._open_recording(rec.path, password)
-        level = probe.access_level
-        probe.close()
-        return True, level

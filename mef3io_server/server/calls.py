@@ -1,0 +1,219 @@
+"""Call observation: one :class:`CallRecord` per gRPC call, for the metrics and the log.
+
+:class:`CallObserver` is the outermost server interceptor. For every call it
+notes who asked (client id), what (RPC, file, window, channel count), how
+much was streamed (sample bytes), how long it took and how it ended, and
+hands the finished record to its listeners (:mod:`.metrics`, :mod:`.logs`).
+It also counts the data calls in flight, which the drain waits for.
+
+Outcomes: ``ok``; ``error`` (the answer carried an ``error_message``, as the
+protocol reports bad requests); ``cancelled`` (the client went away before
+the end); a gRPC status name in lower case (``unauthenticated``, ...) when
+the call was aborted with one; ``internal`` for an unexpected exception.
+
+Only these fields are recorded: never a password, a token or other metadata.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import grpc
+import numpy as np
+
+log = logging.getLogger("mef3io_server.calls")
+
+CLIENT_ID_KEY = "x-mef3io-client-id"
+#: Services whose calls are infrastructure, not data: not counted in flight.
+INFRA_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass
+class CallRecord:
+    """What one call asked for and how it went (times in seconds, sizes in bytes)."""
+
+    method: str                         # full gRPC method, "/pkg.Service/Rpc"
+    client_id: str = ""
+    file: str = ""
+    window: Optional[tuple[int, int]] = None   # [start_uutc, end_uutc) when the call has one
+    channels: Optional[int] = None      # channel names asked for (0 = all)
+    bytes: int = 0                      # sample bytes streamed
+    messages: int = 0
+    duration_s: float = 0.0
+    outcome: str = "ok"
+    error: str = ""                     # the error_message answered, if any
+    started: float = 0.0
+
+    @property
+    def rpc(self) -> str:
+        return self.method.rsplit("/", 1)[-1]
+
+    @property
+    def infrastructure(self) -> bool:
+        return self.method.startswith(INFRA_PREFIXES)
+
+
+def _client_id(metadata) -> str:
+    for k, v in metadata or ():
+        if k == CLIENT_ID_KEY:
+            v = v.decode("latin-1") if isinstance(v, bytes) else v
+            return "".join(c if c.isprintable() else "?" for c in v[:128])
+    return ""
+
+
+def _describe_request(rec: CallRecord, request) -> None:
+    fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", None)
+    if not fields:
+        return
+    if "file_path" in fields:
+        rec.file = request.file_path[:4096]
+    if "channel_names" in fields:
+        rec.channels = len(request.channel_names)
+    if "start_uutc" in fields and "end_uutc" in fields:
+        try:
+            present = request.HasField("start_uutc") and request.HasField("end_uutc")
+        except ValueError:      # not optional fields: always present
+            present = True
+        if present:
+            rec.window = (int(request.start_uutc), int(request.end_uutc))
+
+
+def _sample_bytes(message) -> int:
+    shape = getattr(message, "shape", None)
+    if shape is None or not getattr(message, "dtype", ""):
+        return 0
+    try:
+        return int(np.prod(list(shape), dtype=np.int64)) * np.dtype(message.dtype).itemsize
+    except TypeError:
+        return 0
+
+
+class CallObserver(grpc.ServerInterceptor):
+    """Wraps every handler to build a :class:`CallRecord` (see module docstring)."""
+
+    def __init__(self, listeners: tuple[Callable[[CallRecord], None], ...] = ()):
+        self.listeners = list(listeners)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+
+    # ---- in-flight data calls (the drain waits for them) ----
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no data call is in flight; False when ``timeout`` s passed first."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+            return True
+
+    # ---- records ----
+
+    def _begin(self, details, request, context) -> tuple[CallRecord, Callable[[], None]]:
+        rec = CallRecord(details.method, _client_id(details.invocation_metadata),
+                         started=time.perf_counter())
+        if request is not None:
+            _describe_request(rec, request)
+        counted = not rec.infrastructure
+        if counted:
+            with self._lock:
+                self._in_flight += 1
+        done = [False]
+
+        def finish(outcome: Optional[str] = None) -> None:
+            with self._lock:
+                if done[0]:
+                    return
+                done[0] = True
+                if counted:
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.notify_all()
+            if outcome is not None:
+                rec.outcome = outcome
+            rec.duration_s = time.perf_counter() - rec.started
+            for listener in self.listeners:
+                try:
+                    listener(rec)
+                except Exception:  # noqa: BLE001 - observing must never break a call
+                    log.exception("a call listener failed")
+
+        context.add_callback(lambda: finish("cancelled"))
+        return rec, finish
+
+    @staticmethod
+    def _note(rec: CallRecord, message) -> None:
+        rec.messages += 1
+        err = getattr(message, "error_message", "")
+        if err:
+            rec.outcome, rec.error = "error", err[:1000]
+        rec.bytes += _sample_bytes(message)
+
+    @staticmethod
+    def _failed(context, exc: BaseException) -> str:
+        code = getattr(context, "code", lambda: None)()
+        if isinstance(code, grpc.StatusCode):
+            return code.name.lower()
+        return "internal"
+
+    # ---- wrapping ----
+
+    def _unary_response(self, behavior, details, request_streaming: bool):
+        def wrapped(request, context):
+            rec, finish = self._begin(details, None if request_streaming else request, context)
+            try:
+                response = behavior(request, context)
+            except BaseException as e:
+                finish(self._failed(context, e))
+                raise
+            self._note(rec, response)
+            finish(None)
+            return response
+        return wrapped
+
+    def _stream_response(self, behavior, details, request_streaming: bool):
+        def wrapped(request, context):
+            rec, finish = self._begin(details, None if request_streaming else request, context)
+            try:
+                for message in behavior(request, context):
+                    self._note(rec, message)
+                    yield message
+            except GeneratorExit:
+                finish("cancelled")
+                raise
+            except BaseException as e:
+                finish(self._failed(context, e))
+                raise
+            finish(None)
+        return wrapped
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        kw = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+        rs, ss = handler.request_streaming, handler.response_streaming
+        d = handler_call_details
+        if rs and ss:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream_response(handler.stream_stream, d, True), **kw)
+        if rs:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary_response(handler.stream_unary, d, True), **kw)
+        if ss:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream_response(handler.unary_stream, d, False), **kw)
+        return grpc.unary_unary_rpc_method_handler(
+            self._unary_response(handler.unary_unary, d, False), **kw)
