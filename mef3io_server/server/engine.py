@@ -106,12 +106,13 @@ class Engine:
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = EngineCounters()
         self._generation = 0
-        self._gen_lock = threading.Lock()
+        self._gen_lock = threading.RLock()   # re-entrant: _TrackedChunks may finalize under it
         self._readers: dict[tuple[str, int], Recording] = {}
         self._refresh_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._draining = False
         self._sweeper: Optional[threading.Thread] = None
+        self._retired: list[Recording] = []    # superseded versions still being read
 
     # ------------------------------------------------------------ plumbing
 
@@ -304,20 +305,22 @@ class Engine:
             if not self.sessions.replace_recording(rec, new):
                 new.close()
                 return self.sessions.recording(rec.path) or rec
-            with self._gen_lock:
-                self._readers.pop((rec.path, rec.generation), None)
+            rec.superseded = True     # from now on its tiles stay out of the cache
             if appended:
                 self._evict_tails(rec, new)
             else:
                 self.store.forget(rec)
-            rec.close()
-            self.decoder.forget(rec.source)
+            self._retire(rec)
             log.info("recording %s changed on disk (%s); re-opened", rec.path,
                      "appended" if appended else "replaced")
             return new
 
     @staticmethod
     def _is_append(old: Recording, new: Recording) -> bool:
+        # Same block index is not enough: a session rewritten with other values
+        # of the same shape has it too. The old files' bytes must be intact.
+        if not old.data_kept_on_disk():
+            return False
         if [c.name for c in old.channels] != [c.name for c in new.channels[:len(old.channels)]]:
             return False
         for a in old.channels:
@@ -422,7 +425,7 @@ class Engine:
             if last is None:
                 self._prefetch(rec, chans, fs, t0, t1)
 
-        return SignalRead(client_path, names, fs, n, t0, t1, chunks())
+        return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()))
 
     def _prefetch(self, rec, chans, fs, t0, t1) -> None:
         try:
@@ -464,7 +467,8 @@ class Engine:
                 b = t0 + (j1 * (t1 - t0)) // n_points
                 yield a, b, j0, np.ascontiguousarray(reduced[:, j0:j1])
 
-        return SignalRead(client_path, names, out_fs, n_points, t0, t1, chunks())
+        return SignalRead(client_path, names, out_fs, n_points, t0, t1,
+                          self._tracked(rec, chunks()))
 
     # ------------------------------------------------------------ envelope
 
@@ -478,6 +482,10 @@ class Engine:
             raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
                              f"end_uutc={t1}")
         rec, _ = self._read_context(client_id, client_path)
+        yield from self._tracked(rec, self._envelope_rows(rec, channel_names, t0, t1,
+                                                          client_path))
+
+    def _envelope_rows(self, rec, channel_names, t0, t1, client_path):
         chans = rec.resolve_channels(channel_names)
         import warnings
         for ch in chans:
@@ -489,6 +497,34 @@ class Engine:
                     raise ServerError(f"reading the block index of {ch.name} in {client_path} "
                                       f"failed: {exc}") from None
             yield ch.name, e
+
+    # ------------------------------------------------------------ superseded versions
+
+    def _tracked(self, rec: Recording, it: Iterator) -> "_TrackedChunks":
+        return _TrackedChunks(self, rec, it)
+
+    def _retire(self, rec: Recording) -> None:
+        """Close a superseded version once no read is using it (now, or when the last ends).
+
+        Reads that began on it keep its reader (and its generation in the
+        thread decoder's lookup) until they finish, so a re-open after an
+        append never fails a read in flight.
+        """
+        with self._gen_lock:
+            self._retired.append(rec)
+        self._close_retired()
+
+    def _close_retired(self) -> None:
+        with self._gen_lock:
+            retired = self._retired
+            idle = [r for r in retired if r.active_reads <= 0]
+            self._retired = [r for r in retired if r.active_reads > 0]
+            for r in idle:
+                if self._readers.get((r.path, r.generation)) is r:
+                    del self._readers[(r.path, r.generation)]
+        for r in idle:
+            r.close()
+            self.decoder.forget(r.source)
 
 
     # ------------------------------------------------------------ annotations, runs, discovery
@@ -560,3 +596,51 @@ class Engine:
 def _offset_us(j: int, fs: float) -> int:
     """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""
     return tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))
+
+
+class _TrackedChunks:
+    """An iterator over a read's chunks that holds its recording open until done.
+
+    ``rec.active_reads`` is counted from creation (before the first chunk) to
+    exhaustion, ``close()`` or garbage collection, whichever comes first, so a
+    recording superseded by a re-open closes only after the reads that started
+    on it finish (see :meth:`Engine._retire`).
+    """
+
+    def __init__(self, engine: "Engine", rec: Recording, it: Iterator):
+        self._engine = engine
+        self._rec = rec
+        self._it = it
+        self._done = False
+        with engine._gen_lock:
+            rec.active_reads += 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._it)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+        finally:
+            with self._engine._gen_lock:
+                self._rec.active_reads -= 1
+            if self._rec.superseded:
+                self._engine._close_retired()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass

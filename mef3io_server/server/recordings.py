@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -78,6 +79,39 @@ def session_signature(path: str) -> tuple:
     return tuple(entries)
 
 
+UNIVERSAL_HEADER_BYTES = 1024   # MEF 3.0 files start with this header (rewritten on append)
+TAIL_MARK_BYTES = 4096          # bytes before a .tdat's end fingerprinted at open
+
+
+def tail_marks(path: str, signature: tuple) -> dict:
+    """Fingerprints of each ``.tdat``: ``{relpath: (inode, size, crc32 of its last bytes)}``.
+
+    The last ``TAIL_MARK_BYTES`` bytes before the file's end at open time (past
+    the universal header). An in-segment append by ``mef3io.Writer`` extends
+    the same file and leaves those bytes alone; a rewrite or replacement with
+    other data changes the inode or those bytes. One small read per file.
+    """
+    marks = {}
+    if os.path.isfile(path):
+        return marks
+    for rel, size, _mtime, ino in signature:
+        if not rel.endswith(".tdat"):
+            continue
+        marks[rel] = (ino, size, _crc_before(os.path.join(path, rel), size))
+    return marks
+
+
+def _crc_before(full: str, size: int) -> Optional[int]:
+    a = max(UNIVERSAL_HEADER_BYTES, size - TAIL_MARK_BYTES)
+    try:
+        with open(full, "rb") as f:
+            f.seek(a)
+            data = f.read(max(0, size - a))
+    except OSError:
+        return None
+    return zlib.crc32(data) if len(data) == max(0, size - a) else None
+
+
 class Recording:
     """An open MEF session (see module docstring).
 
@@ -108,6 +142,7 @@ class Recording:
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
         self.signature = session_signature(path)
+        self.tail_marks = tail_marks(path, self.signature)
         try:
             self.reader = open_reader(path, self._password, decode_threads)
         except Exception as e:  # noqa: BLE001 - mef3io's errors are classified below
@@ -135,6 +170,11 @@ class Recording:
         self.start_uutc = min(c.start_uutc for c in self.channels)
         self.end_uutc = max(c.end_uutc for c in self.channels)
         self.closed = False
+        # Set when a re-open after a change on disk replaced this version: its
+        # tiles must no longer enter the cache, and its reader closes once the
+        # reads already using it (``active_reads``) are done.
+        self.superseded = False
+        self.active_reads = 0
 
     # ---- metadata ----
 
@@ -250,6 +290,26 @@ class Recording:
             return session_signature(self.path) != self.signature
         except OSError:
             return True
+
+    def data_kept_on_disk(self) -> bool:
+        """True when every ``.tdat`` seen at open still holds the same bytes (maybe more).
+
+        Same inode, not shorter, and the fingerprinted bytes before the old end
+        unchanged (see :func:`tail_marks`): the change since open can only be
+        an append. A ``.mefd.tar`` is never appended to: always False there.
+        """
+        if os.path.isfile(self.path):
+            return False
+        for rel, (ino, size, crc) in self.tail_marks.items():
+            full = os.path.join(self.path, rel)
+            try:
+                st = os.stat(full)
+            except OSError:
+                return False
+            if st.st_ino != ino or st.st_size < size or crc is None \
+                    or _crc_before(full, size) != crc:
+                return False
+        return True
 
     def close(self) -> None:
         """Close the shared reader and drop the password."""

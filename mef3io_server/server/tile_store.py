@@ -229,7 +229,7 @@ class TileStore:
                 if exc is None:
                     tile = np.ascontiguousarray(rows[i])
                     tile.flags.writeable = False
-                    if not rec.closed:
+                    if not rec.closed and not rec.superseded:
                         self.cache.put(key, tile)
                         if lane == "bg":
                             with self._lock:
@@ -387,7 +387,7 @@ class TileStore:
     def _schedule(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
                   t0: int, n: int, j0: int, j1: int) -> int:
         """Start background decodes of the missing tiles of window samples ``[j0, j1)``."""
-        if self._closed or rec.closed:
+        if self._closed or rec.closed or rec.superseded:
             return 0
         M, _ = tg.window_offset(grid, t0)
         started = 0
