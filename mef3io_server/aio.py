@@ -28,9 +28,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from . import wire
-from .client import make_channel
+from .client import connect
 from .protobufs import gRPCMef3Server_pb2 as pb2
-from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .wire import ServerUnsupported  # noqa: F401  (re-exported)
 
 
@@ -51,14 +50,9 @@ class AsyncMef3Client:
     def __init__(self, address: str = wire.DEFAULT_ADDRESS, client_id: Optional[str] = None, *,
                  root_certificates=None, private_key=None, certificate_chain=None,
                  token: Optional[str] = None, timeout: Optional[float] = None):
-        self.address = address
-        self.client_id = wire.check_client_id(client_id)
-        self._metadata = wire.call_metadata(self.client_id, token)
-        self._timeout = timeout
-        self.channel = make_channel(address, root_certificates=root_certificates,
-                                    private_key=private_key, certificate_chain=certificate_chain,
-                                    aio=True)
-        self.stub = pb2_grpc.gRPCMef3ServerStub(self.channel)
+        connect(self, address, client_id, token, timeout, aio=True,
+                root_certificates=root_certificates, private_key=private_key,
+                certificate_chain=certificate_chain)
 
     # ---- context manager ----
 

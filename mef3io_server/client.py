@@ -49,6 +49,17 @@ def make_channel(address: str, *, root_certificates=None, private_key=None,
     return mod.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
 
 
+def connect(client, address: str, client_id: Optional[str], token: Optional[str],
+            timeout: Optional[float], *, aio: bool = False, **tls) -> None:
+    """Set up a client object (sync or asyncio): id, call metadata, channel and stub."""
+    client.address = address
+    client.client_id = wire.check_client_id(client_id)
+    client._metadata = wire.call_metadata(client.client_id, token)
+    client._timeout = timeout
+    client.channel = make_channel(address, aio=aio, **tls)
+    client.stub = pb2_grpc.gRPCMef3ServerStub(client.channel)
+
+
 class Mef3Client:
     """Client for a mef3io-server (or the published mef3io-server 3.1.0).
 
@@ -74,13 +85,8 @@ class Mef3Client:
     def __init__(self, address: str = wire.DEFAULT_ADDRESS, client_id: Optional[str] = None, *,
                  root_certificates=None, private_key=None, certificate_chain=None,
                  token: Optional[str] = None, timeout: Optional[float] = None):
-        self.address = address
-        self.client_id = wire.check_client_id(client_id)
-        self._metadata = wire.call_metadata(self.client_id, token)
-        self._timeout = timeout
-        self.channel = make_channel(address, root_certificates=root_certificates,
-                                    private_key=private_key, certificate_chain=certificate_chain)
-        self.stub = pb2_grpc.gRPCMef3ServerStub(self.channel)
+        connect(self, address, client_id, token, timeout, root_certificates=root_certificates,
+                private_key=private_key, certificate_chain=certificate_chain)
 
     # ---- context manager ----
 

@@ -186,7 +186,13 @@ class SignalAssembler:
 
 def envelope_request(file_path, channels=None, start_uutc=None, end_uutc=None
                      ) -> pb2.EnvelopeRequest:
-    req = pb2.EnvelopeRequest(file_path=str(file_path), channel_names=_channels(channels))
+    return _with_window(pb2.EnvelopeRequest(file_path=str(file_path),
+                                            channel_names=_channels(channels)),
+                        start_uutc, end_uutc)
+
+
+def _with_window(req, start_uutc=None, end_uutc=None):
+    """``req`` with its optional ``start_uutc``/``end_uutc`` set when given."""
     if start_uutc is not None:
         req.start_uutc = int(start_uutc)
     if end_uutc is not None:
@@ -224,12 +230,9 @@ def list_open_answer(resp: pb2.ListOpenFilesResponse) -> list[str]:
 
 def records_request(file_path, channels=None, start_uutc=None, end_uutc=None
                     ) -> pb2.RecordsRequest:
-    req = pb2.RecordsRequest(file_path=str(file_path), channel_names=_channels(channels))
-    if start_uutc is not None:
-        req.start_uutc = int(start_uutc)
-    if end_uutc is not None:
-        req.end_uutc = int(end_uutc)
-    return req
+    return _with_window(pb2.RecordsRequest(file_path=str(file_path),
+                                           channel_names=_channels(channels)),
+                        start_uutc, end_uutc)
 
 
 def record_to_dict(rec: pb2.Record) -> dict:
