@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Sequence
@@ -494,6 +495,9 @@ class Engine:
                 t0: Optional[int] = None, t1: Optional[int] = None) -> list:
         """The MEF records of an open file in time order (see :mod:`.annotations`).
 
+        Read once per recording and access level, then kept while the
+        recording is open (a change on disk re-opens the recording).
+
         ``channel_names`` empty: session level plus every channel; else session
         level plus these channels. ``[t0, t1)`` in uUTC, either end optional.
         """
@@ -505,15 +509,23 @@ class Engine:
         # The shared reader has its first opener's access; a client whose own password
         # opens more or less than that reads with its own (never another client's).
         own = rec.encrypted and session is not None and session.access_level != rec.access_level
-        try:
-            if own:
-                return read_annotations(None, rec.path, session.password, names, t0, t1)
-            return read_annotations(rec.reader, rec.path, rec.password, names, t0, t1)
-        except ServerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
-            raise ServerError(f"reading the records of {client_path} failed: "
-                              f"{type(exc).__name__}: {exc}") from None
+        level = session.access_level if own else rec.access_level
+        indexes = getattr(self, "_annotation_indexes", None)
+        if indexes is None:
+            indexes = self._annotation_indexes = weakref.WeakKeyDictionary()
+        per_rec = indexes.setdefault(rec, {})
+        index = per_rec.get(level)
+        if index is None:
+            try:
+                if own:
+                    index = read_annotations(None, rec.path, session.password)
+                else:
+                    index = read_annotations(rec.reader, rec.path, rec.password)
+            except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
+                raise ServerError(f"reading the records of {client_path} failed: "
+                                  f"{type(exc).__name__}: {exc}") from None
+            per_rec[level] = index
+        return index.select(names, t0, t1)
 
     def segments(self, client_id: str, client_path: str, channel_names: Sequence[str]):
         """Contiguous runs of each channel asked (all when empty), from the block index.
