@@ -8,12 +8,10 @@ from __future__ import annotations
 import warnings
 
 import mef3io
-import numpy as np
 import pytest
 
 from conftest import T0, random_walk
 
-from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from mef3io_server import wire
 
 SESSION_NOTES = [
