@@ -30,7 +30,7 @@ HEADER_KEYS = ("type", "time", "level", "channel", "segment", "text", "duration"
 _LEVEL_ORDER = {"session": 0, "channel": 1, "segment": 2}
 
 
-@dataclass
+@dataclass(slots=True)
 class Annotation:
     """One MEF record.
 

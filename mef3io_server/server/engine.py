@@ -510,11 +510,12 @@ class Engine:
         # opens more or less than that reads with its own (never another client's).
         own = rec.encrypted and session is not None and session.access_level != rec.access_level
         level = session.access_level if own else rec.access_level
-        indexes = getattr(self, "_annotation_indexes", None)
-        if indexes is None:
-            indexes = self._annotation_indexes = weakref.WeakKeyDictionary()
-        per_rec = indexes.setdefault(rec, {})
-        index = per_rec.get(level)
+        with self._gen_lock:
+            indexes = getattr(self, "_annotation_indexes", None)
+            if indexes is None:
+                indexes = self._annotation_indexes = weakref.WeakKeyDictionary()
+            per_rec = indexes.setdefault(rec, {})
+            index = per_rec.get(level)
         if index is None:
             try:
                 if own:
@@ -524,7 +525,8 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
                 raise ServerError(f"reading the records of {client_path} failed: "
                                   f"{type(exc).__name__}: {exc}") from None
-            per_rec[level] = index
+            with self._gen_lock:
+                per_rec[level] = index
         return index.select(names, t0, t1)
 
     def segments(self, client_id: str, client_path: str, channel_names: Sequence[str]):
@@ -543,16 +545,17 @@ class Engine:
         read from metadata only and cached until each session's files change.
         """
         self._check_open_for_work()
-        index = getattr(self, "_session_index", None)
-        if index is None:
-            index = self._session_index = SessionIndex()
+        with self._gen_lock:
+            index = getattr(self, "_session_index", None)
+            if index is None:
+                index = self._session_index = SessionIndex()
         if client_root is None or client_root == "":
             if not self.paths.data_roots:
                 raise BadRequest("no DATA_ROOTS are configured on this server, so there is no "
                                  "default to list: give the directory to list as root")
             tops = [(r, self._client_path_of(r)) for r in self.paths.data_roots]
         else:
-            tops = [(self.paths.resolve_dir(client_root), client_root.rstrip("/") or "/")]
+            tops = [(self.paths.resolve_dir(client_root), os.path.normpath(client_root))]
         for local_top, client_top in tops:
             for found in find_sessions(local_top, recursive, self.paths.within_roots):
                 summary = index.summary(found)
@@ -565,6 +568,7 @@ class Engine:
         if h and (local == h or local.startswith(h + "/")):
             return local[len(h):] or "/"
         return local
+
 
 def _offset_us(j: int, fs: float) -> int:
     """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""
