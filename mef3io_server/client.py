@@ -194,9 +194,12 @@ class Mef3Client:
         Raises RuntimeError with the server's message on error.
         """
         out: list = []
-        for chunk in self.stub.GetRecords(
-                wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
-            out.extend(wire.records_answer(chunk))
+        try:
+            for chunk in self.stub.GetRecords(
+                    wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
+                out.extend(wire.records_answer(chunk))
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "GetRecords") from None
         return out
 
     def get_segments(self, file_path: str, channels: Optional[Sequence[str]] = None) -> dict:
@@ -208,9 +211,12 @@ class Mef3Client:
         gaps are half-open uUTC windows. Raises RuntimeError on error.
         """
         asm = wire.SegmentsAssembler()
-        for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
-                                         **self._kw()):
-            asm.feed(msg)
+        try:
+            for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
+                                             **self._kw()):
+                asm.feed(msg)
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "GetSegments") from None
         return asm.result()
 
     def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
@@ -225,7 +231,10 @@ class Mef3Client:
         ``error_message``); raises RuntimeError when the listing is refused.
         """
         out: list = []
-        for chunk in self.stub.ListRecordings(wire.list_recordings_request(root, recursive),
-                                              **self._kw()):
-            out.extend(wire.recordings_answer(chunk))
+        try:
+            for chunk in self.stub.ListRecordings(wire.list_recordings_request(root, recursive),
+                                                  **self._kw()):
+                out.extend(wire.recordings_answer(chunk))
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "ListRecordings") from None
         return out

@@ -28,6 +28,15 @@ class ServerUnsupported(RuntimeError):
     """The server does not support a feature this call asked for (it is older)."""
 
 
+def unsupported_or(err: Exception, rpc: str) -> Exception:
+    """:class:`ServerUnsupported` when ``err`` says the server lacks ``rpc``, else ``err``."""
+    code = getattr(err, "code", None)
+    if callable(code) and getattr(code(), "name", "") == "UNIMPLEMENTED":
+        return ServerUnsupported(f"the server does not support {rpc} (it is older than this "
+                                 "client, e.g. the published mef3io-server 3.1.0); upgrade it")
+    return err
+
+
 def check_client_id(client_id: Optional[str]) -> str:
     """A valid client id: the given one, or a random one when ``None``."""
     if client_id is None:

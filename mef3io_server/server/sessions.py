@@ -43,7 +43,7 @@ class Session:
     allow_mixed_rates: bool = False
     authorized: bool = True        # presented a valid password (or none was needed)
     last_used: float = field(default_factory=time.monotonic)
-    access_level: str = "none"     # what this client's own password opens: "none", "level1", "level2"
+    access_level: str = "none"     # what this client's own password opens (or "level1"/"level2")
     password: str = field(default="", repr=False)   # this client's own, in memory only
 
 

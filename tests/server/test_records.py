@@ -106,7 +106,8 @@ def test_golden_with_annotations(golden, shared_server, client_factory):
 @pytest.mark.parametrize("first_level", [1, 2])
 def test_level1_password_reports_locked_records(tmp_path, shared_server, client_factory,
                                                 first_level):
-    path = write_annotated(tmp_path / f"secret{first_level}.mefd", password1="pass1", password2="pass2")
+    path = write_annotated(tmp_path / f"secret{first_level}.mefd", password1="pass1",
+                           password2="pass2")
     direct = direct_records(path, "pass2")
     full = client_factory(shared_server.address)
     low = client_factory(shared_server.address)
