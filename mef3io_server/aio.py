@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import grpc
+
 from . import wire
-from .client import make_channel
+from .client import connect
 from .protobufs import gRPCMef3Server_pb2 as pb2
-from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .wire import ServerUnsupported  # noqa: F401  (re-exported)
 
 
@@ -51,14 +52,9 @@ class AsyncMef3Client:
     def __init__(self, address: str = wire.DEFAULT_ADDRESS, client_id: Optional[str] = None, *,
                  root_certificates=None, private_key=None, certificate_chain=None,
                  token: Optional[str] = None, timeout: Optional[float] = None):
-        self.address = address
-        self.client_id = wire.check_client_id(client_id)
-        self._metadata = wire.call_metadata(self.client_id, token)
-        self._timeout = timeout
-        self.channel = make_channel(address, root_certificates=root_certificates,
-                                    private_key=private_key, certificate_chain=certificate_chain,
-                                    aio=True)
-        self.stub = pb2_grpc.gRPCMef3ServerStub(self.channel)
+        connect(self, address, client_id, token, timeout, aio=True,
+                root_certificates=root_certificates, private_key=private_key,
+                certificate_chain=certificate_chain)
 
     # ---- context manager ----
 
@@ -100,7 +96,7 @@ class AsyncMef3Client:
     async def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
                                start_uutc: int, end_uutc: int,
                                n_points: Optional[int] = None) -> dict:
-        """Read channels over ``[start_uutc, end_uutc)``; see :meth:`Mef3Client.get_signal_range`."""
+        """Read ``[start_uutc, end_uutc)``; see :meth:`Mef3Client.get_signal_range`."""
         asm = wire.SignalAssembler(n_points)
         call = self.stub.GetSignalRange(
             wire.signal_request(file_path, channels, start_uutc, end_uutc, n_points),
@@ -130,26 +126,35 @@ class AsyncMef3Client:
                           end_uutc: Optional[int] = None) -> list:
         """MEF records in time order; see :meth:`Mef3Client.get_records`."""
         out: list = []
-        async for chunk in self.stub.GetRecords(
-                wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
-            out.extend(wire.records_answer(chunk))
+        try:
+            async for chunk in self.stub.GetRecords(
+                    wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
+                out.extend(wire.records_answer(chunk))
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "GetRecords") from None
         return out
 
     async def get_segments(self, file_path: str,
                            channels: Optional[Sequence[str]] = None) -> dict:
         """Runs and gaps per channel; see :meth:`Mef3Client.get_segments`."""
         asm = wire.SegmentsAssembler()
-        async for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
-                                               **self._kw()):
-            asm.feed(msg)
+        try:
+            async for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
+                                                   **self._kw()):
+                asm.feed(msg)
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "GetSegments") from None
         return asm.result()
 
     async def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
         """Sessions under a served directory; see :meth:`Mef3Client.list_recordings`."""
         out: list = []
-        async for chunk in self.stub.ListRecordings(
-                wire.list_recordings_request(root, recursive), **self._kw()):
-            out.extend(wire.recordings_answer(chunk))
+        try:
+            async for chunk in self.stub.ListRecordings(
+                    wire.list_recordings_request(root, recursive), **self._kw()):
+                out.extend(wire.recordings_answer(chunk))
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "ListRecordings") from None
         return out
 
     # ---- life cycle ----

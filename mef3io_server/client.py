@@ -50,6 +50,20 @@ def make_channel(address: str, *, root_certificates=None, private_key=None,
     return mod.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
 
 
+def connect(client, address: str, client_id: Optional[str], token: Optional[str],
+            timeout: Optional[float], *, aio: bool = False, **tls) -> None:
+    """Set up a client object (sync or asyncio): id, call metadata, channel and stub."""
+    client.address = address
+    client.client_id = wire.check_client_id(client_id)
+    client._metadata = wire.call_metadata(client.client_id, token)
+    client._timeout = timeout
+    client.channel = make_channel(address, aio=aio, **tls)
+    client.stub = pb2_grpc.gRPCMef3ServerStub(client.channel)
+    if not aio:   # sync calls raise errors that say what went wrong (TLS, tokens, ...)
+        client.stub = GuardedStub(client.stub, address,
+                                  tls=tls.get("root_certificates") is not None)
+
+
 class Mef3Client:
     """Client for a mef3io-server (or the published mef3io-server 3.1.0).
 
@@ -80,14 +94,8 @@ class Mef3Client:
     def __init__(self, address: str = wire.DEFAULT_ADDRESS, client_id: Optional[str] = None, *,
                  root_certificates=None, private_key=None, certificate_chain=None,
                  token: Optional[str] = None, timeout: Optional[float] = None):
-        self.address = address
-        self.client_id = wire.check_client_id(client_id)
-        self._metadata = wire.call_metadata(self.client_id, token)
-        self._timeout = timeout
-        self.channel = make_channel(address, root_certificates=root_certificates,
-                                    private_key=private_key, certificate_chain=certificate_chain)
-        self.stub = GuardedStub(pb2_grpc.gRPCMef3ServerStub(self.channel), address,
-                                tls=root_certificates is not None)
+        connect(self, address, client_id, token, timeout, root_certificates=root_certificates,
+                private_key=private_key, certificate_chain=certificate_chain)
 
     # ---- context manager ----
 
@@ -195,9 +203,12 @@ class Mef3Client:
         Raises RuntimeError with the server's message on error.
         """
         out: list = []
-        for chunk in self.stub.GetRecords(
-                wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
-            out.extend(wire.records_answer(chunk))
+        try:
+            for chunk in self.stub.GetRecords(
+                    wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
+                out.extend(wire.records_answer(chunk))
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "GetRecords") from None
         return out
 
     def get_segments(self, file_path: str, channels: Optional[Sequence[str]] = None) -> dict:
@@ -209,9 +220,12 @@ class Mef3Client:
         gaps are half-open uUTC windows. Raises RuntimeError on error.
         """
         asm = wire.SegmentsAssembler()
-        for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
-                                         **self._kw()):
-            asm.feed(msg)
+        try:
+            for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
+                                             **self._kw()):
+                asm.feed(msg)
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "GetSegments") from None
         return asm.result()
 
     def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
@@ -226,7 +240,10 @@ class Mef3Client:
         ``error_message``); raises RuntimeError when the listing is refused.
         """
         out: list = []
-        for chunk in self.stub.ListRecordings(wire.list_recordings_request(root, recursive),
-                                              **self._kw()):
-            out.extend(wire.recordings_answer(chunk))
+        try:
+            for chunk in self.stub.ListRecordings(wire.list_recordings_request(root, recursive),
+                                                  **self._kw()):
+                out.extend(wire.recordings_answer(chunk))
+        except grpc.RpcError as e:
+            raise wire.unsupported_or(e, "ListRecordings") from None
         return out

@@ -28,6 +28,15 @@ class ServerUnsupported(RuntimeError):
     """The server does not support a feature this call asked for (it is older)."""
 
 
+def unsupported_or(err: Exception, rpc: str) -> Exception:
+    """:class:`ServerUnsupported` when ``err`` says the server lacks ``rpc``, else ``err``."""
+    code = getattr(err, "code", None)
+    if callable(code) and getattr(code(), "name", "") == "UNIMPLEMENTED":
+        return ServerUnsupported(f"the server does not support {rpc} (it is older than this "
+                                 "client, e.g. the published mef3io-server 3.1.0); upgrade it")
+    return err
+
+
 def check_client_id(client_id: Optional[str]) -> str:
     """A valid client id: the given one, or a random one when ``None``."""
     if client_id is None:
@@ -186,7 +195,13 @@ class SignalAssembler:
 
 def envelope_request(file_path, channels=None, start_uutc=None, end_uutc=None
                      ) -> pb2.EnvelopeRequest:
-    req = pb2.EnvelopeRequest(file_path=str(file_path), channel_names=_channels(channels))
+    return _with_window(pb2.EnvelopeRequest(file_path=str(file_path),
+                                            channel_names=_channels(channels)),
+                        start_uutc, end_uutc)
+
+
+def _with_window(req, start_uutc=None, end_uutc=None):
+    """``req`` with its optional ``start_uutc``/``end_uutc`` set when given."""
     if start_uutc is not None:
         req.start_uutc = int(start_uutc)
     if end_uutc is not None:
@@ -224,12 +239,9 @@ def list_open_answer(resp: pb2.ListOpenFilesResponse) -> list[str]:
 
 def records_request(file_path, channels=None, start_uutc=None, end_uutc=None
                     ) -> pb2.RecordsRequest:
-    req = pb2.RecordsRequest(file_path=str(file_path), channel_names=_channels(channels))
-    if start_uutc is not None:
-        req.start_uutc = int(start_uutc)
-    if end_uutc is not None:
-        req.end_uutc = int(end_uutc)
-    return req
+    return _with_window(pb2.RecordsRequest(file_path=str(file_path),
+                                           channel_names=_channels(channels)),
+                        start_uutc, end_uutc)
 
 
 def record_to_dict(rec: pb2.Record) -> dict:

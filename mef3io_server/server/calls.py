@@ -82,6 +82,9 @@ def _describe_request(rec: CallRecord, request) -> None:
 
 
 def _sample_bytes(message) -> int:
+    pre_encoded = getattr(message, "sample_bytes", None)   # service.EncodedChunk
+    if pre_encoded is not None:
+        return int(pre_encoded)
     shape = getattr(message, "shape", None)
     if shape is None or not getattr(message, "dtype", ""):
         return 0

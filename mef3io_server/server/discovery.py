@@ -3,8 +3,8 @@
 :func:`find_sessions` walks a directory for ``.mefd`` folders (never entering
 them) and ``.mefd.tar`` archives, in sorted order, skipping anything whose
 real path leaves the served roots (a symlink pointing out). A
-:class:`SessionIndex` summarises each session with ``mef3io.inspect``
-without a password (metadata files only, no ``.tdat`` read) and keeps the
+:class:`SessionIndex` summarises each session with mef3io without a
+password (metadata files only, no ``.tdat`` and no record read) and keeps the
 summary until the session's files change (its
 :func:`~.recordings.session_signature`: size, mtime and inode of each file).
 
@@ -80,27 +80,49 @@ def find_sessions(directory: str, recursive: bool = True,
 
 
 def summarize(path: str) -> SessionSummary:
-    """Summary of the session at ``path`` from its metadata, without a password."""
+    """Summary of the session at ``path`` from its metadata, without a password.
+
+    Opens it with mef3io (its ``.tmet`` files and block indices, no data);
+    an encrypted session, which does not open without a password, is
+    summarised by ``mef3io.time_range`` (channel count and span only).
+    """
     import mef3io
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            s = mef3io.inspect(path, "", strict=False)
-    except Exception as e:  # noqa: BLE001 - reported in the entry
+    def failed(e: Exception) -> SessionSummary:
         return SessionSummary(path, error=f"not a readable MEF 3.0 session: "
                                           f"{type(e).__name__}: {e}"[:500])
-    channels = list(s.channels)
-    if not channels:
-        why = f" ({s.problems[0].get('reason')})" if s.problems else ""
-        return SessionSummary(path, error=f"not a readable MEF 3.0 session: it holds no "
-                                          f"channels{why}"[:500])
-    rates = [float(c.sampling_frequency) for c in channels if c.sampling_frequency]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            reader = mef3io.Reader(path)
+        except mef3io.PasswordError:
+            try:
+                tr = mef3io.time_range(path)
+            except Exception as e:  # noqa: BLE001 - reported in the entry
+                return failed(e)
+            return SessionSummary(path, number_of_channels=int(tr.channels),
+                                  start_uutc=int(tr.start_uutc), end_uutc=int(tr.end_uutc),
+                                  encrypted=True)
+        except Exception as e:  # noqa: BLE001
+            return failed(e)
+        try:
+            infos = [reader.info(ch) for ch in reader.channels]
+            impl = getattr(reader, "_impl", None)
+            encrypted = bool(impl.password_protected()) if impl is not None else False
+        except Exception as e:  # noqa: BLE001
+            return failed(e)
+        finally:
+            reader.close()
+    if not infos:
+        return SessionSummary(path, error="not a readable MEF 3.0 session: it holds no channels")
+    rates = [float(i["sampling_frequency"]) for i in infos if i.get("sampling_frequency")]
     return SessionSummary(
-        path=path, number_of_channels=len(channels),
-        start_uutc=int(s.start_time or 0), end_uutc=int(s.end_time or 0),
+        path=path, number_of_channels=len(infos),
+        start_uutc=min(int(i["start_time"]) for i in infos),
+        end_uutc=max(int(i["end_time"]) for i in infos),
         min_sampling_rate=min(rates, default=0.0), max_sampling_rate=max(rates, default=0.0),
-        encrypted=bool(s.encryption.get("encrypted")))
+        encrypted=encrypted)
 
 
 class SessionIndex:

@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Sequence
@@ -533,6 +534,9 @@ class Engine:
                 t0: Optional[int] = None, t1: Optional[int] = None) -> list:
         """The MEF records of an open file in time order (see :mod:`.annotations`).
 
+        Read once per recording and access level, then kept while the
+        recording is open (a change on disk re-opens the recording).
+
         ``channel_names`` empty: session level plus every channel; else session
         level plus these channels. ``[t0, t1)`` in uUTC, either end optional.
         """
@@ -544,15 +548,25 @@ class Engine:
         # The shared reader has its first opener's access; a client whose own password
         # opens more or less than that reads with its own (never another client's).
         own = rec.encrypted and session is not None and session.access_level != rec.access_level
-        try:
-            if own:
-                return read_annotations(None, rec.path, session.password, names, t0, t1)
-            return read_annotations(rec.reader, rec.path, rec.password, names, t0, t1)
-        except ServerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
-            raise ServerError(f"reading the records of {client_path} failed: "
-                              f"{type(exc).__name__}: {exc}") from None
+        level = session.access_level if own else rec.access_level
+        with self._gen_lock:
+            indexes = getattr(self, "_annotation_indexes", None)
+            if indexes is None:
+                indexes = self._annotation_indexes = weakref.WeakKeyDictionary()
+            per_rec = indexes.setdefault(rec, {})
+            index = per_rec.get(level)
+        if index is None:
+            try:
+                if own:
+                    index = read_annotations(None, rec.path, session.password)
+                else:
+                    index = read_annotations(rec.reader, rec.path, rec.password)
+            except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
+                raise ServerError(f"reading the records of {client_path} failed: "
+                                  f"{type(exc).__name__}: {exc}") from None
+            with self._gen_lock:
+                per_rec[level] = index
+        return index.select(names, t0, t1)
 
     def segments(self, client_id: str, client_path: str, channel_names: Sequence[str]):
         """Contiguous runs of each channel asked (all when empty), from the block index.
@@ -570,16 +584,17 @@ class Engine:
         read from metadata only and cached until each session's files change.
         """
         self._check_open_for_work()
-        index = getattr(self, "_session_index", None)
-        if index is None:
-            index = self._session_index = SessionIndex()
+        with self._gen_lock:
+            index = getattr(self, "_session_index", None)
+            if index is None:
+                index = self._session_index = SessionIndex()
         if client_root is None or client_root == "":
             if not self.paths.data_roots:
                 raise BadRequest("no DATA_ROOTS are configured on this server, so there is no "
                                  "default to list: give the directory to list as root")
             tops = [(r, self._client_path_of(r)) for r in self.paths.data_roots]
         else:
-            tops = [(self.paths.resolve_dir(client_root), client_root.rstrip("/") or "/")]
+            tops = [(self.paths.resolve_dir(client_root), os.path.normpath(client_root))]
         for local_top, client_top in tops:
             for found in find_sessions(local_top, recursive, self.paths.within_roots):
                 summary = index.summary(found)
@@ -592,6 +607,7 @@ class Engine:
         if h and (local == h or local.startswith(h + "/")):
             return local[len(h):] or "/"
         return local
+
 
 def _offset_us(j: int, fs: float) -> int:
     """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""

@@ -155,27 +155,36 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     # ---- additions: annotations, runs, discovery ----
 
+    @staticmethod
+    def _streamed(what: str, failed, produce) -> Iterator:
+        """``produce()``'s messages; an error ends the stream with ``failed(message)``."""
+        try:
+            yield from produce()
+        except ServerError as e:
+            yield failed(str(e))
+        except Exception as e:  # noqa: BLE001
+            yield failed(_internal(what, e))
+
     def GetRecords(self, request, context) -> Iterator[pb2.RecordsChunk]:
         path = request.file_path
-        try:
-            cid = client_id_of(context)
-            found = self.engine.records(
-                cid, path, list(request.channel_names),
-                request.start_uutc if request.HasField("start_uutc") else None,
-                request.end_uutc if request.HasField("end_uutc") else None)
+
+        def produce():
+            found = self.engine.records(client_id_of(context), path, list(request.channel_names),
+                                        _optional(request, "start_uutc"),
+                                        _optional(request, "end_uutc"))
             for i in range(0, max(len(found), 1), RECORDS_PER_MESSAGE):
                 yield pb2.RecordsChunk(file_path=path, records=[
                     record_message(a) for a in found[i:i + RECORDS_PER_MESSAGE]])
-        except ServerError as e:
-            yield pb2.RecordsChunk(file_path=path, error_message=str(e))
-        except Exception as e:  # noqa: BLE001
-            yield pb2.RecordsChunk(file_path=path, error_message=_internal("GetRecords", e))
+
+        return self._streamed("GetRecords", lambda m: pb2.RecordsChunk(
+            file_path=path, error_message=m), produce)
 
     def GetSegments(self, request, context) -> Iterator[pb2.ChannelSegments]:
         path = request.file_path
-        try:
-            cid = client_id_of(context)
-            for runs in self.engine.segments(cid, path, list(request.channel_names)):
+
+        def produce():
+            for runs in self.engine.segments(client_id_of(context), path,
+                                             list(request.channel_names)):
                 for i0, i1 in runs_slices(runs, RUNS_PER_MESSAGE):
                     yield pb2.ChannelSegments(
                         file_path=path, channel_name=runs.name, sampling_rate=runs.fs,
@@ -183,27 +192,28 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                         end_uutc=runs.end_uutc[i0:i1].tolist(),
                         start_sample=runs.start_sample[i0:i1].tolist(),
                         number_of_samples=runs.number_of_samples[i0:i1].tolist())
-        except ServerError as e:
-            yield pb2.ChannelSegments(file_path=path, error_message=str(e))
-        except Exception as e:  # noqa: BLE001
-            yield pb2.ChannelSegments(file_path=path, error_message=_internal("GetSegments", e))
+
+        return self._streamed("GetSegments", lambda m: pb2.ChannelSegments(
+            file_path=path, error_message=m), produce)
 
     def ListRecordings(self, request, context) -> Iterator[pb2.RecordingsChunk]:
-        try:
-            root = request.root if request.HasField("root") else None
+        def produce():
             recursive = request.recursive if request.HasField("recursive") else True
             batch = []
-            for s in self.engine.list_recordings(root, recursive):
+            for s in self.engine.list_recordings(_optional(request, "root"), recursive):
                 batch.append(recording_entry_message(s))
                 if len(batch) >= RECORDINGS_PER_MESSAGE:
                     yield pb2.RecordingsChunk(recordings=batch)
                     batch = []
             yield pb2.RecordingsChunk(recordings=batch)
-        except ServerError as e:
-            yield pb2.RecordingsChunk(error_message=str(e))
-        except Exception as e:  # noqa: BLE001
-            yield pb2.RecordingsChunk(error_message=_internal("ListRecordings", e))
 
+        return self._streamed("ListRecordings", lambda m: pb2.RecordingsChunk(error_message=m),
+                              produce)
+
+
+def _optional(msg, name: str):
+    """An optional field's value, or None when unset."""
+    return getattr(msg, name) if msg.HasField(name) else None
 
 def record_message(a: Annotation) -> pb2.Record:
     msg = pb2.Record(time_uutc=a.time_uutc, type=a.type, level=a.level, locked=a.locked,
@@ -266,16 +276,30 @@ class SignalChunkEncoder:
                                      channel_names=channel_names,
                                      total_samples=total).SerializeToString()
 
-    def encode(self, rows: np.ndarray, a: int, b: int, j0: int) -> bytes:
+    def encode(self, rows: np.ndarray, a: int, b: int, j0: int) -> "EncodedChunk":
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         per_chunk = pb2.SignalChunk(shape=rows.shape, start_uutc=a, end_uutc=b,
                                     sample_offset=j0).SerializeToString()
-        return b"".join((self._head, per_chunk, _ARRAY_BYTES_TAG, _varint(rows.nbytes),
-                         memoryview(rows.reshape(-1).view(np.uint8))))
+        return EncodedChunk(b"".join((self._head, per_chunk, _ARRAY_BYTES_TAG,
+                                      _varint(rows.nbytes),
+                                      memoryview(rows.reshape(-1).view(np.uint8)))),
+                            rows.nbytes)
+
+
+class EncodedChunk:
+    """A SignalChunk already in wire form (``data``) and its sample payload size in bytes."""
+
+    __slots__ = ("data", "sample_bytes")
+
+    def __init__(self, data: bytes, sample_bytes: int):
+        self.data = data
+        self.sample_bytes = sample_bytes
 
 
 def serialize_signal_chunk(message) -> bytes:
     """GetSignalRange's response serializer: encoded bytes pass through, messages serialize."""
+    if isinstance(message, EncodedChunk):
+        return message.data
     if isinstance(message, bytes):
         return message
     return message.SerializeToString()

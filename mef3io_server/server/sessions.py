@@ -47,7 +47,7 @@ class Session:
     authorized: bool = True        # presented a valid password (or none was needed)
     access_level: str = ""         # "level1"/"level2" of the password this client gave
     last_used: float = field(default_factory=time.monotonic)
-    access_level: str = "none"     # what this client's own password opens: "none", "level1", "level2"
+    access_level: str = "none"     # what this client's own password opens (or "level1"/"level2")
     password: str = field(default="", repr=False)   # this client's own, in memory only
 
 

@@ -9,7 +9,6 @@ import os
 import warnings
 
 import mef3io
-import numpy as np
 import pytest
 
 from conftest import T0, random_walk, write_session

@@ -8,12 +8,10 @@ from __future__ import annotations
 import warnings
 
 import mef3io
-import numpy as np
 import pytest
 
 from conftest import T0, random_walk
 
-from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from mef3io_server import wire
 
 SESSION_NOTES = [
@@ -108,7 +106,8 @@ def test_golden_with_annotations(golden, shared_server, client_factory):
 @pytest.mark.parametrize("first_level", [1, 2])
 def test_level1_password_reports_locked_records(tmp_path, shared_server, client_factory,
                                                 first_level):
-    path = write_annotated(tmp_path / f"secret{first_level}.mefd", password1="pass1", password2="pass2")
+    path = write_annotated(tmp_path / f"secret{first_level}.mefd", password1="pass1",
+                           password2="pass2")
     direct = direct_records(path, "pass2")
     full = client_factory(shared_server.address)
     low = client_factory(shared_server.address)
@@ -154,3 +153,20 @@ def test_errors_are_clear(tmp_path, shared_server, client_factory):
     with pytest.raises(RuntimeError, match="inverted"):
         c.get_records(str(path), start_uutc=T0 + 10, end_uutc=T0)
     assert len(c.get_records(str(path))) == 6    # still serving
+
+
+def test_records_written_later_are_served(tmp_path, start_server, client_factory):
+    """Records are read once per open recording; a change on disk re-reads them."""
+    path = write_annotated(tmp_path / "live.mefd")
+    srv = start_server(REFRESH_INTERVAL_S="0")
+    c = client_factory(srv.address)
+    c.open_file(str(path))
+    assert len(c.get_records(str(path))) == 6
+    assert len(c.get_records(str(path), ["a"], T0, T0 + 2_500_000)) == 4    # from the index
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mef3io.Writer(str(path)) as w:
+            w.write_annotations([{"time": T0 + 9_000_000, "text": "added later"}], channel="c")
+    served = c.get_records(str(path))
+    same(served, direct_records(path))
+    assert served[-1]["text"] == "added later" and served[-1]["channel"] == "c"

@@ -155,3 +155,24 @@ def test_errors_are_clear(gappy, shared_server, client_factory):
     with pytest.raises(RuntimeError, match="unknown channel"):
         c.get_segments(str(gappy), ["zz"])
     assert len(c.get_segments(str(gappy))) == 3
+
+
+def test_golden_encrypted_level1(golden, shared_server, client_factory):
+    """The level-1 password opens the block index: runs come back; records (none) too."""
+    import json
+    case = [c for c in json.loads((golden / "manifest.json").read_text())["cases"]
+            if c["name"] == "enc_both"][0]
+    path = str(golden / "enc_both.mefd")
+    c = client_factory(shared_server.address)
+    info = c.open_file(path, password=case["password1"])
+    assert info["file_opened"], info["error_message"]
+    seg = c.get_segments(path)
+    for name, meta in case["channels"].items():
+        runs = seg[name]["runs"]
+        assert runs[0]["start_uutc"] == meta["start_time"]
+        assert runs[-1]["end_uutc"] == meta["end_time"]
+        assert sum(r["number_of_samples"] for r in runs) == meta["nsamp"]
+    assert c.get_records(path) == []
+    nobody = client_factory(shared_server.address)
+    with pytest.raises(RuntimeError, match="encrypted"):
+        nobody.get_segments(path)

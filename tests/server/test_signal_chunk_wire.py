@@ -24,7 +24,8 @@ def test_encoded_chunk_parses_to_the_same_message(shape):
     names = [f"ch{i}" for i in range(shape[0])]
     enc = SignalChunkEncoder("/data/x.mefd", names, 256.0, 10_000)
     wire = enc.encode(rows, T0 + 7, T0 + 9_000_000, 123)
-    parsed = pb2.SignalChunk.FromString(wire)
+    assert wire.sample_bytes == rows.nbytes
+    parsed = pb2.SignalChunk.FromString(serialize_signal_chunk(wire))
     ref = reference("/data/x.mefd", names, 256.0, 10_000, rows, T0 + 7, T0 + 9_000_000, 123)
     assert parsed == ref
     got = np.frombuffer(parsed.array_bytes, dtype=parsed.dtype).reshape(tuple(parsed.shape))
@@ -33,8 +34,8 @@ def test_encoded_chunk_parses_to_the_same_message(shape):
 
 def test_first_chunk_offset_zero_is_present_and_strided_rows_are_made_contiguous():
     rows = np.arange(40, dtype=np.float32).reshape(4, 10)[:, ::2]   # not contiguous
-    parsed = pb2.SignalChunk.FromString(
-        SignalChunkEncoder("p", ["a", "b", "c", "d"], 1.5, 5).encode(rows, 0, 10, 0))
+    parsed = pb2.SignalChunk.FromString(serialize_signal_chunk(
+        SignalChunkEncoder("p", ["a", "b", "c", "d"], 1.5, 5).encode(rows, 0, 10, 0)))
     assert parsed.HasField("sample_offset") and parsed.sample_offset == 0
     assert np.array_equal(np.frombuffer(parsed.array_bytes, np.float32).reshape(4, 5), rows)
 
