@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Sequence
@@ -103,7 +104,10 @@ class Engine:
         self.counters = EngineCounters()
         self._generation = 0
         self._gen_lock = threading.Lock()
-        self._readers: dict[tuple[str, int], Recording] = {}
+        # Weak: a recording opened only to check a password, or refused after
+        # opening (cache_fs), is closed and dropped without being unregistered.
+        self._readers: "weakref.WeakValueDictionary[tuple[str, int], Recording]" = \
+            weakref.WeakValueDictionary()
         self._refresh_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._draining = False

@@ -237,3 +237,24 @@ def test_max_sessions_evicts_lru_and_closes_file(engine, three, rec):
     assert engine.sessions.session_count() == 3
     assert first.closed
     assert str(three[0]) not in engine.list_open_files()
+
+
+def test_probe_and_failed_opens_leave_no_recordings_behind(engine, write_recording):
+    """Password probes and refused opens must not pile up registered recordings."""
+    import gc
+
+    from mef3io_server.server.errors import BadRequest, PasswordRequired
+
+    enc = write_recording("enc", {"a": random_walk(2000)}, password1="one", password2="two")
+    plain = write_recording("plain", {"a": random_walk(2000)})
+    engine.open_file("owner", str(enc), password="two")
+    for i in range(5):
+        engine.open_file(f"guest{i}", str(enc), password="one")   # probe-opens the file
+        with pytest.raises(PasswordRequired):
+            engine.open_file(f"bad{i}", str(enc), password="three")
+        with pytest.raises(BadRequest):
+            engine.open_file("x", str(plain), cache_fs=10_000.0)   # refused after opening
+    gc.collect()
+    live = [r for r in list(engine._readers.values()) if not r.closed]
+    assert len(live) == 1
+    assert len(engine._readers) <= 1, f"{len(engine._readers)} recordings still registered"
