@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -225,8 +226,10 @@ class Engine:
 
     def close_file(self, client_id: str, client_path: str) -> bool:
         """End the caller's session; True when the file is still open for others."""
+        # A session whose files vanished (or stopped resolving) is still found
+        # under the path it was opened with: HOST_ROOT joined, then resolved.
         path = self.paths.resolve_session(client_path) if self._resolvable(client_path) \
-            else client_path
+            else os.path.realpath(self.paths.local(client_path))
         if self.sessions.session(client_id, path) is None:
             raise NotOpen(f"{client_path} is not open by this client")
         return self.sessions.close(client_id, path)

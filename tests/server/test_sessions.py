@@ -118,11 +118,11 @@ def test_session_ttl_expires_without_traffic(start_server, client_factory, rec, 
 
 
 def test_activity_keeps_session_alive(start_server, client_factory, rec):
-    h = start_server(SESSION_TTL_S="1.5")
+    h = start_server(SESSION_TTL_S="1")
     a = client_factory(h.address, client_id="busy")
     assert a.open_file(str(rec))["file_opened"]
-    for _ in range(6):               # 3 s in all, never 1.5 s idle
-        time.sleep(0.5)
+    for _ in range(5):               # 2 s in all, never 1 s idle
+        time.sleep(0.4)
         assert read_ok(a, rec)
     assert a.list_open_files() == [str(rec)]
 
@@ -258,3 +258,25 @@ def test_probe_and_failed_opens_leave_no_recordings_behind(engine, write_recordi
     live = [r for r in list(engine._readers.values()) if not r.closed]
     assert len(live) == 1
     assert len(engine._readers) <= 1, f"{len(engine._readers)} recordings still registered"
+
+
+def test_close_after_recording_deleted_with_host_root(tmp_path):
+    """CloseFile of a session whose files vanished still finds it (HOST_ROOT paths too)."""
+    import shutil
+
+    from conftest import write_session
+
+    root = tmp_path / "host"
+    (root / "data").mkdir(parents=True)
+    write_session(root / "data" / "gone.mefd", {"a": random_walk(1000)})
+    e = Engine(Settings(host_root=str(root), refresh_interval_s=3600.0))
+    try:
+        e.open_file("a", "/data/gone.mefd")
+        e.open_file("b", "/data/gone.mefd")
+        assert e.list_open_files() == ["/data/gone.mefd"]
+        shutil.rmtree(root / "data" / "gone.mefd")
+        assert e.close_file("a", "/data/gone.mefd") is True
+        assert e.close_file("b", "/data/gone.mefd") is False
+        assert e.list_open_files() == []
+    finally:
+        e.close()
