@@ -92,6 +92,15 @@ def server(start_server):
     return start_server(CHUNK_BYTES="200000")   # several chunks per read
 
 
+@pytest.fixture
+def opened(server, recording):
+    """A published-pattern client with the recording open."""
+    c = PublishedPattern(server.address)
+    assert c.open_file(str(recording)).file_opened
+    yield c
+    c.shutdown()
+
+
 def test_open_info_list_close(server, recording):
     c = PublishedPattern(server.address)
     try:
@@ -115,59 +124,46 @@ def test_open_info_list_close(server, recording):
 
 
 @pytest.mark.parametrize("channels", [["Fp2", "Fp1"], None, ["C3"]])
-def test_reads_join_to_direct_reads(server, recording, channels):
-    c = PublishedPattern(server.address)
-    try:
-        c.open_file(str(recording))
-        names = channels or ["C3", "Fp1", "Fp2"]
-        # 3 channels x 10 min at 256 Hz = 1.8 MB: 9 chunks of <= 200 kB
-        for t0, t1 in [(T0 + 95 * S + 13, T0 + 112 * S), (T0 - 5 * S, T0 + 590 * S + 1)]:
-            if channels is None:
-                res = c.get_signal_range(str(recording), [], t0, t1)
-                assert "rate" in res["error_message"]      # slow channel: rates differ
-                res = c.get_signal_range(str(recording), names, t0, t1)
-            else:
-                res = c.get_signal_range(str(recording), channels, t0, t1)
-            assert res["error_message"] == ""
-            ref = direct_read(recording, names, t0, t1)
-            assert res["array"].dtype == np.float32
-            assert np.array_equal(res["array"], ref, equal_nan=True)
-            assert res["channel_names"] == names and res["fs"] == 256.0
-            assert res["start_uutc"] == t0 and res["end_uutc"] == t1
-        assert res["n_chunks"] >= 2        # the long window came in several chunks
-    finally:
-        c.shutdown()
+def test_reads_join_to_direct_reads(opened, recording, channels):
+    c = opened
+    names = channels or ["C3", "Fp1", "Fp2"]
+    # 3 channels x 10 min at 256 Hz = 1.8 MB: 9 chunks of <= 200 kB
+    for t0, t1 in [(T0 + 95 * S + 13, T0 + 112 * S), (T0 - 5 * S, T0 + 590 * S + 1)]:
+        if channels is None:
+            res = c.get_signal_range(str(recording), [], t0, t1)
+            assert "rate" in res["error_message"]      # slow channel: rates differ
+            res = c.get_signal_range(str(recording), names, t0, t1)
+        else:
+            res = c.get_signal_range(str(recording), channels, t0, t1)
+        assert res["error_message"] == ""
+        ref = direct_read(recording, names, t0, t1)
+        assert res["array"].dtype == np.float32
+        assert np.array_equal(res["array"], ref, equal_nan=True)
+        assert res["channel_names"] == names and res["fs"] == 256.0
+        assert res["start_uutc"] == t0 and res["end_uutc"] == t1
+    assert res["n_chunks"] >= 2        # the long window came in several chunks
 
 
-def test_error_chunk_fails_the_read(server, recording):
-    c = PublishedPattern(server.address)
-    try:
-        c.open_file(str(recording))
-        res = c.get_signal_range(str(recording), ["nope"], T0, T0 + S)
-        assert res["array"] is None and "nope" in res["error_message"]
-        res = c.get_signal_range("/not/open.mefd", ["Fp1"], T0, T0 + S)
-        assert res["array"] is None and res["error_message"]
-    finally:
-        c.shutdown()
+def test_error_chunk_fails_the_read(opened, recording):
+    res = opened.get_signal_range(str(recording), ["nope"], T0, T0 + S)
+    assert res["array"] is None and "nope" in res["error_message"]
+    res = opened.get_signal_range("/not/open.mefd", ["Fp1"], T0, T0 + S)
+    assert res["array"] is None and res["error_message"]
 
 
-def test_n_points_and_cache_fs(server, recording):
-    c = PublishedPattern(server.address)
-    try:
-        c.open_file(str(recording))
-        res = c.get_signal_range(str(recording), ["Fp1"], T0, T0 + 300 * S, n_points=1000)
-        assert res["array"].shape == (1, 1000)
-        full = direct_read(recording, ["Fp1"], T0, T0 + 300 * S)
-        assert np.isin(res["array"], full).all()          # real samples only
-        assert np.nanmax(res["array"]) == np.nanmax(full)
-        assert np.nanmin(res["array"]) == np.nanmin(full)
-        r = c.open_file(str(recording), cache_fs=64.0)
-        assert r.file_opened and r.cache_fs == 64.0
-        assert list(r.channel_served_sampling_rates) == [64.0] * 4
-        res = c.get_signal_range(str(recording), ["Fp1", "slow"], T0, T0 + 10 * S)
-        assert res["fs"] == 64.0 and res["array"].shape == (2, 640)
-    finally:
-        c.shutdown()
+def test_n_points_and_cache_fs(opened, recording):
+    c = opened
+    res = c.get_signal_range(str(recording), ["Fp1"], T0, T0 + 300 * S, n_points=1000)
+    assert res["array"].shape == (1, 1000)
+    full = direct_read(recording, ["Fp1"], T0, T0 + 300 * S)
+    assert np.isin(res["array"], full).all()          # real samples only
+    assert np.nanmax(res["array"]) == np.nanmax(full)
+    assert np.nanmin(res["array"]) == np.nanmin(full)
+    r = c.open_file(str(recording), cache_fs=64.0)
+    assert r.file_opened and r.cache_fs == 64.0
+    assert list(r.channel_served_sampling_rates) == [64.0] * 4
+    res = c.get_signal_range(str(recording), ["Fp1", "slow"], T0, T0 + 10 * S)
+    assert res["fs"] == 64.0 and res["array"].shape == (2, 640)
 
 
 def test_metadata_key_identifies_sessions(server, recording):

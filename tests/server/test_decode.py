@@ -59,6 +59,15 @@ def pool_server(start_server):
                         PREFETCH_BEHIND_WINDOWS="0")
 
 
+def warm_pool_server(start_server, recording):
+    """A process-pool server that has decoded once, and its descendant processes."""
+    h = pool_server(start_server)
+    with Mef3Client(h.address) as c:
+        assert c.open_file(str(recording))["file_opened"]
+        c.get_signal_range(str(recording), ["c0"], T0, T0 + S)
+    return h, descendants(h.proc.pid)
+
+
 def test_process_pool_server_reads_and_workers_stay_up(start_server, recording):
     h = pool_server(start_server)
     with Mef3Client(h.address) as c:
@@ -117,11 +126,7 @@ def test_killed_worker_mid_read_then_pool_rebuilt(start_server, recording):
 
 
 def test_sigterm_during_reads_leaves_no_children(start_server, recording):
-    h = pool_server(start_server)
-    with Mef3Client(h.address) as c:
-        assert c.open_file(str(recording))["file_opened"]
-        c.get_signal_range(str(recording), ["c0"], T0, T0 + S)
-    kids = descendants(h.proc.pid)
+    h, kids = warm_pool_server(start_server, recording)
     assert len(kids) >= 3          # forkserver (+ tracker) and workers
     results = []
 
@@ -145,11 +150,7 @@ def test_sigterm_during_reads_leaves_no_children(start_server, recording):
 
 
 def test_sigkill_of_server_leaves_no_orphan_workers(start_server, recording):
-    h = pool_server(start_server)
-    with Mef3Client(h.address) as c:
-        assert c.open_file(str(recording))["file_opened"]
-        c.get_signal_range(str(recording), ["c0"], T0, T0 + S)
-    kids = descendants(h.proc.pid)
+    h, kids = warm_pool_server(start_server, recording)
     assert kids
     h.proc.kill()
     h.proc.wait()
