@@ -121,6 +121,7 @@ def test_killed_worker_mid_read_then_pool_rebuilt(start_server, recording):
             assert np.array_equal(r["array"], direct_read(recording, ["c1", "gappy"], a, b),
                                   equal_nan=True)
         assert decode_workers(h.proc.pid)
+        assert "rebuilding the pool" in h.stderr_text()
     finally:
         c.shutdown()
 
