@@ -280,3 +280,69 @@ def test_close_after_recording_deleted_with_host_root(tmp_path):
         assert e.list_open_files() == []
     finally:
         e.close()
+
+
+def test_open_racing_last_close_never_yields_a_dead_session(engine, rec):
+    """An open that waited while the file's last session closed gets a live session.
+
+    Deterministic: y's open is held inside its validate step (after it looked
+    up the open file) while x closes the last session and the file closes.
+    """
+    import os
+    import threading
+
+    path = os.path.realpath(str(rec))
+    engine.sessions.open("x", path, str(rec))
+    first = engine.sessions.recording(path)
+    inside, release = threading.Event(), threading.Event()
+    box = {}
+
+    def hold(_rec):
+        inside.set()
+        release.wait(30)
+
+    def open_y():
+        box["y"] = engine.sessions.open("y", path, str(rec), validate=hold)
+
+    t = threading.Thread(target=open_y)
+    t.start()
+    assert inside.wait(30)
+    engine.sessions.close("x", path)          # the last session: the file closes
+    assert first.closed
+    release.set()
+    t.join(30)
+    _, rec_y = box["y"]
+    assert not rec_y.closed, "y was handed a closed recording"
+    assert engine.list_open_files() == [str(rec)]
+    got = read_all(engine, "y", rec, T0, T0 + S)
+    assert np.array_equal(got, direct_read(rec, ["a"], T0, T0 + S), equal_nan=True)
+
+
+def test_two_fresh_opens_share_one_recording(engine, rec):
+    """Two opens racing on a closed file end with one open recording, not two."""
+    import os
+    import threading
+
+    path = os.path.realpath(str(rec))
+    engine.sessions.open("x", path, str(rec))
+    inside, release = threading.Event(), threading.Event()
+    box = {}
+
+    def hold(_rec):
+        inside.set()
+        release.wait(30)
+
+    t = threading.Thread(target=lambda: box.setdefault(
+        "y", engine.sessions.open("y", path, str(rec), validate=hold)))
+    t.start()
+    assert inside.wait(30)
+    engine.sessions.close("x", path)          # file closes; its per-path lock goes too
+    _, rec_z = engine.sessions.open("z", path, str(rec))   # a fresh open, new lock
+    release.set()
+    t.join(30)
+    _, rec_y = box["y"]
+    assert rec_y is rec_z and not rec_y.closed
+    engine.sessions.close("z", path)
+    assert engine.list_open_files() == [str(rec)], "y's session must keep the file open"
+    engine.sessions.close("y", path)
+    assert engine.list_open_files() == [] and rec_y.closed
