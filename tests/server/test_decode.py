@@ -84,6 +84,7 @@ def test_process_pool_server_reads_and_workers_stay_up(start_server, recording):
         assert "rebuilding" not in h.stderr_text()
 
 
+@pytest.mark.slow
 def test_killed_worker_mid_read_then_pool_rebuilt(start_server, recording):
     h = pool_server(start_server)
     c = Mef3Client(h.address)
@@ -126,6 +127,7 @@ def test_killed_worker_mid_read_then_pool_rebuilt(start_server, recording):
         c.shutdown()
 
 
+@pytest.mark.slow
 def test_sigterm_during_reads_leaves_no_children(start_server, recording):
     h, kids = warm_pool_server(start_server, recording)
     assert len(kids) >= 3          # forkserver (+ tracker) and workers
