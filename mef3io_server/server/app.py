@@ -183,9 +183,19 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
         log.info("received signal %d: draining", signum)
         stop.set()
 
+    # Handlers go in before the port is announced, so a signal sent as soon
+    # as a client sees the port is a graceful stop, not the default kill.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
+    log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
+             "tiles %.3g s)", running.port, running.engine.decoder.kind,
+             settings.tile_cache_mb, settings.tile_duration_s)
+    print(f"mef3io-server listening on port {running.port}", file=sys.stderr, flush=True)
+    # Wait with a timeout: a process signal may be delivered to one of gRPC's
+    # threads, and a main thread blocked in an untimed wait then never runs
+    # the Python handler (SIGTERM was ignored until the next wake-up).
+    while not stop.wait(0.5):
+        pass
     running.stop()
     log.info("stopped")
     return 0

@@ -108,7 +108,10 @@ class Engine:
         self.counters = EngineCounters()
         self._generation = 0
         self._gen_lock = threading.RLock()   # re-entrant: _TrackedChunks may finalize under it
-        self._readers: dict[tuple[str, int], Recording] = {}
+        # Weak: a recording opened only to check a password, or refused after
+        # opening (cache_fs), is closed and dropped without being unregistered.
+        self._readers: "weakref.WeakValueDictionary[tuple[str, int], Recording]" = \
+            weakref.WeakValueDictionary()
         self._refresh_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._draining = False
@@ -227,8 +230,10 @@ class Engine:
 
     def close_file(self, client_id: str, client_path: str) -> bool:
         """End the caller's session; True when the file is still open for others."""
+        # A session whose files vanished (or stopped resolving) is still found
+        # under the path it was opened with: HOST_ROOT joined, then resolved.
         path = self.paths.resolve_session(client_path) if self._resolvable(client_path) \
-            else client_path
+            else os.path.realpath(self.paths.local(client_path))
         if self.sessions.session(client_id, path) is None:
             raise NotOpen(f"{client_path} is not open by this client")
         return self.sessions.close(client_id, path)

@@ -90,53 +90,70 @@ class SessionRegistry:
         ``validate(recording)`` runs before the session is recorded (the
         ``cache_fs`` rate check); if it raises, nothing changes.
         """
-        with self._lock:
-            lock = self._open_locks.setdefault(path, threading.Lock())
-        closed: list[Recording] = []
-        with lock:   # one open of one file at a time; other files proceed
+        while True:
             with self._lock:
-                entry = self._files.get(path)
-            fresh = None
-            authorized = True
-            if entry is None:
-                fresh = self._open_recording(path, password)   # slow part, outside the lock
-                rec = fresh
-                access = rec.access_level
-            else:
-                rec = entry.recording
-                access = rec.access_level
-                if rec.encrypted:
-                    authorized, access = self._check_password(rec, password)
-            try:
-                if rec.encrypted and client_id == DEFAULT_CLIENT:
-                    raise BadRequest(
-                        f"{client_path} is encrypted: open it with a client id "
-                        "(x-mef3io-client-id metadata), so that only you read it")
-                if validate is not None:
-                    validate(rec)
-            except Exception:
-                if fresh is not None:
-                    self._on_closed(fresh)
-                raise
-            with self._lock:
-                if fresh is not None:
-                    entry = OpenFile(fresh, client_path)
-                    self._files[path] = entry
-                key = (client_id, path)
-                s = self._sessions.get(key)
-                if s is None:
-                    s = Session(client_id, path, client_path)
-                    self._sessions[key] = s
-                    entry.sessions.add(key)
-                s.client_path = client_path
-                s.cache_fs = cache_fs
-                s.allow_mixed_rates = allow_mixed_rates
-                s.authorized = authorized
-                s.access_level = access
-                s.password = password if rec.encrypted else ""
-                s.last_used = self._clock()
-                self._sessions.move_to_end(key)
-                closed = self._enforce_max_locked(keep=key)
+                lock = self._open_locks.setdefault(path, threading.Lock())
+            closed: list[Recording] = []
+            discard: Optional[Recording] = None
+            with lock:   # one open of one file at a time; other files proceed
+                with self._lock:
+                    entry = self._files.get(path)
+                fresh = None
+                authorized = True
+                if entry is None:
+                    fresh = self._open_recording(path, password)   # slow part, outside the lock
+                    rec = fresh
+                    access = rec.access_level
+                else:
+                    rec = entry.recording
+                    access = rec.access_level
+                    if rec.encrypted:
+                        authorized, access = self._check_password(rec, password)
+                try:
+                    if rec.encrypted and client_id == DEFAULT_CLIENT:
+                        raise BadRequest(
+                            f"{client_path} is encrypted: open it with a client id "
+                            "(x-mef3io-client-id metadata), so that only you read it")
+                    if validate is not None:
+                        validate(rec)
+                except Exception:
+                    if fresh is not None:
+                        self._on_closed(fresh)
+                    raise
+                with self._lock:
+                    current = self._files.get(path)
+                    if fresh is not None and current is None:
+                        entry = OpenFile(fresh, client_path)
+                        self._files[path] = entry
+                    elif fresh is not None:
+                        # Another open of this path won: the file's last session
+                        # closed meanwhile and took the per-path lock with it.
+                        # Join the winner's recording (fresh proved the password).
+                        discard, entry, rec = fresh, current, current.recording
+                    elif current is not entry:
+                        # The file's last session closed while we waited: what we
+                        # hold is a closed recording. Open the file again.
+                        entry = None
+                    if entry is not None:
+                        key = (client_id, path)
+                        s = self._sessions.get(key)
+                        if s is None:
+                            s = Session(client_id, path, client_path)
+                            self._sessions[key] = s
+                            entry.sessions.add(key)
+                        s.client_path = client_path
+                        s.cache_fs = cache_fs
+                        s.allow_mixed_rates = allow_mixed_rates
+                        s.authorized = authorized
+                        s.access_level = access
+                        s.password = password if rec.encrypted else ""
+                        s.last_used = self._clock()
+                        self._sessions.move_to_end(key)
+                        closed = self._enforce_max_locked(keep=key)
+            if discard is not None:
+                self._on_closed(discard)
+            if entry is not None:
+                break
         for r in closed:
             self._on_closed(r)
         return s, rec

@@ -177,6 +177,13 @@ def test_channel_order_as_asked(client, recordings):
     assert res["channel_names"] == ["c", "a"]
 
 
+def test_repeated_channels(client, recordings):
+    path = recordings["gaps"]
+    client.open_file(str(path))
+    res = check_equal(client, path, ["b", "a", "b"], T0 + 4 * S + 5, T0 + 9 * S)
+    assert res["channel_names"] == ["b", "a", "b"]
+
+
 def test_shared_rate_check(client, recordings):
     path = recordings["mixed"]
     client.open_file(str(path))

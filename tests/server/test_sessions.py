@@ -118,11 +118,11 @@ def test_session_ttl_expires_without_traffic(start_server, client_factory, rec, 
 
 
 def test_activity_keeps_session_alive(start_server, client_factory, rec):
-    h = start_server(SESSION_TTL_S="1.5")
+    h = start_server(SESSION_TTL_S="1")
     a = client_factory(h.address, client_id="busy")
     assert a.open_file(str(rec))["file_opened"]
-    for _ in range(6):               # 3 s in all, never 1.5 s idle
-        time.sleep(0.5)
+    for _ in range(5):               # 2 s in all, never 1 s idle
+        time.sleep(0.4)
         assert read_ok(a, rec)
     assert a.list_open_files() == [str(rec)]
 
@@ -237,3 +237,112 @@ def test_max_sessions_evicts_lru_and_closes_file(engine, three, rec):
     assert engine.sessions.session_count() == 3
     assert first.closed
     assert str(three[0]) not in engine.list_open_files()
+
+
+def test_probe_and_failed_opens_leave_no_recordings_behind(engine, write_recording):
+    """Password probes and refused opens must not pile up registered recordings."""
+    import gc
+
+    from mef3io_server.server.errors import BadRequest, PasswordRequired
+
+    enc = write_recording("enc", {"a": random_walk(2000)}, password1="one", password2="two")
+    plain = write_recording("plain", {"a": random_walk(2000)})
+    engine.open_file("owner", str(enc), password="two")
+    for i in range(5):
+        engine.open_file(f"guest{i}", str(enc), password="one")   # probe-opens the file
+        with pytest.raises(PasswordRequired):
+            engine.open_file(f"bad{i}", str(enc), password="three")
+        with pytest.raises(BadRequest):
+            engine.open_file("x", str(plain), cache_fs=10_000.0)   # refused after opening
+    gc.collect()
+    live = [r for r in list(engine._readers.values()) if not r.closed]
+    assert len(live) == 1
+    assert len(engine._readers) <= 1, f"{len(engine._readers)} recordings still registered"
+
+
+def test_close_after_recording_deleted_with_host_root(tmp_path):
+    """CloseFile of a session whose files vanished still finds it (HOST_ROOT paths too)."""
+    import shutil
+
+    from conftest import write_session
+
+    root = tmp_path / "host"
+    (root / "data").mkdir(parents=True)
+    write_session(root / "data" / "gone.mefd", {"a": random_walk(1000)})
+    e = Engine(Settings(host_root=str(root), refresh_interval_s=3600.0))
+    try:
+        e.open_file("a", "/data/gone.mefd")
+        e.open_file("b", "/data/gone.mefd")
+        assert e.list_open_files() == ["/data/gone.mefd"]
+        shutil.rmtree(root / "data" / "gone.mefd")
+        assert e.close_file("a", "/data/gone.mefd") is True
+        assert e.close_file("b", "/data/gone.mefd") is False
+        assert e.list_open_files() == []
+    finally:
+        e.close()
+
+
+def test_open_racing_last_close_never_yields_a_dead_session(engine, rec):
+    """An open that waited while the file's last session closed gets a live session.
+
+    Deterministic: y's open is held inside its validate step (after it looked
+    up the open file) while x closes the last session and the file closes.
+    """
+    import os
+    import threading
+
+    path = os.path.realpath(str(rec))
+    engine.sessions.open("x", path, str(rec))
+    first = engine.sessions.recording(path)
+    inside, release = threading.Event(), threading.Event()
+    box = {}
+
+    def hold(_rec):
+        inside.set()
+        release.wait(30)
+
+    def open_y():
+        box["y"] = engine.sessions.open("y", path, str(rec), validate=hold)
+
+    t = threading.Thread(target=open_y)
+    t.start()
+    assert inside.wait(30)
+    engine.sessions.close("x", path)          # the last session: the file closes
+    assert first.closed
+    release.set()
+    t.join(30)
+    _, rec_y = box["y"]
+    assert not rec_y.closed, "y was handed a closed recording"
+    assert engine.list_open_files() == [str(rec)]
+    got = read_all(engine, "y", rec, T0, T0 + S)
+    assert np.array_equal(got, direct_read(rec, ["a"], T0, T0 + S), equal_nan=True)
+
+
+def test_two_fresh_opens_share_one_recording(engine, rec):
+    """Two opens racing on a closed file end with one open recording, not two."""
+    import os
+    import threading
+
+    path = os.path.realpath(str(rec))
+    engine.sessions.open("x", path, str(rec))
+    inside, release = threading.Event(), threading.Event()
+    box = {}
+
+    def hold(_rec):
+        inside.set()
+        release.wait(30)
+
+    t = threading.Thread(target=lambda: box.setdefault(
+        "y", engine.sessions.open("y", path, str(rec), validate=hold)))
+    t.start()
+    assert inside.wait(30)
+    engine.sessions.close("x", path)          # file closes; its per-path lock goes too
+    _, rec_z = engine.sessions.open("z", path, str(rec))   # a fresh open, new lock
+    release.set()
+    t.join(30)
+    _, rec_y = box["y"]
+    assert rec_y is rec_z and not rec_y.closed
+    engine.sessions.close("z", path)
+    assert engine.list_open_files() == [str(rec)], "y's session must keep the file open"
+    engine.sessions.close("y", path)
+    assert engine.list_open_files() == [] and rec_y.closed

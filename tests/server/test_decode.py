@@ -1,0 +1,224 @@
+"""Decode lanes: worker processes that die, clean shutdown, threads == processes."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from conftest import T0, direct_read, random_walk
+from mef3io_server.client import Mef3Client
+from mef3io_server.server.decode import ProcessDecoder, Source, ThreadDecoder, open_reader
+
+S = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    from conftest import write_session
+
+    d = tmp_path_factory.mktemp("decode")
+    n = 20 * 60 * 256
+    chans = {f"c{i}": random_walk(n, 50 + i) for i in range(6)}
+    gap = random_walk(n, 99)
+    gap[256 * 100:256 * 130] = np.nan
+    chans["gappy"] = gap
+    return write_session(d / "decode.mefd", chans)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def decode_workers(pid: int) -> list[psutil.Process]:
+    """The pool workers: children of the forkserver, a child of the server."""
+    out = []
+    for child in psutil.Process(pid).children():
+        try:
+            out.extend(child.children())
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def all_gone(procs, timeout=15.0) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def pool_server(start_server):
+    return start_server(USE_PROCESS_POOL="true", READER_PROCESSES="2", PREFETCH_PROCESSES="1",
+                        TILE_DURATION_S="10", PREFETCH_AHEAD_WINDOWS="0",
+                        PREFETCH_BEHIND_WINDOWS="0", SHUTDOWN_GRACE_S="3")
+
+
+def warm_pool_server(start_server, recording):
+    """A process-pool server that has decoded once, and its descendant processes."""
+    h = pool_server(start_server)
+    with Mef3Client(h.address) as c:
+        assert c.open_file(str(recording))["file_opened"]
+        c.get_signal_range(str(recording), ["c0"], T0, T0 + S)
+    return h, descendants(h.proc.pid)
+
+
+def test_process_pool_server_reads_and_workers_stay_up(start_server, recording):
+    h = pool_server(start_server)
+    with Mef3Client(h.address) as c:
+        assert c.open_file(str(recording))["file_opened"]
+        t0, t1 = T0 + 95 * S + 17, T0 + 140 * S
+        r = c.get_signal_range(str(recording), [], t0, t1)
+        assert r["error_message"] == ""
+        assert np.array_equal(r["array"], direct_read(recording, [], t0, t1), equal_nan=True)
+        before = {p.pid for p in decode_workers(h.proc.pid)}
+        assert len(before) >= 2
+        time.sleep(2.0)          # idle workers must not exit on their own
+        after = {p.pid for p in decode_workers(h.proc.pid)}
+        assert before <= after, "idle decode workers exited"
+        assert "rebuilding" not in h.stderr_text()
+
+
+@pytest.mark.slow
+def test_killed_worker_mid_read_then_pool_rebuilt(start_server, recording):
+    h = pool_server(start_server)
+    c = Mef3Client(h.address)
+    try:
+        assert c.open_file(str(recording))["file_opened"]
+        t0, t1 = T0 + 3, T0 + 10 * 60 * S - 3       # half the (cold) recording: 60 tiles
+        ref = direct_read(recording, [], t0, t1)
+        box = {}
+
+        def read():
+            box["r"] = c.get_signal_range(str(recording), [], t0, t1)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.3)
+        victims = decode_workers(h.proc.pid)
+        assert victims
+        for p in victims:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        reader.join(120)
+        assert not reader.is_alive(), "the read hung after its worker died"
+        r = box["r"]
+        if r["error_message"]:
+            assert "worker" in r["error_message"] or "decod" in r["error_message"]
+        else:
+            assert np.array_equal(r["array"], ref, equal_nan=True)
+        # the server lives on and the rebuilt pool decodes correctly
+        assert h.proc.poll() is None
+        for a, b in [(T0 + 200 * S + 5, T0 + 260 * S), (T0 + 600 * S, T0 + 700 * S + 999)]:
+            r = c.get_signal_range(str(recording), ["c1", "gappy"], a, b)
+            assert r["error_message"] == "", r["error_message"]
+            assert np.array_equal(r["array"], direct_read(recording, ["c1", "gappy"], a, b),
+                                  equal_nan=True)
+        assert decode_workers(h.proc.pid)
+        assert "rebuilding the pool" in h.stderr_text()
+    finally:
+        c.shutdown()
+
+
+@pytest.mark.slow
+def test_sigterm_during_reads_leaves_no_children(start_server, recording):
+    h, kids = warm_pool_server(start_server, recording)
+    assert len(kids) >= 3          # forkserver (+ tracker) and workers
+    results = []
+
+    def read(i):
+        import grpc
+
+        try:
+            with Mef3Client(h.address) as c2:
+                c2.open_file(str(recording))
+                results.append(c2.get_signal_range(str(recording), [], T0 + i * 60 * S,
+                                                   T0 + (i + 4) * 60 * S))
+        except grpc.RpcError as e:   # the server went away: the call ends, cleanly
+            results.append({"array": None, "error_message": f"rpc ended: {e.code()}"})
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    code = h.stop(signal.SIGTERM, timeout=60)
+    for t in threads:
+        t.join(60)
+    assert code == 0, h.stderr_text()[-2000:]
+    assert not all_gone(kids), "child processes outlived the server"
+    assert len(results) == 3, "a read neither finished nor ended"
+    for r in results:   # every in-flight read finished or ended with a clear error
+        assert (r["array"] is not None and r["error_message"] == "") or r["error_message"]
+
+
+def test_sigkill_of_server_leaves_no_orphan_workers(start_server, recording):
+    h, kids = warm_pool_server(start_server, recording)
+    assert kids
+    h.proc.kill()
+    h.proc.wait()
+    assert not all_gone(kids, timeout=20), "decode workers orphaned after the server died"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGTERM, signal.SIGINT])
+def test_thread_server_sigterm_exits_cleanly(start_server, recording, sig):
+    """SIGTERM right after a read stops the server gracefully (exit 0, not killed).
+
+    It used to be ignored whenever the kernel delivered it to a gRPC thread
+    while the main thread sat in an untimed wait: the server ran on until killed.
+    """
+    h = start_server()
+    with Mef3Client(h.address) as c:
+        assert c.open_file(str(recording))["file_opened"]
+        assert c.get_signal_range(str(recording), [], T0, T0 + 30 * S)["error_message"] == ""
+    assert descendants(h.proc.pid) == []
+    assert h.stop(sig, timeout=20) == 0, h.stderr_text()[-2000:]
+    assert "draining" in h.stderr_text()
+
+
+def test_thread_and_process_decoders_agree(recording):
+    src = Source(str(recording), 1)
+    reader = open_reader(str(recording))
+    threads = ThreadDecoder(2, 1, lambda s: reader)
+    procs = ProcessDecoder(2, 1)
+    try:
+        names = ["c0", "gappy", "c3"]
+        rng = np.random.default_rng(1)
+        wins = [(T0 + int(rng.integers(-60 * S, 21 * 60 * S)), None) for _ in range(6)]
+        wins = [(a, a + int(rng.integers(1, 90 * S))) for a, _ in wins]
+        wins.append((T0 + 99 * S + 1, T0 + 131 * S))     # across the gap
+        futs = [(w, procs.submit(src, names, *w), threads.submit(src, names, *w, lane="bg"))
+                for w in wins]
+        for (a, b), fp, ft in futs:
+            p, t = fp.result(60), ft.result(60)
+            ref = direct_read(recording, names, a, b)
+            assert p.dtype == t.dtype == np.float32
+            assert np.array_equal(p, t, equal_nan=True) and np.array_equal(p, ref, equal_nan=True)
+        assert np.array_equal(threads.decode(src, names, *wins[0]),
+                              procs.decode(src, names, *wins[0]), equal_nan=True)
+    finally:
+        threads.close()
+        procs.close()
+        reader.close()
+
+
+def test_process_decoder_close_settles_pending_decodes(recording):
+    """Decodes queued when the pool shuts down end with an error, never hang."""
+    procs = ProcessDecoder(1, 1)
+    src = Source(str(recording), 1)
+    futs = [procs.submit(src, ["c0", "c1", "c2"], T0 + i * 60 * S, T0 + (i + 5) * 60 * S)
+            for i in range(12)]
+    procs.close()
+    for f in futs:
+        try:
+            out = f.result(60)
+            assert out.shape[0] == 3
+        except Exception as e:  # noqa: BLE001
+            assert "shutting down" in str(e) or "worker" in str(e)
+    assert not procs.worker_pids()
