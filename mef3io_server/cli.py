@@ -123,6 +123,14 @@ _END_OPTION = click.option("-e", "--end", default=None, metavar="TIME",
                            help=f"Window end (excluded): {_TIME_HELP}. Default: the channels' end.")
 
 
+def _window_arguments(f):
+    """ADDRESS FILE [-c CHANNELS] [-s START] [-e END]: what ``get`` and ``plot`` read."""
+    for deco in reversed([click.argument("address"), click.argument("file"), _CHANNELS_OPTION,
+                          _START_OPTION, _END_OPTION]):
+        f = deco(f)
+    return f
+
+
 def _client_options(f):
     for opt in reversed(_CLIENT_OPTIONS):
         f = opt(f)
@@ -328,11 +336,7 @@ def info_cmd(address, file, password, as_json, utc, **copts):
 
 
 @cli.command("get")
-@click.argument("address")
-@click.argument("file")
-@_CHANNELS_OPTION
-@_START_OPTION
-@_END_OPTION
+@_window_arguments
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output file: .npy (the array), .npz (data, times_uutc, channel_names, fs, "
                    "start_uutc, end_uutc) or .csv (time_uutc and one column per channel).")
@@ -458,11 +462,7 @@ def _plot_traces(client, file, names, t0, t1, points, rates, gaps_of) -> dict:
 
 
 @cli.command("plot")
-@click.argument("address")
-@click.argument("file")
-@_CHANNELS_OPTION
-@_START_OPTION
-@_END_OPTION
+@_window_arguments
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Image file (.png; .svg and .pdf work too).")
 @click.option("--points", type=click.IntRange(min=2), default=2000, show_default=True,
