@@ -263,17 +263,28 @@ def ls_cmd(address, root, recursive, as_json, utc, **copts):
     if as_json:
         click.echo(json.dumps(recs, indent=1, default=str))
         return
+    rows = []
     for r in recs:
         if r.get("error_message"):
-            click.echo(f"{r['path']}  error: {r['error_message']}")
+            rows.append((r["path"], f"error: {r['error_message']}"))
             continue
         start, end = r.get("start_uutc"), r.get("end_uutc")
-        span = (f"{format_uutc(start, local=not utc)[:19]}  {format_duration(end - start):>9}"
-                if start is not None and end is not None else "")
-        lock = "  encrypted" if r.get("encrypted") else ""
-        click.echo(f"{r['path']}  {r.get('number_of_channels', 0)} ch  "
-                   f"{_rate_range(r.get('min_sampling_rate'), r.get('max_sampling_rate'))} Hz  "
-                   f"{span}  {_size(int(r.get('size_bytes') or 0))}{lock}")
+        lo, hi = r.get("min_sampling_rate") or 0, r.get("max_sampling_rate") or 0
+        rows.append((r["path"], f"{r.get('number_of_channels', 0)} ch",
+                     f"{_rate_range(lo, hi)} Hz" if lo else "? Hz",
+                     format_uutc(start, local=not utc)[:19] if start is not None else "",
+                     format_duration(end - start) if start is not None and end else "",
+                     _size(int(r.get("size_bytes") or 0)),
+                     "encrypted" if r.get("encrypted") else ""))
+    widths = [max((len(row[i]) for row in rows if len(row) > 2), default=0) for i in range(7)]
+    right = {1, 2, 4, 5}
+    for row in rows:
+        if len(row) == 2:   # a recording that could not be read
+            click.echo(f"{row[0]:<{widths[0]}}  {row[1]}")
+            continue
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        click.echo("  ".join(cells).rstrip())
     click.echo(f"{len(recs)} recording(s)", err=True)
 
 

@@ -237,6 +237,8 @@ def test_errors_are_one_line(server, recording, tmp_path):
     ]
     if not _has("list_recordings"):
         cases.append((["ls", a], ["ListRecordings"]))
+    else:   # a directory outside DATA_ROOTS is refused
+        cases.append((["ls", a, str(tmp_path)], []))
     for args, words in cases:
         _assert_one_line_error(run_cli(*args, check=False), *words)
     assert not Path(out).exists()
