@@ -151,18 +151,18 @@ def _connect(address, client_id=None, token=None, root_certificates=None, timeou
 
 @contextmanager
 def _open_recording(client, path: str, password=None):
-    """The file's metadata while this client's session on it is open (closed after)."""
+    """The file's metadata, once this client's session on it is open.
+
+    The session is deliberately left open: it expires on the server after
+    ``SESSION_TTL_S``, and meanwhile the file's reader and its cached tiles
+    stay warm, so the next command on the same file is served from the cache
+    (closing the last session would drop them).
+    """
     info = client.open_file(path, password=password)
     if not info.get("file_opened"):
         raise click.ClickException(f"cannot open {path}: "
                                    f"{info.get('error_message') or 'unknown error'}")
-    try:
-        yield info
-    finally:
-        try:
-            client.close_file(path)
-        except Exception:  # noqa: BLE001 - closing is a courtesy; the server expires sessions
-            pass
+    yield info
 
 
 def _optional_rpc(client, method: str, *args, **kwargs):
