@@ -195,6 +195,18 @@ def test_plot_with_gaps_and_annotations(server, recording, tmp_path):
     p = run_cli("plot", server.address, recording, "--utc", "-o", out)
     assert "note:" not in p.stderr
     assert _is_png(out)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(out)
+    red = (img[..., 0] - img[..., 2] > 0.4) & (img[..., 1] < 0.4)   # annotation lines (C3)
+    cols = np.nonzero(red.sum(axis=0) > 20)[0]
+    assert cols.size > 0
+    axes_cols = np.nonzero(_pixels(img, (0, 0, 0), 0.05).sum(axis=0) > 100)[0]
+    x0, x1 = axes_cols.min(), axes_cols.max()
+    # the session note at +20 s and the channel note at +25 s of a 150 s window
+    for t in (20, 25):
+        want = x0 + (x1 - x0) * t / 150
+        assert np.abs(cols - want).min() < 4, (t, cols)
 
 
 @pytest.mark.skipif(not _has("get_segments"),
