@@ -63,10 +63,15 @@ _END_OPTION = click.option("-e", "--end", default=None, metavar="TIME",
                            help=f"Window end (excluded): {_TIME_HELP}. Default: the channels' end.")
 
 
+_DURATION_OPTION = click.option(
+    "-d", "--duration", default=None, metavar="SPAN",
+    help="Window length instead of --end: e.g. 10m, 1h30m, 90s, 500ms.")
+
+
 def _window_arguments(f):
     """ADDRESS FILE [-c CHANNELS] [-s START] [-e END]: what ``get`` and ``plot`` read."""
     for deco in reversed([click.argument("address"), click.argument("file"), _CHANNELS_OPTION,
-                          _START_OPTION, _END_OPTION]):
+                          _START_OPTION, _END_OPTION, _DURATION_OPTION]):
         f = deco(f)
     return f
 
@@ -152,14 +157,23 @@ def _one_rate(info: dict, names: list, idx: list) -> float:
     return next(iter(groups))
 
 
-def _window(info: dict, idx: list, start, end) -> tuple[int, int]:
-    """The half-open window in uUTC from --start/--end (default: the channels' span)."""
-    from .timespec import format_uutc, parse_time
+def _window(info: dict, idx: list, start, end, duration=None) -> tuple[int, int]:
+    """The half-open window in uUTC from --start and --end or --duration.
 
+    Default: the chosen channels' whole span.
+    """
+    from .timespec import format_uutc, parse_duration_us, parse_time
+
+    if end and duration:
+        raise click.ClickException("give --end or --duration, not both")
     origin = int(info["start_uutc"])
     t0 = parse_time(start, origin) if start else min(int(info["channel_start_uutc"][i])
                                                      for i in idx)
-    t1 = parse_time(end, origin) if end else max(int(info["channel_end_uutc"][i]) for i in idx)
+    if duration:
+        t1 = t0 + parse_duration_us(duration)
+    else:
+        t1 = parse_time(end, origin) if end else max(int(info["channel_end_uutc"][i])
+                                                     for i in idx)
     if t1 <= t0:
         raise click.ClickException(f"empty window: the end ({format_uutc(t1)}) is not after "
                                    f"the start ({format_uutc(t0)})")
@@ -297,7 +311,7 @@ def info_cmd(address, file, password, as_json, utc, **copts):
               help="Show a progress bar (default: when stderr is a terminal).")
 @_PASSWORD_OPTION
 @_client_options
-def get_cmd(address, file, channels, start, end, output, piece_s, progress, password, **copts):
+def get_cmd(address, file, channels, start, end, duration, output, piece_s, progress, password, **copts):
     """Read a window of recording FILE from the server at ADDRESS into a file.
 
     The channels must share one sampling rate. The window [start, end) is read
@@ -316,7 +330,7 @@ def get_cmd(address, file, channels, start, end, output, piece_s, progress, pass
     with _connect(address, **copts) as client, _open_recording(client, file, password) as info:
         names, idx = _select_channels(info, channels)
         fs = _one_rate(info, names, idx)
-        t0, t1 = _window(info, idx, start, end)
+        t0, t1 = _window(info, idx, start, end, duration)
         per = piece_samples(fs, piece_s, n_channels=len(names), max_bytes=256 * 1024 * 1024)
         starts = {int(info["channel_start_uutc"][i]) for i in idx}
         pieces = split_window(t0, t1, fs, per, anchor_uutc=starts.pop() if len(starts) == 1
@@ -426,7 +440,7 @@ def _plot_traces(client, file, names, t0, t1, points, rates, gaps_of) -> dict:
               help="Mark the recording's records (notes, seizures...).")
 @_PASSWORD_OPTION
 @_client_options
-def plot_cmd(address, file, channels, start, end, output, points, utc, title, gaps,
+def plot_cmd(address, file, channels, start, end, duration, output, points, utc, title, gaps,
              annotations, password, **copts):
     """Draw a window of recording FILE from the server at ADDRESS as an image.
 
@@ -434,14 +448,14 @@ def plot_cmd(address, file, channels, start, end, output, points, utc, title, ga
     shaded and annotations marked when the server reports them. Example:
 
     \b
-        mef3io-server plot localhost:50051 /data/p1.mefd -s +1h -e +2h -o hour.png
+        mef3io-server plot localhost:50051 /data/p1.mefd -s +1h -d 1h -o hour.png
     """
     from .plot import plot_traces
     from .timespec import format_duration, format_uutc
 
     with _connect(address, **copts) as client, _open_recording(client, file, password) as info:
         names, idx = _select_channels(info, channels)
-        t0, t1 = _window(info, idx, start, end)
+        t0, t1 = _window(info, idx, start, end, duration)
         rates = dict(zip(info["channel_names"], _rates(info)))
         segments = _optional_rpc(client, "get_segments", file, channels=names)
         gaps_of = _gaps(client, file, names, t0, t1, rates, segments)

@@ -73,7 +73,7 @@ def server(recording):
 
 def test_every_command_has_clear_help():
     for cmd, words in [("ls", ["ROOT", "DATA_ROOTS"]), ("info", ["FILE", "--json"]),
-                       ("get", ["--channels", "--start", "--end", ".npz", ".csv", "+1h30m",
+                       ("get", ["--channels", "--start", "--end", "--duration", ".npz", ".csv", "+1h30m",
                                 "--token", "--root-certificates", "--client-id"]),
                        ("plot", ["--points", "local time", "gaps"]), ("serve", ["PATH"]),
                        ("demo", ["--output"])]:
@@ -142,6 +142,11 @@ def test_get_with_iso_and_uutc_times_and_default_channels(server, recording, tmp
     run_cli("get", server.address, recording, "-c", "fast", "-s", "2020-09-13T12:26:45.5Z",
             "-e", str(T0 + 150_000_000), "-o", out)
     ref = direct_read(recording, ["fast"], T0 + 5_500_000, T0 + 150_000_000)
+    assert np.array_equal(np.load(out), ref, equal_nan=True)
+    # --duration instead of --end, from an ISO time with an offset
+    run_cli("get", server.address, recording, "-c", "b", "-s", "2020-09-13T14:26:41+02:00",
+            "-d", "1m30.5s", "-o", out)
+    ref = direct_read(recording, ["b"], T0 + 1_000_000, T0 + 91_500_000)
     assert np.array_equal(np.load(out), ref, equal_nan=True)
 
 
@@ -242,6 +247,8 @@ def test_errors_are_one_line(server, recording, tmp_path):
         (["get", a, rec, "-c", "a", "-s", "tomorrow", "-o", out], ["tomorrow", "ISO 8601"]),
         (["get", a, rec, "-o", out], ["different sampling rates", "--channels"]),
         (["get", a, rec, "-c", "a", "-s", "+1m", "-e", "+30s", "-o", out], ["empty window"]),
+        (["get", a, rec, "-c", "a", "-e", "+1m", "-d", "5s", "-o", out], ["not both"]),
+        (["get", a, rec, "-c", "a", "-d", "5 parsecs", "-o", out], ["duration"]),
         (["get", a, rec, "-c", "a", "-o", str(tmp_path / "e.txt")], [".npy"]),
         (["get", a, str(tmp_path / "missing.mefd"), "-o", out], ["cannot open"]),
         (["info", "localhost:1", rec], ["cannot reach the server"]),
