@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional
 
+import numpy as np
+
 from .server.tile_grid import (choose_tile_samples, exact_period_samples, round_half_up,
                                samples_in_window)
 
@@ -114,15 +116,13 @@ def split_window(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
     return pieces
 
 
-def sample_times(start_uutc: int, j0: int, j1: int, fs: float) -> "np.ndarray":
+def sample_times(start_uutc: int, j0: int, j1: int, fs: float) -> np.ndarray:
     """int64 times of window samples ``[j0, j1)``, each rounded half up to a microsecond.
 
     Exact integer arithmetic when the sample period is a small fraction of a
     microsecond (every common rate); otherwise float64 offsets from
     ``start_uutc`` (off by at most a microsecond, at half-microsecond ties).
     """
-    import numpy as np
-
     period = Fraction(_MICRO) / Fraction(fs)
     a, b = period.numerator, period.denominator
     j = np.arange(int(j0), int(j1), dtype=np.int64)

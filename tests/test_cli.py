@@ -73,7 +73,7 @@ def server(recording):
 
 def test_every_command_has_clear_help():
     for cmd, words in [("ls", ["ROOT", "DATA_ROOTS"]), ("info", ["FILE", "--json"]),
-                       ("get", ["--channels", "--start", "--end", ".npz", ".csv", "+1h30m",
+                       ("get", ["--channels", "--start", "--end", "--duration", ".npz", ".csv", "+1h30m",
                                 "--token", "--root-certificates", "--client-id"]),
                        ("plot", ["--points", "local time", "gaps"]), ("serve", ["PATH"]),
                        ("demo", ["--output"])]:
@@ -143,6 +143,11 @@ def test_get_with_iso_and_uutc_times_and_default_channels(server, recording, tmp
             "-e", str(T0 + 150_000_000), "-o", out)
     ref = direct_read(recording, ["fast"], T0 + 5_500_000, T0 + 150_000_000)
     assert np.array_equal(np.load(out), ref, equal_nan=True)
+    # --duration instead of --end, from an ISO time with an offset
+    run_cli("get", server.address, recording, "-c", "b", "-s", "2020-09-13T14:26:41+02:00",
+            "-d", "1m30.5s", "-o", out)
+    ref = direct_read(recording, ["b"], T0 + 1_000_000, T0 + 91_500_000)
+    assert np.array_equal(np.load(out), ref, equal_nan=True)
 
 
 def test_get_whole_channels_by_default(server, recording, tmp_path):
@@ -195,6 +200,18 @@ def test_plot_with_gaps_and_annotations(server, recording, tmp_path):
     p = run_cli("plot", server.address, recording, "--utc", "-o", out)
     assert "note:" not in p.stderr
     assert _is_png(out)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(out)
+    red = (img[..., 0] - img[..., 2] > 0.4) & (img[..., 1] < 0.4)   # annotation lines (C3)
+    cols = np.nonzero(red.sum(axis=0) > 20)[0]
+    assert cols.size > 0
+    axes_cols = np.nonzero(_pixels(img, (0, 0, 0), 0.05).sum(axis=0) > 100)[0]
+    x0, x1 = axes_cols.min(), axes_cols.max()
+    # the session note at +20 s and the channel note at +25 s of a 150 s window
+    for t in (20, 25):
+        want = x0 + (x1 - x0) * t / 150
+        assert np.abs(cols - want).min() < 4, (t, cols)
 
 
 @pytest.mark.skipif(not _has("get_segments"),
@@ -230,6 +247,8 @@ def test_errors_are_one_line(server, recording, tmp_path):
         (["get", a, rec, "-c", "a", "-s", "tomorrow", "-o", out], ["tomorrow", "ISO 8601"]),
         (["get", a, rec, "-o", out], ["different sampling rates", "--channels"]),
         (["get", a, rec, "-c", "a", "-s", "+1m", "-e", "+30s", "-o", out], ["empty window"]),
+        (["get", a, rec, "-c", "a", "-e", "+1m", "-d", "5s", "-o", out], ["not both"]),
+        (["get", a, rec, "-c", "a", "-d", "5 parsecs", "-o", out], ["duration"]),
         (["get", a, rec, "-c", "a", "-o", str(tmp_path / "e.txt")], [".npy"]),
         (["get", a, str(tmp_path / "missing.mefd"), "-o", out], ["cannot open"]),
         (["info", "localhost:1", rec], ["cannot reach the server"]),
@@ -237,6 +256,8 @@ def test_errors_are_one_line(server, recording, tmp_path):
     ]
     if not _has("list_recordings"):
         cases.append((["ls", a], ["ListRecordings"]))
+    else:   # a directory outside DATA_ROOTS is refused
+        cases.append((["ls", a, str(tmp_path)], []))
     for args, words in cases:
         _assert_one_line_error(run_cli(*args, check=False), *words)
     assert not Path(out).exists()
