@@ -70,6 +70,24 @@ class RunningServer:
         if self.metrics is not None:
             self.metrics.close()
         self.engine.close()
+        if self.engine.decoder.kind == "processes":
+            _stop_process_helpers()
+
+
+def _stop_process_helpers() -> None:
+    """Stop multiprocessing's forkserver and resource tracker now, not after our exit.
+
+    Both would exit on their own once this process is gone; stopping them here
+    means no child process outlives the drain. Best effort (private helpers).
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(forkserver, "_forkserver", None),
+                   getattr(resource_tracker, "_resource_tracker", None)):
+        try:
+            helper._stop()
+        except Exception:  # noqa: BLE001 - not running, or a Python without _stop
+            log.debug("could not stop a multiprocessing helper", exc_info=True)
 
 
 def server_options(settings: Settings) -> list[tuple[str, object]]:
@@ -185,7 +203,10 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
+    # A timed wait: the kernel may deliver the signal to a gRPC thread, and
+    # Python runs handlers only when the main thread wakes up.
+    while not stop.wait(0.2):
+        pass
     running.stop()
     log.info("stopped")
     return 0

@@ -167,9 +167,15 @@ def _worker_init(parent_pid: int, n_threads: int) -> None:
     _WORKER_THREADS = n_threads
 
     def watch():
+        # A forkserver worker's parent is the forkserver, not the server: watch
+        # the server's pid itself.
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent_pid:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:     # exists, owned by someone else: pid reused
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
