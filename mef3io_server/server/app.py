@@ -64,9 +64,10 @@ class RunningServer:
         deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
         self.engine.begin_drain()
-        if self.observer is not None:
-            self.observer.wait_idle(grace)
-        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
+        left = grace
+        if self.observer is not None and self.observer.wait_idle(grace):
+            left = 0.5      # data calls done: only health watches and refusals remain
+        self.server.stop(max(0.0, min(left, deadline - time.monotonic()))).wait()
         if self.metrics is not None:
             self.metrics.close()
         self.engine.close()
