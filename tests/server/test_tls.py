@@ -153,3 +153,10 @@ def test_bad_pem_stops_start_up_naming_the_variable(pki, tmp_path, var):
             break
         time.sleep(0.05)
     assert var in h.stderr_text() and "PEM" in h.stderr_text()
+
+
+def test_tls_client_against_plaintext_server(pki, start_server):
+    h = start_server()
+    with Mef3Client(h.address, root_certificates=pki["ca.pem"]) as c:
+        with pytest.raises(ServerUnreachable, match="uses TLS"):
+            c.list_open_files()
