@@ -56,11 +56,16 @@ class CallRecord:
         return self.method.startswith(INFRA_PREFIXES)
 
 
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, control characters shown as "?" (no log injection)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def _client_id(metadata) -> str:
     for k, v in metadata or ():
         if k == CLIENT_ID_KEY:
             v = v.decode("latin-1") if isinstance(v, bytes) else v
-            return "".join(c if c.isprintable() else "?" for c in v[:128])
+            return _printable(v, 128)
     return ""
 
 
@@ -69,7 +74,7 @@ def _describe_request(rec: CallRecord, request) -> None:
     if not fields:
         return
     if "file_path" in fields:
-        rec.file = request.file_path[:4096]
+        rec.file = _printable(request.file_path, 4096)
     if "channel_names" in fields:
         rec.channels = len(request.channel_names)
     if "start_uutc" in fields and "end_uutc" in fields:
