@@ -58,7 +58,10 @@ class CallRecord:
 
 def _printable(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, control characters shown as "?" (no log injection)."""
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _client_id(metadata) -> str:
@@ -86,14 +89,24 @@ def _describe_request(rec: CallRecord, request) -> None:
             rec.window = (int(request.start_uutc), int(request.end_uutc))
 
 
+_ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "int16": 2}
+
+
 def _sample_bytes(message) -> int:
-    shape = getattr(message, "shape", None)
-    if shape is None or not getattr(message, "dtype", ""):
+    """Payload bytes of a SignalChunk (from its shape and dtype; 0 for other messages)."""
+    dtype = getattr(message, "dtype", "")
+    if not dtype:
         return 0
-    try:
-        return int(np.prod(list(shape), dtype=np.int64)) * np.dtype(message.dtype).itemsize
-    except TypeError:
-        return 0
+    size = _ITEMSIZE.get(dtype)
+    if size is None:
+        try:
+            size = np.dtype(dtype).itemsize
+        except TypeError:
+            return 0
+    n = 1
+    for d in message.shape:
+        n *= d
+    return n * size
 
 
 class CallObserver(grpc.ServerInterceptor):
