@@ -19,8 +19,8 @@ RUN if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then \
     fi \
     && python3 -m venv /opt/mef3io-server
 
-COPY pyproject.toml /src/
-COPY mef3io_server /src/mef3io_server
+# The project (pyproject.toml, README, package); .dockerignore leaves out tests, docs, venvs.
+COPY . /src
 RUN /opt/mef3io-server/bin/pip install --no-cache-dir --disable-pip-version-check /src \
     && rm -rf /src \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

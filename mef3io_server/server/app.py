@@ -64,12 +64,31 @@ class RunningServer:
         deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
         self.engine.begin_drain()
-        if self.observer is not None:
-            self.observer.wait_idle(grace)
-        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
+        left = grace
+        if self.observer is not None and self.observer.wait_idle(grace):
+            left = 0.5      # data calls done: only health watches and refusals remain
+        self.server.stop(max(0.0, min(left, deadline - time.monotonic()))).wait()
         if self.metrics is not None:
             self.metrics.close()
         self.engine.close()
+        if self.engine.decoder.kind == "processes":
+            _stop_process_helpers()
+
+
+def _stop_process_helpers() -> None:
+    """Stop multiprocessing's forkserver and resource tracker now, not after our exit.
+
+    Both would exit on their own once this process is gone; stopping them here
+    means no child process outlives the drain. Best effort (private helpers).
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(forkserver, "_forkserver", None),
+                   getattr(resource_tracker, "_resource_tracker", None)):
+        try:
+            helper._stop()
+        except Exception:  # noqa: BLE001 - not running, or a Python without _stop
+            log.debug("could not stop a multiprocessing helper", exc_info=True)
 
 
 def server_options(settings: Settings) -> list[tuple[str, object]]:
@@ -173,10 +192,6 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     if running.metrics is not None:
         announce(f"metrics served at /metrics on port {running.metrics.port}",
                  settings.log_format)
-    log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
-             "tiles %.3g s)", running.port, running.engine.decoder.kind,
-             settings.tile_cache_mb, settings.tile_duration_s)
-    announce(f"mef3io-server listening on port {running.port}", settings.log_format)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -190,11 +205,10 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
              "tiles %.3g s)", running.port, running.engine.decoder.kind,
              settings.tile_cache_mb, settings.tile_duration_s)
-    print(f"mef3io-server listening on port {running.port}", file=sys.stderr, flush=True)
-    # Wait with a timeout: a process signal may be delivered to one of gRPC's
-    # threads, and a main thread blocked in an untimed wait then never runs
-    # the Python handler (SIGTERM was ignored until the next wake-up).
-    while not stop.wait(0.5):
+    announce(f"mef3io-server listening on port {running.port}", settings.log_format)
+    # A timed wait: the kernel may deliver the signal to a gRPC thread, and
+    # Python runs handlers only when the main thread wakes up.
+    while not stop.wait(0.2):
         pass
     running.stop()
     log.info("stopped")

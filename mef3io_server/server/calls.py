@@ -56,11 +56,19 @@ class CallRecord:
         return self.method.startswith(INFRA_PREFIXES)
 
 
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, control characters shown as "?" (no log injection)."""
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _client_id(metadata) -> str:
     for k, v in metadata or ():
         if k == CLIENT_ID_KEY:
             v = v.decode("latin-1") if isinstance(v, bytes) else v
-            return "".join(c if c.isprintable() else "?" for c in v[:128])
+            return _printable(v, 128)
     return ""
 
 
@@ -69,7 +77,7 @@ def _describe_request(rec: CallRecord, request) -> None:
     if not fields:
         return
     if "file_path" in fields:
-        rec.file = request.file_path[:4096]
+        rec.file = _printable(request.file_path, 4096)
     if "channel_names" in fields:
         rec.channels = len(request.channel_names)
     if "start_uutc" in fields and "end_uutc" in fields:
@@ -81,17 +89,27 @@ def _describe_request(rec: CallRecord, request) -> None:
             rec.window = (int(request.start_uutc), int(request.end_uutc))
 
 
+_ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "int16": 2}
+
+
 def _sample_bytes(message) -> int:
+    """Payload bytes of a SignalChunk (from its shape and dtype; 0 for other messages)."""
     pre_encoded = getattr(message, "sample_bytes", None)   # service.EncodedChunk
     if pre_encoded is not None:
         return int(pre_encoded)
-    shape = getattr(message, "shape", None)
-    if shape is None or not getattr(message, "dtype", ""):
+    dtype = getattr(message, "dtype", "")
+    if not dtype:
         return 0
-    try:
-        return int(np.prod(list(shape), dtype=np.int64)) * np.dtype(message.dtype).itemsize
-    except TypeError:
-        return 0
+    size = _ITEMSIZE.get(dtype)
+    if size is None:
+        try:
+            size = np.dtype(dtype).itemsize
+        except TypeError:
+            return 0
+    n = 1
+    for d in message.shape:
+        n *= d
+    return n * size
 
 
 class CallObserver(grpc.ServerInterceptor):

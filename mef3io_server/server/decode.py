@@ -172,6 +172,8 @@ def _worker_init(parent_pid: int, n_threads: int) -> None:
     start_ppid = os.getppid()
 
     def watch():
+        # A forkserver worker's parent is the forkserver, not the server: watch
+        # the server's pid itself.
         while True:
             time.sleep(0.5)
             if os.getppid() != start_ppid or not _process_alive(parent_pid):

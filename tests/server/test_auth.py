@@ -5,6 +5,9 @@ import os
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from conftest import T0, random_walk, write_session
 from mef3io_server.client import Mef3Client, NotAuthenticated
@@ -63,8 +66,12 @@ def test_tokens_end_to_end(tmp_path, start_server):
     code, _ = _raw_status(h.address, (("authorization", f"Bearer {GOOD}"),))
     assert code == grpc.StatusCode.OK
 
-    # Health needs no token.
+    # Health needs no token; reflection does.
     assert check(h.address) == "SERVING"
+    with grpc.insecure_channel(h.address) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            list(ProtoReflectionDescriptorDatabase(ch).get_services())
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     # The file changes while the server runs: NEW is added, GOOD revoked.
     _write(tokens, f"{OTHER}\n{NEW}\n")

@@ -84,9 +84,9 @@ def test_encrypted_golden_end_to_end(enc, start_server, client_factory):
         assert secret not in log
 
 
-def test_passwords_kept_only_while_open(enc, tmp_path):
+def test_passwords_kept_only_while_open(enc):
     """A second password is checked without registering a reader; all go on close."""
-    path, pw1, pw2, ch = enc
+    path, pw1, pw2, _ = enc
     eng = Engine(Settings(port=0))
     eng.start()
     try:

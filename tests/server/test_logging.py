@@ -95,3 +95,13 @@ def test_logging_goes_to_stderr_only():
     finally:
         logging.getLogger().handlers[:] = saved[0]
         logging.getLogger().setLevel(saved[1])
+
+
+def test_control_characters_cannot_forge_log_lines(tmp_path, start_server):
+    h = start_server(LOG_FORMAT="text")
+    with Mef3Client(h.address, client_id="ward-4") as c:
+        r = c.open_file("/nowhere\n2026-01-01 00:00:00,000 INFO forged: line.mefd")
+        assert not r["file_opened"]
+    text = _stopped_log(h)
+    assert not any(ln.startswith("2026-01-01") for ln in text.splitlines())
+    assert "file=/nowhere?2026-01-01" in text

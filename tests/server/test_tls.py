@@ -153,3 +153,36 @@ def test_bad_pem_stops_start_up_naming_the_variable(pki, tmp_path, var):
             break
         time.sleep(0.05)
     assert var in h.stderr_text() and "PEM" in h.stderr_text()
+
+
+def test_tls_client_against_plaintext_server(pki, start_server):
+    h = start_server()
+    with Mef3Client(h.address, root_certificates=pki["ca.pem"]) as c:
+        with pytest.raises(ServerUnreachable, match="uses TLS"):
+            c.list_open_files()
+
+
+def test_renewed_certificate_is_used_without_restart(pki, tmp_path, start_server):
+    """The server's files are replaced by a certificate from another CA: new handshakes use it."""
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_bytes(pki["server.pem"].read_bytes())
+    key.write_bytes(pki["server.key"].read_bytes())
+    h = start_server(TLS_CERT_FILE=cert, TLS_KEY_FILE=key)
+    with Mef3Client(h.address, root_certificates=pki["ca.pem"]) as c:
+        assert c.list_open_files() == []
+
+    new_ca_key, new_key = _key(), _key()
+    new_ca = _cert("renewal CA", new_ca_key, ca=True)
+    renewed = _cert("localhost", new_key, new_ca, new_ca_key, server=True)
+    for path, data in ((key, _pem_key(new_key)),
+                       (cert, renewed.public_bytes(serialization.Encoding.PEM))):
+        tmp = path.with_suffix(".new")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    new_ca_pem = new_ca.public_bytes(serialization.Encoding.PEM)
+    with Mef3Client(h.address, root_certificates=new_ca_pem) as c:
+        assert c.list_open_files() == []
+    with Mef3Client(h.address, root_certificates=pki["ca.pem"]) as c:
+        with pytest.raises(ServerUnreachable):
+            c.list_open_files()
+    assert "TLS certificate files changed" in h.stderr_text()
