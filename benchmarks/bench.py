@@ -54,6 +54,7 @@ PUBLISHED_VERSION = "3.1.0"
 T0 = 1_600_000_000_000_000
 S = 1_000_000  # uUTC per second
 TILE_CACHE_MB = 512
+OURS_ENV: dict = {}   # --ours-env KEY=VALUE (experiments; the published run uses defaults)
 sys.path.insert(0, str(ROOT))
 
 # name -> (channels, seconds, Hz); written once, reused by every run.
@@ -199,6 +200,7 @@ class Server:
                   "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"})
         e.update(env or {})
         if kind == "ours":
+            e.update(OURS_ENV)
             cmd, cwd = [sys.executable, "-m", "mef3io_server.server"], str(ROOT)
         elif kind == "published":
             e.pop("PYTHONPATH", None)
@@ -889,7 +891,10 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated groups (latency, paging, "
                     "single_pass, single_pass_work, many_tools, many_clients, scaling); "
                     "results go to bench-partial.json, docs are not rewritten")
+    ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for this server (experiments)")
     args = ap.parse_args()
+    OURS_ENV.update(dict(e.split("=", 1) for e in args.ours_env))
     if args.bare_server:
         bare_server_main()
         return

@@ -27,6 +27,7 @@ import concurrent.futures as cf
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
@@ -71,6 +72,7 @@ class TileStore:
         self.stats = StoreStats()
         self._closed = False
         self._memo: dict = {}
+        self._recent_plans: dict[tuple, float] = {}
         # Parallel mef3io reads a foreground tile is split into (one per core,
         # like the decode workers; 1 disables splitting).
         self.split_ways = max(1, min(8, os.cpu_count() or 1))
@@ -281,11 +283,11 @@ class TileStore:
                     publish(k, chans, exc=failure(exc, k))
             f.add_done_callback(done)
 
-        # A foreground tile of many channels is decoded as several mef3io reads
-        # of disjoint channel sets at once (see split_channels): one mef3io read
-        # of many channels does not keep every core busy.
-        items = [(k, part) for k, chans in jobs.items()
-                 for part in (self.split_channels(chans) if lane == "fg" else [chans])]
+        # A tile of many channels is decoded as several mef3io reads of disjoint
+        # channel sets at once (see split_channels): one mef3io read of many
+        # channels does not keep every core busy. Prefetch parts run on the
+        # background lane's workers (PREFETCH_PROCESSES of them).
+        items = [(k, part) for k, chans in jobs.items() for part in self.split_channels(chans)]
         if lane == "fg" and len(items) < self.min_parallel_tiles:
             for k, part in items:
                 decode_inline(k, part)
@@ -413,10 +415,17 @@ class TileStore:
         plan = tg.plan_window(grid, t0, n, j0, j1)
         group = [chans[i] for i in idxs]
         tiles = self.fetch_tiles(rec, group, grid, [p.tile for p in plan.pieces], lane)
+        # Rows idxs[0] .. idxs[-1] in order (the usual case): one np.stack per
+        # piece straight into the output, instead of one assignment per channel.
+        rows = slice(idxs[0], idxs[-1] + 1) if idxs[-1] - idxs[0] + 1 == len(idxs) else None
         for p in plan.pieces:
             o0, o1 = p.out_start - j0, p.out_stop - j0
+            a, b, k = p.tile_start, p.tile_stop, p.tile
+            if rows is not None and len(group) > 1:
+                np.stack([tiles[(ch.name, k)][a:b] for ch in group], out=out[rows, o0:o1])
+                continue
             for i, ch in zip(idxs, group):
-                out[i, o0:o1] = tiles[(ch.name, p.tile)][p.tile_start:p.tile_stop]
+                out[i, o0:o1] = tiles[(ch.name, k)][a:b]
 
     # ------------------------------------------------------------ prefetch
 
@@ -504,15 +513,23 @@ class TileStore:
                        t0: int, t1: int) -> cf.Future:
         """:meth:`prefetch` on the planner thread: the caller (a read about to send
         its last chunk) does not wait for the planning. Returns its future."""
+        done: cf.Future = cf.Future()
+        done.set_result(0)
         if self._closed:
-            done: cf.Future = cf.Future()
-            done.set_result(0)
             return done
+        # A reader repeating the same window (a viewer redrawing) needs no new
+        # plan each time: the same prefetch is planned at most every 0.5 s.
+        key = (rec.key, rec.generation, float(fs), t0, t1, len(chans),
+               chans[0].name if chans else "", chans[-1].name if chans else "")
+        now = time.monotonic()
+        if now - self._recent_plans.get(key, -1.0) < 0.5:
+            return done
+        if len(self._recent_plans) > 1024:
+            self._recent_plans.clear()
+        self._recent_plans[key] = now
         try:
             return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1)
         except RuntimeError:        # shut down under us
-            done = cf.Future()
-            done.set_result(0)
             return done
 
     def _prefetch_quietly(self, rec, chans, fs, t0, t1) -> int:
