@@ -73,6 +73,7 @@ class TileStore:
         self._closed = False
         self._memo: dict = {}
         self._recent_plans: dict[tuple, float] = {}
+        self._stream_ends: dict[tuple, int] = {}
         # Parallel mef3io reads a foreground tile is split into (one per core,
         # like the decode workers; 1 disables splitting).
         self.split_ways = max(1, min(8, os.cpu_count() or 1))
@@ -461,11 +462,13 @@ class TileStore:
         return started
 
     def prefetch(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
-                 t0: int, t1: int) -> int:
+                 t0: int, t1: int, extra_ahead: int = 0) -> int:
         """Warm ``PREFETCH_AHEAD_WINDOWS`` windows after and ``..._BEHIND_...`` before ``[t0, t1)``.
 
         Windows are of the request's own size, clipped to the recording; tiles
-        cached or being decoded are skipped. Returns how many tile decodes started.
+        cached or being decoded are skipped. ``extra_ahead``: more windows ahead
+        for a steady reader (see :meth:`prefetch_later`), as many as fit in the
+        per-request budget. Returns how many tile decodes started.
         """
         if (self.prefetch_ahead <= 0 and self.prefetch_behind <= 0) or t1 <= t0:
             return 0
@@ -473,11 +476,14 @@ class TileStore:
         n = tg.samples_in_window(t0, t1, fs)
         # Never prefetch more than a quarter of the cache budget per request.
         budget = self.cache.max_bytes // 4
-        need = n * len(chans) * 4 * (self.prefetch_ahead + self.prefetch_behind)
+        window_bytes = n * len(chans) * 4
+        need = window_bytes * (self.prefetch_ahead + self.prefetch_behind)
         if need > budget:
             return 0
+        room = (budget - need) // max(1, window_bytes)
+        ahead = self.prefetch_ahead + max(0, min(extra_ahead, room))
         started = 0
-        offsets = [i for i in range(1, self.prefetch_ahead + 1)] + \
+        offsets = [i for i in range(1, ahead + 1)] + \
                   [-i for i in range(1, self.prefetch_behind + 1)]
         for (grid, native), idxs in self.plan_groups(rec, chans, fs).items():
             group = [chans[i] for i in idxs]
@@ -527,14 +533,27 @@ class TileStore:
         if len(self._recent_plans) > 1024:
             self._recent_plans.clear()
         self._recent_plans[key] = now
+        # A steady reader (this window starts where a window of the same size and
+        # channels ended) gets STEADY_EXTRA_AHEAD more windows ahead, so decode
+        # keeps ahead of it on every core (docs/benchmarks.md).
+        stream = key[:2] + (float(fs), t1 - t0) + key[5:]
+        steady = self._stream_ends.get(stream) == t0 and self.prefetch_ahead > 0
+        if len(self._stream_ends) > 1024:
+            self._stream_ends.clear()
+        self._stream_ends[stream] = t1
+        extra = self.STEADY_EXTRA_AHEAD if steady else 0
         try:
-            return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1)
+            return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1,
+                                        extra)
         except RuntimeError:        # shut down under us
             return done
 
-    def _prefetch_quietly(self, rec, chans, fs, t0, t1) -> int:
+    #: Windows prefetched beyond PREFETCH_AHEAD_WINDOWS for a steady reader.
+    STEADY_EXTRA_AHEAD = 2
+
+    def _prefetch_quietly(self, rec, chans, fs, t0, t1, extra_ahead=0) -> int:
         try:
-            return self.prefetch(rec, chans, fs, t0, t1)
+            return self.prefetch(rec, chans, fs, t0, t1, extra_ahead)
         except Exception:  # noqa: BLE001 - prefetch is best effort
             log.debug("prefetch failed", exc_info=True)
             return 0
