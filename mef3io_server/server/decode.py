@@ -167,10 +167,16 @@ def _worker_init(parent_pid: int, n_threads: int) -> None:
     _WORKER_THREADS = n_threads
 
     def watch():
+        # With forkserver the worker's parent is the fork server, not the
+        # server: watch the server's pid itself.
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent_pid:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
                 os._exit(0)
+            except PermissionError:
+                pass
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
@@ -191,7 +197,7 @@ def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
     return read_window(reader, channels, t0, t1)
 
 
-def _worker_noop() -> int:
+def _worker_noop(_index: int = 0) -> int:
     return os.getpid()
 
 
