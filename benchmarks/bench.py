@@ -600,33 +600,23 @@ def run_all(quick: bool, published_py: str | None, only=()) -> dict:
     path = str(rec_path(MAIN))
     tools_windows = [win(600 + 10 * i) for i in range(20)]
     clients_windows = [win(10 * i) for i in range(0, 355)]
-    for kind in (targets + ["direct"]) if not only or "many_tools" in only else []:
-        print(f"  many_tools: {kind} ...", flush=True)
-        srv = None if kind == "direct" else server(kind)
-        try:
-            if srv:
-                srv.mem.scope("many_tools")
-            out = run_processes(kind, srv and srv.address, path, CH64, tools_windows, 4)
-            res[kind]["many_tools"] = {k: v for k, v in out.items() if k != "lat"}
-            if srv:
-                res["memory"].setdefault("many_tools", {})[kind] = srv.mem.peaks["many_tools"]
-        finally:
-            if srv:
-                srv.stop()
-    for kind in (targets + ["direct"]) if not only or "many_clients" in only else []:
-        print(f"  many_clients: {kind} ...", flush=True)
-        srv = None if kind == "direct" else server(kind)
-        try:
-            if srv:
-                srv.mem.scope("many_clients")
-            out = run_processes(kind, srv and srv.address, path, CH64, clients_windows, 16,
-                                until=5.0 if quick else 15.0)
-            res[kind]["many_clients"] = {k: v for k, v in out.items() if k != "lat"}
-            if srv:
-                res["memory"].setdefault("many_clients", {})[kind] = srv.mem.peaks["many_clients"]
-        finally:
-            if srv:
-                srv.stop()
+    def processes_group(name, windows, n, until=0.0):
+        for kind in (targets + ["direct"]) if not only or name in only else []:
+            print(f"  {name}: {kind} ...", flush=True)
+            srv = None if kind == "direct" else server(kind)
+            try:
+                if srv:
+                    srv.mem.scope(name)
+                out = run_processes(kind, srv and srv.address, path, CH64, windows, n, until)
+                res[kind][name] = {k: v for k, v in out.items() if k != "lat"}
+                if srv:
+                    res["memory"].setdefault(name, {})[kind] = srv.mem.peaks[name]
+            finally:
+                if srv:
+                    srv.stop()
+
+    processes_group("many_tools", tools_windows, 4)
+    processes_group("many_clients", clients_windows, 16, 5.0 if quick else 15.0)
     group("scaling", scen_scaling, quick)
     return res
 

@@ -261,19 +261,22 @@ class TileStore:
             a, _ = grid.tile_window(k)
             return DecodeFailed(f"decoding {rec.path} near {a} uUTC failed: {e}")
 
-        def decode_inline(k, chans):
+        def start(k, chans, inline: bool):
+            """Rows (inline) or a future of them; None after publishing the failure."""
             try:
-                rows = self._decode_tile_rows(rec, chans, grid, k, lane, inline=True)
+                return self._decode_tile_rows(rec, chans, grid, k, lane, inline=inline)
             except BaseException as e:  # noqa: BLE001
                 publish(k, chans, exc=failure(e, k))
-                return
-            publish(k, chans, rows)
+                return None
+
+        def decode_inline(k, chans):
+            rows = start(k, chans, True)
+            if rows is not None:
+                publish(k, chans, rows)
 
         def decode_pooled(k, chans):
-            try:
-                f = self._decode_tile_rows(rec, chans, grid, k, lane, inline=False)
-            except BaseException as e:  # noqa: BLE001
-                publish(k, chans, exc=failure(e, k))
+            f = start(k, chans, False)
+            if f is None:
                 return
 
             def done(f, k=k, chans=chans):
