@@ -54,6 +54,7 @@ PUBLISHED_VERSION = "3.1.0"
 T0 = 1_600_000_000_000_000
 S = 1_000_000  # uUTC per second
 TILE_CACHE_MB = 512
+OURS_ENV: dict = {}   # --ours-env KEY=VALUE (experiments; the published run uses defaults)
 sys.path.insert(0, str(ROOT))
 
 # name -> (channels, seconds, Hz); written once, reused by every run.
@@ -199,6 +200,7 @@ class Server:
                   "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"})
         e.update(env or {})
         if kind == "ours":
+            e.update(OURS_ENV)
             cmd, cwd = [sys.executable, "-m", "mef3io_server.server"], str(ROOT)
         elif kind == "published":
             e.pop("PYTHONPATH", None)
@@ -319,12 +321,15 @@ class ServerReader:
         self.client = Mef3Client(address)
         self.opened = set()
 
-    def read(self, path: str, chans: list[str], t0: int, t1: int) -> np.ndarray:
+    def open(self, path: str) -> None:
         if path not in self.opened:
             info = self.client.open_file(path)
             if not info["file_opened"]:
                 raise RuntimeError(f"open failed: {info['error_message']}")
             self.opened.add(path)
+
+    def read(self, path: str, chans: list[str], t0: int, t1: int) -> np.ndarray:
+        self.open(path)
         res = self.client.get_signal_range(path, chans, t0, t1)
         if res["array"] is None:
             raise RuntimeError(res["error_message"])
@@ -340,7 +345,7 @@ class DirectReader:
     def __init__(self, address=None):
         self.readers = {}
 
-    def read(self, path: str, chans: list[str], t0: int, t1: int) -> np.ndarray:
+    def open(self, path: str):
         import mef3io
 
         r = self.readers.get(path)
@@ -348,6 +353,10 @@ class DirectReader:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 r = self.readers[path] = mef3io.Reader(path, warn_declarations=False)
+        return r
+
+    def read(self, path: str, chans: list[str], t0: int, t1: int) -> np.ndarray:
+        r = self.open(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return r.read(chans, int(t0), int(t1), dtype="float32")
@@ -379,8 +388,7 @@ def _proc_worker(target, address, path, chans, windows, barrier, q, until, seed)
     """One client process: wait for the others, read windows, report latencies."""
     try:
         reader = make_reader(target, address)
-        if target != "direct":
-            reader.read(path, chans, windows[0][0], windows[0][0] + S // 4)  # open, connect
+        reader.open(path)                   # open and connect before the clock starts
         barrier.wait()
         lat = []
         nbytes = 0
@@ -431,6 +439,10 @@ def run_processes(target, address, path, chans, windows, n, until=0.0) -> dict:
 
 
 # ------------------------------------------------------------------ scenarios
+
+class _Skip(Exception):
+    pass
+
 
 MAIN = "main_64ch_1h_256Hz"
 CH64 = channel_names(64)
@@ -484,6 +496,7 @@ def scen_paging(reader, q: bool) -> dict:
 
 def scen_single_pass(reader, work_s: float, q: bool) -> dict:
     path = str(rec_path(MAIN))
+    reader.open(path)
     n = 20 if q else 60
     t = time.perf_counter()
     for i in range(n):
@@ -508,6 +521,8 @@ def scen_scaling(reader, q: bool) -> dict:
         ("rate_hz", 32768, "rate_64ch_20s_32kHz", 64, 5, 10),
     ]
     out = []
+    for name in RECORDINGS:
+        reader.open(str(rec_path(name)))
     for axis, value, rec, nch, at, length in cases:
         path = str(rec_path(rec))
         chans = channel_names(nch)
@@ -537,7 +552,7 @@ def direct_decode_s(window_s: float = 60) -> float:
     return statistics.median(ts)
 
 
-def run_all(quick: bool, published_py: str | None) -> dict:
+def run_all(quick: bool, published_py: str | None, only=()) -> dict:
     targets = ["ours"] + (["published"] if published_py else [])
     res: dict = {"ours": {}, "published": {}, "direct": {}, "bare": {}, "memory": {}}
 
@@ -545,6 +560,8 @@ def run_all(quick: bool, published_py: str | None) -> dict:
         return Server(kind, python=published_py)
 
     def group(name, fn, *args, kinds=targets, direct=True):
+        if only and name not in only:
+            return
         for kind in kinds:
             print(f"  {name}: {kind} ...", flush=True)
             srv = server(kind)
@@ -562,12 +579,16 @@ def run_all(quick: bool, published_py: str | None) -> dict:
     print("  latency: bare transport ...", flush=True)
     srv = server("bare")
     try:
+        if only and "latency" not in only:
+            raise _Skip
         r = ServerReader(srv.address)
         path = str(rec_path(MAIN))
         r.read(path, CH64, *win(1800))
         res["bare"]["latency"] = {"warm": summary(
             [timed(r, path, CH64, *win(1800)) for _ in range(30 if quick else 100)])}
         r.close()
+    except _Skip:
+        pass
     finally:
         srv.stop()
     group("paging", scen_paging, quick)
@@ -579,33 +600,23 @@ def run_all(quick: bool, published_py: str | None) -> dict:
     path = str(rec_path(MAIN))
     tools_windows = [win(600 + 10 * i) for i in range(20)]
     clients_windows = [win(10 * i) for i in range(0, 355)]
-    for kind in targets + ["direct"]:
-        print(f"  many_tools: {kind} ...", flush=True)
-        srv = None if kind == "direct" else server(kind)
-        try:
-            if srv:
-                srv.mem.scope("many_tools")
-            out = run_processes(kind, srv and srv.address, path, CH64, tools_windows, 4)
-            res[kind]["many_tools"] = {k: v for k, v in out.items() if k != "lat"}
-            if srv:
-                res["memory"].setdefault("many_tools", {})[kind] = srv.mem.peaks["many_tools"]
-        finally:
-            if srv:
-                srv.stop()
-    for kind in targets + ["direct"]:
-        print(f"  many_clients: {kind} ...", flush=True)
-        srv = None if kind == "direct" else server(kind)
-        try:
-            if srv:
-                srv.mem.scope("many_clients")
-            out = run_processes(kind, srv and srv.address, path, CH64, clients_windows, 16,
-                                until=5.0 if quick else 15.0)
-            res[kind]["many_clients"] = {k: v for k, v in out.items() if k != "lat"}
-            if srv:
-                res["memory"].setdefault("many_clients", {})[kind] = srv.mem.peaks["many_clients"]
-        finally:
-            if srv:
-                srv.stop()
+    def processes_group(name, windows, n, until=0.0):
+        for kind in (targets + ["direct"]) if not only or name in only else []:
+            print(f"  {name}: {kind} ...", flush=True)
+            srv = None if kind == "direct" else server(kind)
+            try:
+                if srv:
+                    srv.mem.scope(name)
+                out = run_processes(kind, srv and srv.address, path, CH64, windows, n, until)
+                res[kind][name] = {k: v for k, v in out.items() if k != "lat"}
+                if srv:
+                    res["memory"].setdefault(name, {})[kind] = srv.mem.peaks[name]
+            finally:
+                if srv:
+                    srv.stop()
+
+    processes_group("many_tools", tools_windows, 4)
+    processes_group("many_clients", clients_windows, 16, 5.0 if quick else 15.0)
     group("scaling", scen_scaling, quick)
     return res
 
@@ -867,7 +878,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes)")
     ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-published", action="store_true", help="skip the published server")
+    ap.add_argument("--only", default="", help="comma-separated groups (latency, paging, "
+                    "single_pass, single_pass_work, many_tools, many_clients, scaling); "
+                    "results go to bench-partial.json, docs are not rewritten")
+    ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for this server (experiments)")
     args = ap.parse_args()
+    OURS_ENV.update(dict(e.split("=", 1) for e in args.ours_env))
     if args.bare_server:
         bare_server_main()
         return
@@ -880,10 +897,22 @@ def main() -> None:
     if py is None:
         print(f"published server skipped: {why}", flush=True)
     mach = machine()
-    res = run_all(args.quick, py)
+    only = tuple(x for x in args.only.split(",") if x)
+    res = run_all(args.quick, py, only)
     res.update({"machine": mach, "quick": args.quick, "published_python": py,
                 "published_skipped": why, "run_s": time.perf_counter() - start,
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
+    if only:
+        (RESULTS / "bench-partial.json").write_text(json.dumps(res, indent=1, default=float))
+        def strip(v):
+            if isinstance(v, dict):
+                return {k: strip(x) for k, x in v.items() if k != "all_s"}
+            if isinstance(v, list):
+                return [strip(x) for x in v]
+            return round(v, 4) if isinstance(v, float) else v
+        print(json.dumps(strip({k: v for k, v in res.items()
+                                if k in ("ours", "published", "direct", "bare", "memory")})))
+        return
     gs = goals(res)
     res["goals"] = gs
     (RESULTS / "bench.json").write_text(json.dumps(res, indent=1, default=float))

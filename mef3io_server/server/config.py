@@ -45,7 +45,8 @@ class Settings:
     # --- decode ---
     use_process_pool: bool = False         # USE_PROCESS_POOL (3.1.0: true; threads measured faster)
     reader_processes: Optional[int] = None  # READER_PROCESSES (None: one per core)
-    prefetch_processes: Optional[int] = None  # PREFETCH_PROCESSES (None: 1)
+    prefetch_processes: Optional[int] = None  # PREFETCH_PROCESSES (None: one per core; 3.1.0:
+                                           # 1. Prefetch tiles are split by channel over them)
     min_parallel_tiles: int = 2            # MIN_PARALLEL_TILES
     decode_threads: int = 0                # DECODE_THREADS: mef3io threads per reader (0: automatic)
     # --- prefetch ---
@@ -81,7 +82,7 @@ class Settings:
 
     @property
     def effective_prefetch_processes(self) -> int:
-        return self.prefetch_processes or 1
+        return self.prefetch_processes or max(1, os.cpu_count() or 1)
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (the dataclass is frozen)."""

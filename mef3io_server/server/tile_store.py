@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
@@ -70,6 +72,11 @@ class TileStore:
         self.stats = StoreStats()
         self._closed = False
         self._memo: dict = {}
+        self._recent_plans: dict[tuple, float] = {}
+        self._stream_ends: dict[tuple, int] = {}
+        # Parallel mef3io reads a foreground tile is split into (one per core,
+        # like the decode workers; 1 disables splitting).
+        self.split_ways = max(1, min(8, os.cpu_count() or 1))
         # Plans prefetches off the request thread (see prefetch_later).
         self._planner = cf.ThreadPoolExecutor(1, thread_name_prefix="prefetch-plan")
 
@@ -254,22 +261,23 @@ class TileStore:
             a, _ = grid.tile_window(k)
             return DecodeFailed(f"decoding {rec.path} near {a} uUTC failed: {e}")
 
-        inline = lane == "fg" and len(jobs) < self.min_parallel_tiles
-        if inline:
-            for k, chans in jobs.items():
-                try:
-                    rows = self._decode_tile_rows(rec, chans, grid, k, lane, inline=True)
-                except BaseException as e:  # noqa: BLE001
-                    publish(k, chans, exc=failure(e, k))
-                    continue
-                publish(k, chans, rows)
-            return
-        for k, chans in jobs.items():
+        def start(k, chans, inline: bool):
+            """Rows (inline) or a future of them; None after publishing the failure."""
             try:
-                f = self._decode_tile_rows(rec, chans, grid, k, lane, inline=False)
+                return self._decode_tile_rows(rec, chans, grid, k, lane, inline=inline)
             except BaseException as e:  # noqa: BLE001
                 publish(k, chans, exc=failure(e, k))
-                continue
+                return None
+
+        def decode_inline(k, chans):
+            rows = start(k, chans, True)
+            if rows is not None:
+                publish(k, chans, rows)
+
+        def decode_pooled(k, chans):
+            f = start(k, chans, False)
+            if f is None:
+                return
 
             def done(f, k=k, chans=chans):
                 exc = f.exception()
@@ -278,6 +286,40 @@ class TileStore:
                 else:
                     publish(k, chans, exc=failure(exc, k))
             f.add_done_callback(done)
+
+        # A tile of many channels is decoded as several mef3io reads of disjoint
+        # channel sets at once (see split_channels): one mef3io read of many
+        # channels does not keep every core busy. Prefetch parts run on the
+        # background lane's workers (PREFETCH_PROCESSES of them).
+        items = [(k, part) for k, chans in jobs.items() for part in self.split_channels(chans)]
+        if lane == "fg" and len(items) < self.min_parallel_tiles:
+            for k, part in items:
+                decode_inline(k, part)
+            return
+        if lane == "fg":
+            # All but the first go to the lane's workers; the first is decoded
+            # in this (already waiting) thread, which saves a hand-off.
+            for k, part in items[1:]:
+                decode_pooled(k, part)
+            decode_inline(*items[0])
+            return
+        for k, part in items:
+            decode_pooled(k, part)
+
+    #: Fewest channels worth their own mef3io read when a tile is split.
+    SPLIT_MIN_CHANNELS = 8
+
+    def split_channels(self, chans: list[ChannelInfo]) -> list[list[ChannelInfo]]:
+        """``chans`` cut into up to ``split_ways`` contiguous parts of >= SPLIT_MIN_CHANNELS.
+
+        Measured (docs/benchmarks.md): on 2 cores, 64 channels x 10 s at 256 Hz
+        decode in ~30 ms as two 32-channel reads at once against ~50 ms as one.
+        """
+        ways = min(self.split_ways, len(chans) // self.SPLIT_MIN_CHANNELS)
+        if ways <= 1:
+            return [chans]
+        step = -(-len(chans) // ways)
+        return [chans[i:i + step] for i in range(0, len(chans), step)]
 
     # ------------------------------------------------------------ windows
 
@@ -377,10 +419,17 @@ class TileStore:
         plan = tg.plan_window(grid, t0, n, j0, j1)
         group = [chans[i] for i in idxs]
         tiles = self.fetch_tiles(rec, group, grid, [p.tile for p in plan.pieces], lane)
+        # Rows idxs[0] .. idxs[-1] in order (the usual case): one np.stack per
+        # piece straight into the output, instead of one assignment per channel.
+        rows = slice(idxs[0], idxs[-1] + 1) if idxs[-1] - idxs[0] + 1 == len(idxs) else None
         for p in plan.pieces:
             o0, o1 = p.out_start - j0, p.out_stop - j0
+            a, b, k = p.tile_start, p.tile_stop, p.tile
+            if rows is not None and len(group) > 1:
+                np.stack([tiles[(ch.name, k)][a:b] for ch in group], out=out[rows, o0:o1])
+                continue
             for i, ch in zip(idxs, group):
-                out[i, o0:o1] = tiles[(ch.name, p.tile)][p.tile_start:p.tile_stop]
+                out[i, o0:o1] = tiles[(ch.name, k)][a:b]
 
     # ------------------------------------------------------------ prefetch
 
@@ -416,11 +465,13 @@ class TileStore:
         return started
 
     def prefetch(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
-                 t0: int, t1: int) -> int:
+                 t0: int, t1: int, extra_ahead: int = 0) -> int:
         """Warm ``PREFETCH_AHEAD_WINDOWS`` windows after and ``..._BEHIND_...`` before ``[t0, t1)``.
 
         Windows are of the request's own size, clipped to the recording; tiles
-        cached or being decoded are skipped. Returns how many tile decodes started.
+        cached or being decoded are skipped. ``extra_ahead``: more windows ahead
+        for a steady reader (see :meth:`prefetch_later`), as many as fit in the
+        per-request budget. Returns how many tile decodes started.
         """
         if (self.prefetch_ahead <= 0 and self.prefetch_behind <= 0) or t1 <= t0:
             return 0
@@ -428,11 +479,14 @@ class TileStore:
         n = tg.samples_in_window(t0, t1, fs)
         # Never prefetch more than a quarter of the cache budget per request.
         budget = self.cache.max_bytes // 4
-        need = n * len(chans) * 4 * (self.prefetch_ahead + self.prefetch_behind)
+        window_bytes = n * len(chans) * 4
+        need = window_bytes * (self.prefetch_ahead + self.prefetch_behind)
         if need > budget:
             return 0
+        room = (budget - need) // max(1, window_bytes)
+        ahead = self.prefetch_ahead + max(0, min(extra_ahead, room))
         started = 0
-        offsets = [i for i in range(1, self.prefetch_ahead + 1)] + \
+        offsets = [i for i in range(1, ahead + 1)] + \
                   [-i for i in range(1, self.prefetch_behind + 1)]
         for (grid, native), idxs in self.plan_groups(rec, chans, fs).items():
             group = [chans[i] for i in idxs]
@@ -468,20 +522,41 @@ class TileStore:
                        t0: int, t1: int) -> cf.Future:
         """:meth:`prefetch` on the planner thread: the caller (a read about to send
         its last chunk) does not wait for the planning. Returns its future."""
+        done: cf.Future = cf.Future()
+        done.set_result(0)
         if self._closed:
-            done: cf.Future = cf.Future()
-            done.set_result(0)
             return done
+        # A reader repeating the same window (a viewer redrawing) needs no new
+        # plan each time: the same prefetch is planned at most every 0.5 s.
+        key = (rec.key, rec.generation, float(fs), t0, t1, len(chans),
+               chans[0].name if chans else "", chans[-1].name if chans else "")
+        now = time.monotonic()
+        if now - self._recent_plans.get(key, -1.0) < 0.5:
+            return done
+        if len(self._recent_plans) > 1024:
+            self._recent_plans.clear()
+        self._recent_plans[key] = now
+        # A steady reader (this window starts where a window of the same size and
+        # channels ended) gets STEADY_EXTRA_AHEAD more windows ahead, so decode
+        # keeps ahead of it on every core (docs/benchmarks.md).
+        stream = key[:2] + (float(fs), t1 - t0) + key[5:]
+        steady = self._stream_ends.get(stream) == t0 and self.prefetch_ahead > 0
+        if len(self._stream_ends) > 1024:
+            self._stream_ends.clear()
+        self._stream_ends[stream] = t1
+        extra = self.STEADY_EXTRA_AHEAD if steady else 0
         try:
-            return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1)
+            return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1,
+                                        extra)
         except RuntimeError:        # shut down under us
-            done = cf.Future()
-            done.set_result(0)
             return done
 
-    def _prefetch_quietly(self, rec, chans, fs, t0, t1) -> int:
+    #: Windows prefetched beyond PREFETCH_AHEAD_WINDOWS for a steady reader.
+    STEADY_EXTRA_AHEAD = 2
+
+    def _prefetch_quietly(self, rec, chans, fs, t0, t1, extra_ahead=0) -> int:
         try:
-            return self.prefetch(rec, chans, fs, t0, t1)
+            return self.prefetch(rec, chans, fs, t0, t1, extra_ahead)
         except Exception:  # noqa: BLE001 - prefetch is best effort
             log.debug("prefetch failed", exc_info=True)
             return 0
