@@ -8,7 +8,9 @@ Two interchangeable implementations sit behind :class:`Decoder`:
 * :class:`ProcessDecoder` (``USE_PROCESS_POOL=true``) decodes in worker
   processes, each holding its own mef3io reader per file, as the published
   server does. A worker that dies (killed, crashed) breaks only its pool: the
-  pool is rebuilt and the decode retried once, then failed with a clear error.
+  pool is rebuilt and the decode retried (``DECODE_RETRIES`` times: one kill
+  fails every decode queued on that pool, and a second may hit the retry),
+  then failed with a clear error.
 
 Both have two lanes: ``"fg"`` for reads a client is waiting on and ``"bg"`` for
 prefetch, with separate workers, so prefetch can never starve a foreground read.
@@ -36,6 +38,7 @@ from .errors import DecodeFailed
 log = logging.getLogger("mef3io_server.decode")
 
 LANES = ("fg", "bg")
+DECODE_RETRIES = 2      # ProcessDecoder: re-submissions after a worker death
 
 
 @dataclass(frozen=True)
@@ -166,16 +169,31 @@ def _worker_init(parent_pid: int, n_threads: int) -> None:
     global _WORKER_THREADS
     _WORKER_THREADS = n_threads
 
+    # Under forkserver a worker's parent is the fork server, not the server
+    # (``parent_pid``): exit when that parent changes (the fork server exits
+    # with the server) or the server process is gone.
+    first_parent = os.getppid()
+
     def watch():
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent_pid:
+            if os.getppid() != first_parent or not _alive(parent_pid):
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 _WORKER_THREADS = 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
@@ -191,7 +209,7 @@ def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
     return read_window(reader, channels, t0, t1)
 
 
-def _worker_noop() -> int:
+def _worker_noop(_index: int = 0) -> int:
     return os.getpid()
 
 
@@ -204,6 +222,9 @@ class ProcessDecoder(Decoder):
         self._sizes = {"fg": max(1, fg_workers), "bg": max(1, bg_workers)}
         self._n_threads = n_threads
         self._ctx = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that already imported these: a pool rebuilt
+        # after a worker died serves again in milliseconds, not an import later.
+        self._ctx.set_forkserver_preload(["numpy", "mef3io", __name__])
         self._lock = threading.Lock()
         self._pools: dict[str, cf.ProcessPoolExecutor] = {}
         self._restarts = 0
@@ -260,11 +281,23 @@ class ProcessDecoder(Decoder):
                     attempt(tries_left - 1)
                 else:
                     outer.set_exception(DecodeFailed(
-                        "a decode worker process died and the retry failed too"))
+                        f"a decode worker process died and {DECODE_RETRIES} retries failed too"))
                 return
 
             def done(f: cf.Future):
-                exc = f.exception()
+                try:
+                    settle(f)
+                except BaseException as e:  # noqa: BLE001 - never leave a caller waiting
+                    if not outer.done():
+                        outer.set_exception(DecodeFailed(f"decoding failed: {e}"))
+
+            def settle(f: cf.Future):
+                # A rebuild shuts the broken pool down with cancel_futures=True:
+                # a cancelled decode died with its pool, like a BrokenProcessPool.
+                # (f.exception() would raise CancelledError here, in a callback
+                # whose errors are swallowed, and leave ``outer`` unresolved.)
+                exc = BrokenProcessPool("cancelled by a pool rebuild") if f.cancelled() \
+                    else f.exception()
                 if exc is None:
                     with self._lock:
                         self._decodes += 1
@@ -277,12 +310,12 @@ class ProcessDecoder(Decoder):
                     else:
                         outer.set_exception(DecodeFailed(
                             "a decode worker process died while decoding this window, "
-                            "and again on the retry"))
+                            f"and again on {DECODE_RETRIES} retries"))
                 else:
                     outer.set_exception(DecodeFailed(f"decoding failed: {exc}"))
             fut.add_done_callback(done)
 
-        attempt(1)
+        attempt(DECODE_RETRIES)
         return outer
 
     def worker_pids(self) -> list[int]:
