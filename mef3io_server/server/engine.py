@@ -474,6 +474,10 @@ class Engine:
         if t0 is not None and t1 is not None and t1 <= t0:
             raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
                              f"end_uutc={t1}")
+        if len(channel_names) > self.settings.max_channels_per_read:
+            raise ResourceLimit(f"{len(channel_names)} channels in one envelope request; the "
+                                f"limit is {self.settings.max_channels_per_read} "
+                                "(MAX_CHANNELS_PER_READ)")
         rec, _ = self._read_context(client_id, client_path)
         yield from self._tracked(rec, self._envelope_rows(rec, channel_names, t0, t1,
                                                           client_path))

@@ -73,7 +73,8 @@ def minmaxlttb_indices(y: np.ndarray, n_out: int, minmax_ratio: int = 4) -> np.n
     """Indices of ``n_out`` samples of 1-D ``y`` chosen by MinMaxLTTB (tsdownsample).
 
     NaN samples are never chosen unless the whole input is NaN. The first and
-    last finite samples, and the overall minimum and maximum, are kept.
+    last finite samples, and the overall minimum and maximum, are kept (with
+    ``n_out == 1``: whichever extreme lies farther from the mean).
     """
     from tsdownsample import MinMaxLTTBDownsampler
 
@@ -91,6 +92,9 @@ def minmaxlttb_indices(y: np.ndarray, n_out: int, minmax_ratio: int = 4) -> np.n
             if n_out > finite.size else np.zeros(0, dtype=np.int64)
         return np.sort(np.concatenate([finite, extra]))
     yf = y[finite].astype(np.float64, copy=False)
+    if n_out == 1:
+        # One point cannot keep both extremes: keep the one farther from the mean.
+        return finite[[int(np.argmax(np.abs(yf - yf.mean())))]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if n_out >= 3:
