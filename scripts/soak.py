@@ -325,7 +325,7 @@ def run(args) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=300.0, help="seconds of load")
@@ -340,7 +340,11 @@ def main(argv=None) -> int:
     ap.add_argument("--session", action="append", help="use these sessions (repeatable)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     ap.add_argument("--out", help="write the figures here (JSON)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     fig = run(args)
     text = json.dumps(fig, indent=1)
     if args.out:

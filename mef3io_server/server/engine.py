@@ -561,9 +561,11 @@ class Engine:
                 except Exception:  # noqa: BLE001 - the refresher must never die
                     log.exception("background change check of %s failed", rec.path)
 
+
 def _offset_us(j: int, fs: float) -> int:
     """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""
     return tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))
+
 
 class _TrackedChunks:
     """An iterator over a read's chunks that holds its recording open until done.
