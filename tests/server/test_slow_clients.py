@@ -81,6 +81,8 @@ def test_slow_reader_of_a_huge_window_keeps_server_memory_bounded(big, start_ser
     channel.close()
     assert server.stop() == 0, server.stderr_text()[-2000:]    # drains and exits cleanly
     sent = 25 * len(first.tobytes())
+    print("slow-reader RSS over base (MB) per chunk:", [round((r - base) / MB) for r in rss],
+          "answer", round(answer_bytes / MB), "MB; sent", round(sent / MB), "MB")
     # The server holds a few chunks and tiles, not the answer (~85 MB) nor what
     # it has sent (~60 MB): memory is flat once the first chunks are out.
     assert max(rss) - base < answer_bytes / 3, [round((r - base) / MB) for r in rss]
