@@ -110,8 +110,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     fig = {"corrupt_blocks": corrupt_sweep(args.flips, args.window)}
     fig["worker_kills"] = soak.run(soak.build_parser().parse_args([
-        "--clients", str(args.clients), "--duration", str(args.duration), "--sessions", "2",
-        "--channels", "8", "--seconds", "300", "--tile-cache-mb", "16",
+        # 3 x 8 channels x 600 s at 512 Hz = 29 MB of float32 over a 4 MB cache:
+        # reads keep decoding, so there are always workers to kill.
+        "--clients", str(args.clients), "--duration", str(args.duration), "--sessions", "3",
+        "--channels", "8", "--seconds", "600", "--tile-cache-mb", "4",
         "--kill-workers", str(args.kill_every)]))
     fig["worker_kills"].pop("rss_samples", None)
     text = json.dumps(fig, indent=1)

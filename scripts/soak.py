@@ -7,8 +7,9 @@ seconds, and reports:
 
 * calls completed and errors per kind of call (goal: zero errors),
 * p50 / p99 latency per kind (seconds, wall clock at the client),
-* server memory over time: RSS of the server and its child processes (bytes),
-  sampled every second (goal: flat, within TILE_CACHE_MB + 250 MB),
+* server memory over time: PSS of the server and its child processes (bytes;
+  shared pages split between them), sampled every second (goal: flat, within
+  TILE_CACHE_MB + 250 MB),
 * open file descriptors and threads of the server before the load and after
   it (clients gone, their sessions closed).
 
@@ -110,18 +111,23 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
 
 
 def server_figures(pid: int) -> dict:
-    """RSS (server + children, bytes), fds and threads of the server process."""
+    """Memory (server + children, bytes), fds and threads of the server process.
+
+    ``rss_bytes`` sums the PSS of the server and its children (decode workers,
+    fork server): pages they share after fork are counted once, split between
+    them, where a sum of RSS would count them in every process.
+    """
     import psutil
 
     p = psutil.Process(pid)
     procs = [p] + p.children(recursive=True)
-    rss = 0
+    total = 0
     for q in procs:
         try:
-            rss += q.memory_info().rss
+            total += getattr(q.memory_full_info(), "pss", None) or q.memory_info().rss
         except psutil.Error:
             pass
-    return {"rss_bytes": rss, "server_rss_bytes": p.memory_info().rss,
+    return {"rss_bytes": total, "server_rss_bytes": p.memory_info().rss,
             "fds": p.num_fds(), "threads": p.num_threads(), "children": len(procs) - 1}
 
 

@@ -30,7 +30,7 @@ def check_figures(fig: dict, *, max_threads_growth: int) -> None:
     assert fig["calls"] > 100
     assert fig["errors"] == 0, fig["error_samples"]
     assert fig["still_serving"] is True
-    # Memory: the whole server (children too) within TILE_CACHE_MB + 250 MB.
+    # Memory: the whole server (children too, PSS) within TILE_CACHE_MB + 250 MB.
     assert fig["rss_max_bytes"] <= fig["rss_limit_bytes"], fig["rss_max_bytes"] / MB
     before, after = fig["server_before"], fig["server_after"]
     # Handles back to the start (a few sockets of the final check may linger).
@@ -51,9 +51,9 @@ def test_soak_short_threads(tmp_path):
 def test_soak_short_process_pool_with_worker_kills(tmp_path):
     """Decode workers SIGKILLed every 2 s: the pool is rebuilt, reads retried, no errors."""
     fig = run_soak(tmp_path, "--clients", "6", "--duration", "25", "--sessions", "2",
-                   "--channels", "8", "--seconds", "240", "--tile-cache-mb", "8",
+                   "--channels", "8", "--seconds", "600", "--tile-cache-mb", "4",
                    "--kill-workers", "2")
-    assert len(fig["worker_kills"]) >= 3
+    assert len(fig["worker_kills"]) >= 5
     # A read may fail cleanly when every retry dies too; none may fail otherwise.
     assert fig["fault_errors"] <= len(fig["worker_kills"])
     check_figures(fig, max_threads_growth=16 + 8)
