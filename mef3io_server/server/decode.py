@@ -8,7 +8,9 @@ Two interchangeable implementations sit behind :class:`Decoder`:
 * :class:`ProcessDecoder` (``USE_PROCESS_POOL=true``) decodes in worker
   processes, each holding its own mef3io reader per file, as the published
   server does. A worker that dies (killed, crashed) breaks only its pool: the
-  pool is rebuilt and the decode retried once, then failed with a clear error.
+  pool is rebuilt and the decode retried (``DECODE_RETRIES`` times: one kill
+  fails every decode queued on that pool, and a second may hit the retry),
+  then failed with a clear error.
 
 Both have two lanes: ``"fg"`` for reads a client is waiting on and ``"bg"`` for
 prefetch, with separate workers, so prefetch can never starve a foreground read.
@@ -36,6 +38,7 @@ from .errors import DecodeFailed
 log = logging.getLogger("mef3io_server.decode")
 
 LANES = ("fg", "bg")
+DECODE_RETRIES = 2      # ProcessDecoder: re-submissions after a worker death
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,9 @@ class ProcessDecoder(Decoder):
         self._sizes = {"fg": max(1, fg_workers), "bg": max(1, bg_workers)}
         self._n_threads = n_threads
         self._ctx = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that already imported these: a pool rebuilt
+        # after a worker died serves again in milliseconds, not an import later.
+        self._ctx.set_forkserver_preload(["numpy", "mef3io", __name__])
         self._lock = threading.Lock()
         self._pools: dict[str, cf.ProcessPoolExecutor] = {}
         self._restarts = 0
@@ -278,7 +284,7 @@ class ProcessDecoder(Decoder):
                     attempt(tries_left - 1)
                 else:
                     outer.set_exception(DecodeFailed(
-                        "a decode worker process died and the retry failed too"))
+                        f"a decode worker process died and {DECODE_RETRIES} retries failed too"))
                 return
 
             def done(f: cf.Future):
@@ -299,12 +305,12 @@ class ProcessDecoder(Decoder):
                     else:
                         outer.set_exception(DecodeFailed(
                             "a decode worker process died while decoding this window, "
-                            "and again on the retry"))
+                            f"and again on {DECODE_RETRIES} retries"))
                 else:
                     outer.set_exception(DecodeFailed(f"decoding failed: {exc}"))
             fut.add_done_callback(done)
 
-        attempt(1)
+        attempt(DECODE_RETRIES)
         return outer
 
     def worker_pids(self) -> list[int]:

@@ -117,6 +117,7 @@ class Engine:
         self._draining = False
         self._sweeper: Optional[threading.Thread] = None
         self._retired: list[Recording] = []    # superseded versions still being read
+        self._refresher: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -159,6 +160,10 @@ class Engine:
         self._sweeper = threading.Thread(target=self._sweep_loop, args=(interval,),
                                          name="sweeper", daemon=True)
         self._sweeper.start()
+        if self.settings.refresh_interval_s > 0:
+            self._refresher = threading.Thread(target=self._refresh_loop, name="refresher",
+                                               daemon=True)
+            self._refresher.start()
 
     def _sweep_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -184,6 +189,8 @@ class Engine:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
         self.store.close()
         self.sessions.close_all()
         self.decoder.close()
@@ -280,7 +287,7 @@ class Engine:
         channel's old end; any other change drops every tile of the file.
         """
         now = self._clock()
-        if not force and now - rec.last_checked < self.settings.refresh_interval_s:
+        if not force and now - rec.last_checked < self._check_interval(rec):
             return rec
         lock = self._refresh_locks.setdefault(rec.path, threading.Lock())
         with lock:
@@ -487,6 +494,10 @@ class Engine:
         if t0 is not None and t1 is not None and t1 <= t0:
             raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
                              f"end_uutc={t1}")
+        if len(channel_names) > self.settings.max_channels_per_read:
+            raise ResourceLimit(f"{len(channel_names)} channels in one envelope request; the "
+                                f"limit is {self.settings.max_channels_per_read} "
+                                "(MAX_CHANNELS_PER_READ)")
         rec, _ = self._read_context(client_id, client_path)
         yield from self._tracked(rec, self._envelope_rows(rec, channel_names, t0, t1,
                                                           client_path))
@@ -612,6 +623,35 @@ class Engine:
         if h and (local == h or local.startswith(h + "/")):
             return local[len(h):] or "/"
         return local
+    # ------------------------------------------------------------ background change checks
+
+    REFRESH_COST_FACTOR = 20    # re-check a recording at most every 20x what its check costs
+
+    def _check_interval(self, rec: Recording) -> float:
+        """Seconds between change checks of ``rec``: ``REFRESH_INTERVAL_S``, or longer
+        for sessions of so many files that a check (one stat per file) costs more
+        than 1/20 of the interval (e.g. ~0.2 s for 7 000 files -> every ~4 s)."""
+        base = self.settings.refresh_interval_s
+        return base if base <= 0 else max(base, self.REFRESH_COST_FACTOR * rec.check_cost_s)
+
+    def _refresh_loop(self) -> None:
+        """Re-check open recordings in the background, so no request pays for the stats.
+
+        Requests still re-check a recording whose last check is older than its
+        interval (this thread may lag), so correctness never depends on it.
+        """
+        base = self.settings.refresh_interval_s
+        while not self._stop.wait(base / 2):
+            for rec in self.sessions.open_recordings():
+                if self._stop.is_set():
+                    return
+                try:
+                    if self._clock() - rec.last_checked >= self._check_interval(rec):
+                        self._refreshed(rec)
+                except ServerError:
+                    pass            # vanished or unreadable: _refreshed dropped it already
+                except Exception:  # noqa: BLE001 - the refresher must never die
+                    log.exception("background change check of %s failed", rec.path)
 
 
 def _offset_us(j: int, fs: float) -> int:

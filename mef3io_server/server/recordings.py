@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -141,7 +142,9 @@ class Recording:
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
+        start = time.perf_counter()
         self.signature = session_signature(path)
+        self.check_cost_s = time.perf_counter() - start    # seconds one change check takes
         self.tail_marks = tail_marks(path, self.signature)
         try:
             self.reader = open_reader(path, self._password, decode_threads)
@@ -286,10 +289,13 @@ class Recording:
 
     def changed_on_disk(self) -> bool:
         """True when the session's files differ from when this recording was opened."""
+        start = time.perf_counter()
         try:
             return session_signature(self.path) != self.signature
         except OSError:
             return True
+        finally:
+            self.check_cost_s = time.perf_counter() - start
 
     def data_kept_on_disk(self) -> bool:
         """True when every ``.tdat`` seen at open still holds the same bytes (maybe more).

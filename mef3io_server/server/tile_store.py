@@ -256,10 +256,8 @@ class TileStore:
                         self.stats.prefetch_tiles_decoded += len(chans)
 
         def failure(e: BaseException, k: int) -> BaseException:
-            if isinstance(e, DecodeFailed):
-                return e
-            a, _ = grid.tile_window(k)
-            return DecodeFailed(f"decoding {rec.path} near {a} uUTC failed: {e}")
+            a, b = grid.tile_window(k)
+            return decode_failure(rec, [c.name for c in jobs[k]], a, b, e)
 
         def start(k, chans, inline: bool):
             """Rows (inline) or a future of them; None after publishing the failure."""
@@ -410,10 +408,8 @@ class TileStore:
     def _direct(self, rec, chans, a, b, lane) -> np.ndarray:
         try:
             return self.decoder.decode(rec.source, [c.name for c in chans], a, b, lane)
-        except DecodeFailed:
-            raise
         except Exception as e:  # noqa: BLE001
-            raise DecodeFailed(f"decoding {rec.path} [{a}, {b}) failed: {e}") from e
+            raise decode_failure(rec, [c.name for c in chans], a, b, e) from e
 
     def _fill(self, rec, chans, grid, idxs, t0, n, j0, j1, out, lane) -> None:
         plan = tg.plan_window(grid, t0, n, j0, j1)
@@ -560,3 +556,29 @@ class TileStore:
         except Exception:  # noqa: BLE001 - prefetch is best effort
             log.debug("prefetch failed", exc_info=True)
             return 0
+
+
+def decode_failure(rec: Recording, names: Sequence[str], a: int, b: int,
+                   exc: BaseException) -> DecodeFailed:
+    """A :class:`DecodeFailed` naming the recording, channels and window ``[a, b)`` uUTC.
+
+    mef3io refuses a damaged block as a whole (e.g. ``CrcError: RED block CRC
+    mismatch``), so the client learns where: which channels, which stretch of
+    time (uUTC and ISO 8601 UTC), and what mef3io said.
+    """
+    import datetime as _dt
+
+    def iso(t: int) -> str:
+        try:
+            return _dt.datetime.fromtimestamp(t / 1e6, _dt.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+        except (OverflowError, OSError, ValueError):
+            return "?"
+
+    shown = ", ".join(list(names)[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+    reason = str(exc)
+    if isinstance(exc, DecodeFailed) and reason.startswith("decoding failed: "):
+        reason = reason[len("decoding failed: "):]
+    kind = "" if isinstance(exc, DecodeFailed) else f"{type(exc).__name__}: "
+    return DecodeFailed(f"decoding channel {shown} of {rec.path} in [{a}, {b}) uUTC "
+                        f"({iso(a)} to {iso(b)}) failed: {kind}{reason}")

@@ -244,3 +244,16 @@ def test_readers_never_fail_while_a_writer_appends(tmp_path, server, client_fact
     # Data before the first append never changed: every read must equal mef3io's.
     for t0, t1, arr in results[::max(1, len(results) // 20)]:
         assert np.array_equal(arr, direct_read(path, ["a", "b"], t0, t1), equal_nan=True)
+
+
+def test_append_noticed_without_any_call(tmp_path, server, client_factory):
+    """The background refresher re-checks open recordings; no request needs to trigger it."""
+    path = write_session(tmp_path / "bg.mefd", {"a": random_walk(int(20 * FS), 1)})
+    c = client_factory(server.address)
+    c.open_file(str(path))
+    append(path, {"a": random_walk(int(5 * FS), 2)}, T0 + 20 * SEC)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "appended" not in server.stderr_text():
+        time.sleep(0.1)
+    assert "changed on disk (appended)" in server.stderr_text()
+    assert c.get_file_info(str(path))["end_uutc"] == T0 + 25 * SEC
