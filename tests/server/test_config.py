@@ -201,7 +201,7 @@ def test_ttl_zero_or_empty_disables():
 def test_effective_process_counts():
     s = load_settings({})
     assert s.effective_reader_processes == max(1, os.cpu_count() or 1)
-    assert s.effective_prefetch_processes == 1
+    assert s.effective_prefetch_processes == max(1, os.cpu_count() or 1)
     s = load_settings({"READER_PROCESSES": "3", "PREFETCH_PROCESSES": "2"})
     assert (s.effective_reader_processes, s.effective_prefetch_processes) == (3, 2)
 
