@@ -27,7 +27,7 @@ from .decode import Decoder, Source, make_decoder
 from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
 from .paths import PathResolver
 from .recordings import ChannelInfo, Recording
-from .reduction import reduce_to_points
+from .reduction import PointReducer
 from .sessions import DEFAULT_CLIENT, Session, SessionRegistry
 from .tile_cache import TileCache
 from .tile_store import TileStore
@@ -367,8 +367,12 @@ class Engine:
         if len(channel_names) > self.settings.max_channels_per_read:
             raise ResourceLimit(f"{len(channel_names)} channels in one read; the limit is "
                                 f"{self.settings.max_channels_per_read} (MAX_CHANNELS_PER_READ)")
-        if n_points is not None and n_points < 1:
-            raise BadRequest(f"n_points must be at least 1, not {n_points}")
+        if n_points is not None:
+            if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)):
+                raise BadRequest(f"n_points must be a whole number of points, not {n_points!r}")
+            if n_points < 1:
+                raise BadRequest(f"n_points must be at least 1 (points per channel), "
+                                 f"not {n_points}")
         rec, session = self._read_context(client_id, client_path)
         chans = rec.resolve_channels(channel_names)
         cache_fs = session.cache_fs if session else None
@@ -425,31 +429,39 @@ class Engine:
 
     def _read_points(self, rec, session, chans, names, fs, t0, t1, n_points, client_path
                      ) -> SignalRead:
-        """``n_points`` reads: MinMaxLTTB over the cheapest level with detail to spare."""
-        # Source level: the session's reduced tiles when they hold >= 2x n_points,
-        # else the native rate.
+        """``n_points`` reads: one MinMaxLTTB point per evenly spaced bucket, streamed.
+
+        Source level: the session's served rate ``fs`` (its ``cache_fs``
+        tiles) when the window holds at least ``2 * n_points`` samples there,
+        else the channels' native rate (when they share one; mixed native
+        rates stay at ``fs``). The source window streams chunk by chunk
+        through :class:`.reduction.PointReducer` (at most
+        ``POINTS_SOURCE_MB`` of source samples at once), so a day of many
+        channels never sits in memory. Output point ``k`` is a real sample of
+        source bucket ``k`` (samples ``[floor(k*N/n), floor((k+1)*N/n))`` of
+        the ``N``-sample source window), NaN when that bucket holds no data;
+        ``fs = n_points / window_seconds``.
+        """
         src_fs = fs
-        native = [c.fs for c in chans]
-        if fs < max(native) and tg.samples_in_window(t0, t1, fs) < 2 * n_points:
-            if len(set(native)) == 1:
-                src_fs = native[0]
+        native = {c.fs for c in chans}
+        if fs < max(native) and tg.samples_in_window(t0, t1, fs) < 2 * n_points \
+                and len(native) == 1:
+            src_fs = native.pop()
         n_src = tg.samples_in_window(t0, t1, src_fs)
-        limit = self.settings.max_read_bytes
-        if n_src * len(chans) * 4 > limit:
-            raise ResourceLimit(
-                f"an n_points read of this window needs {n_src} samples x {len(chans)} channels "
-                f"in memory, over MAX_READ_MB; narrow the window or open with cache_fs")
         out_fs = n_points / ((t1 - t0) / 1e6)
+        q = tg.exact_period_samples(src_fs) or 1
+        per = tg.chunk_samples(len(chans), self.settings.points_source_bytes, multiple_of=q)
+        with self._gen_lock:
+            self.counters.reads += 1
 
         def chunks():
-            per = max(1, n_src)
-            whole = np.empty((len(chans), n_src), dtype=np.float32)
-            for j0, j1, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per):
-                whole[:, j0:j1] = rows
-            reduced = reduce_to_points(whole, n_points)
+            reducer = PointReducer(len(chans), n_src, n_points)
+            for _, _, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per,
+                                                     limit_bytes=False):
+                reducer.feed(rows)
+            _, reduced = reducer.result()
             self._prefetch(rec, chans, src_fs, t0, t1)
             with self._gen_lock:
-                self.counters.reads += 1
                 self.counters.bytes_served += reduced.nbytes
             per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
             for j0, j1 in tg.chunk_bounds(n_points, per_chunk):

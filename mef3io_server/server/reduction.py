@@ -68,7 +68,7 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
     else:
         # Pad short buckets by repeating their own last sample: that never
         # changes a bucket's extremes nor where they first occur.
-        last = np.maximum(starts + widths - 1, starts)
+        last = np.minimum(np.maximum(starts + widths - 1, starts), x.shape[1] - 1)
         cols = np.minimum(starts[:, None] + np.arange(W, dtype=np.int64)[None, :], last[:, None])
         v = np.take(x, cols.T if narrow else cols, axis=1)
     # Narrow buckets are laid out (rows, W, buckets), wide ones (rows, buckets, W).

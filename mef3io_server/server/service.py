@@ -137,7 +137,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             t1 = request.end_uutc if request.HasField("end_uutc") else None
             for name, env in self.engine.envelope(cid, path, list(request.channel_names), t0, t1):
                 n = len(env["start_uutc"])
-                step = ENVELOPE_ROWS_PER_MESSAGE
+                step = self.engine.settings.envelope_rows_per_message
                 for i in range(0, max(n, 1), step):
                     yield pb2.ChannelEnvelope(
                         file_path=path, channel_name=name,
