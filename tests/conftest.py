@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT.parent / "shared" / "golden"
+GOLDEN = Path(os.environ.get("MEF3IO_GOLDEN_DIR") or ROOT.parent / "shared" / "golden")
 T0 = 1_600_000_000_000_000   # 2020-09-13, a round uUTC
 
 

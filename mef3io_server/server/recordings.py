@@ -204,7 +204,7 @@ class Recording:
                 # Whole MEF blocks of the channel, expressed at the served rate.
                 block = max(1, int(round(ch.block_samples * served_fs / ch.fs)))
                 if served_fs < ch.fs and block % 2:
-                    block += 1
+                    block *= 2      # min-max pairs: two whole blocks, never a split one
             L = tg.choose_tile_samples(self._tile_duration_s, served_fs, block)
             if served_fs < ch.fs and L % 2:
                 L += 1      # min-max reduction produces pairs
