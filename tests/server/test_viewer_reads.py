@@ -62,17 +62,22 @@ def reduced_reference(path, ch: str, fs: float, cache_fs: float, start: int, t0:
     assert r * cache_fs == fs
     M = round_half_up(Fraction(t0 - start) * Fraction(cache_fs) / 10**6)
     n = samples_in_window(t0, t1, cache_fs)
-    pairs = (M + n) // 2 + 1
-    native = direct_read(path, [ch], start, start + int(pairs * 2 * r * 10**6 / fs))[0]
-    native = native[:pairs * 2 * r].reshape(pairs, 2 * r)
-    out = np.full(2 * pairs, np.nan, dtype=np.float32)
-    for p in range(pairs):
-        seg = native[p]
-        if not np.isfinite(seg).any():
-            continue
-        i, j = int(np.nanargmin(seg)), int(np.nanargmax(seg))
-        out[2 * p:2 * p + 2] = (seg[min(i, j)], seg[max(i, j)])
-    return out[M:M + n]
+    pairs = max(0, (M + n) // 2 + 1)
+    series = np.full(2 * pairs, np.nan, dtype=np.float32)
+    if pairs:
+        native = direct_read(path, [ch], start, start + int(pairs * 2 * r * 10**6 / fs))[0]
+        native = native[:pairs * 2 * r].reshape(pairs, 2 * r)
+        for p in range(pairs):
+            seg = native[p]
+            if not np.isfinite(seg).any():
+                continue
+            i, j = int(np.nanargmin(seg)), int(np.nanargmax(seg))
+            series[2 * p:2 * p + 2] = (seg[min(i, j)], seg[max(i, j)])
+    out = np.full(n, np.nan, dtype=np.float32)     # before the channel's start: NaN
+    lo = max(M, 0)
+    if M + n > lo:
+        out[lo - M:] = series[lo:M + n]
+    return out
 
 
 def assert_points(answer: np.ndarray, source: np.ndarray, n_points: int) -> None:
@@ -367,3 +372,63 @@ def test_respect_mef_blocks_on_gaps_and_uneven_blocks(blocky, block_server, clie
     assert got["fs"] == 64.0
     assert np.array_equal(got["array"][0], reduced_reference(blocky, "x", FS, 64, T0, t0, t1),
                           equal_nan=True)
+
+
+# ------------------------------------------------------------------ any window, any rate
+
+@pytest.fixture(scope="module")
+def engine():
+    from mef3io_server.server.config import load_settings
+    from mef3io_server.server.engine import Engine
+
+    e = Engine(load_settings({"TILE_CACHE_MB": "64", "PREFETCH_AHEAD_WINDOWS": "0",
+                              "PREFETCH_BEHIND_WINDOWS": "0"}))
+    yield e
+    e.close()
+
+
+def _joined(read) -> np.ndarray:
+    parts = [rows for _, _, _, rows in read.chunks]
+    return np.concatenate(parts, axis=1)
+
+
+def test_exact_lengths_and_values_for_any_window_and_rate(recording, engine):
+    """In-process (no network): every window at every rate has exactly the promised samples."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    path = str(recording)
+
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(st.sampled_from([16.0, 32.0, 64.0, 128.0, 50.0, 100.0, 256.0, None]),
+           st.integers(-5_000_000, 605_000_000), st.integers(1, 120_000_000),
+           st.one_of(st.none(), st.integers(1, 5000)))
+    def check(cache_fs, off, dur, n_points):
+        engine.open_file("any", path, cache_fs=cache_fs, allow_mixed_rates=True)
+        served = min(FS, cache_fs or FS)
+        t0, t1 = T0 + off, T0 + off + dur
+        n = samples_in_window(t0, t1, served)
+        if n == 0:
+            with pytest.raises(Exception, match="holds no samples"):
+                engine.read_signal("any", path, ["a", "b"], t0, t1, n_points)
+            return
+        read = engine.read_signal("any", path, ["a", "b"], t0, t1, n_points)
+        got = _joined(read)
+        if n_points is not None and n > n_points:
+            assert got.shape == (2, n_points) and read.n_samples == n_points
+            assert read.fs == n_points / (dur / 1e6)
+            return
+        assert got.shape == (2, n) and read.fs == served
+        if cache_fs is None or served == FS:
+            assert np.array_equal(got, direct_read(recording, ["a", "b"], t0, t1),
+                                  equal_nan=True)
+        elif FS % served == 0:
+            want = reduced_reference(recording, "a", FS, served, T0, t0, t1)
+            assert np.array_equal(got[0], want, equal_nan=True)
+        else:
+            # A non-whole ratio (256 -> 50, 100 Hz): buckets of 5 or 6 native samples
+            # inside each tile; every served value is still a native sample of "a".
+            native = direct_read(recording, ["a"], T0 - 10**6, T0 + (SECONDS + 1) * 10**6)[0]
+            assert np.isin(got[0][np.isfinite(got[0])], native).all()
+
+    check()
