@@ -205,7 +205,10 @@ class Recording:
                 block = max(1, int(round(ch.block_samples * served_fs / ch.fs)))
                 if served_fs < ch.fs and block % 2:
                     block *= 2      # min-max pairs: two whole blocks, never a split one
-            L = tg.choose_tile_samples(self._tile_duration_s, served_fs, block)
+            duration = self._tile_duration_s
+            if served_fs < ch.fs:
+                duration = tg.reduced_tile_duration(duration, served_fs, ch.fs)
+            L = tg.choose_tile_samples(duration, served_fs, block)
             if served_fs < ch.fs and L % 2:
                 L += 1      # min-max reduction produces pairs
             g = tg.TileGrid(ch.start_uutc, served_fs, L)
