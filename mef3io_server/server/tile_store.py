@@ -128,10 +128,10 @@ class TileStore:
         waits: list[tuple[tuple[str, int], cf.Future]] = []
         jobs: dict[int, list[ChannelInfo]] = defaultdict(list)
         owned: dict[tuple, cf.Future] = {}
-        for k in tiles:
-            a, b = grid.tile_window(k)
+        has = {ch.name: rec.tiles_have_data(ch, grid, tiles) for ch in chans}
+        for ti, k in enumerate(tiles):
             for ch in chans:
-                if not rec.has_data(ch, a, b):
+                if not has[ch.name][ti]:
                     result[(ch.name, k)] = self._nan_tile(L)
                     continue
                 key = self.tile_key(rec, ch, fs, k)
@@ -336,10 +336,11 @@ class TileStore:
         started = 0
         jobs: dict[int, list[ChannelInfo]] = defaultdict(list)
         owned: dict[tuple, cf.Future] = {}
-        for k in grid.tiles_for_span(j0 + M, j1 + M):
-            a, b = grid.tile_window(k)
+        span = grid.tiles_for_span(j0 + M, j1 + M)
+        has = {ch.name: rec.tiles_have_data(ch, grid, span) for ch in chans}
+        for ti, k in enumerate(span):
             for ch in chans:
-                if not rec.has_data(ch, a, b):
+                if not has[ch.name][ti]:
                     continue
                 key = self.tile_key(rec, ch, grid.fs, k)
                 if key in self.cache:
