@@ -432,3 +432,56 @@ def test_exact_lengths_and_values_for_any_window_and_rate(recording, engine):
             assert np.isin(got[0][np.isfinite(got[0])], native).all()
 
     check()
+
+
+# ------------------------------------------------------------------ the published client
+
+PUBLISHED_PYTHON = "/work/ref/venv/bin/python"
+
+PUBLISHED_SCRIPT = r'''
+import json, sys
+import numpy as np
+from mef3io_server.client import Mef3Client   # the published 3.1.0 client
+addr, path, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = Mef3Client(addr, client_id="published-client")
+info = c.open_file(path, cache_fs=32)
+r = c.get_signal_range(path, ["a", "b"], t0, t1)
+p = c.get_signal_range(path, ["a", "b"], t0, t1, n_points=500)
+e = c.get_envelope(path, ["a"], t0, t1)
+np.savez(sys.argv[5], reduced=r["array"], points=p["array"], fs=[r["fs"], p["fs"]],
+         env_start=e["a"]["start_uutc"], env_min=e["a"]["min"], env_max=e["a"]["max"])
+print(json.dumps({"served": info["channel_served_sampling_rates"], "cache_fs": info["cache_fs"]}))
+'''
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(PUBLISHED_PYTHON),
+                    reason="the published mef3io-server 3.1.0 is not installed in /work/ref/venv")
+def test_published_client_reads_the_same_from_this_server(recording, server, client_factory,
+                                                          tmp_path):
+    """The published client (its own process and venv) against this server: same answers."""
+    import json
+    import subprocess
+
+    script = tmp_path / "published_client.py"
+    script.write_text(PUBLISHED_SCRIPT)
+    t0, t1 = T0 + 30_000_000, T0 + 330_000_000
+    out = tmp_path / "published.npz"
+    done = subprocess.run([PUBLISHED_PYTHON, str(script), server.address, str(recording),
+                           str(t0), str(t1), str(out)], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    meta = json.loads(done.stdout.strip().splitlines()[-1])
+    assert meta == {"served": [32.0, 32.0, 32.0], "cache_fs": 32.0}
+    got = np.load(out)
+    ours = client_factory(server.address)
+    ours.open_file(str(recording), cache_fs=32)
+    assert np.array_equal(got["reduced"], ours.get_signal_range(str(recording), ["a", "b"], t0,
+                                                                t1)["array"], equal_nan=True)
+    assert np.array_equal(got["points"], ours.get_signal_range(str(recording), ["a", "b"], t0, t1,
+                                                               n_points=500)["array"],
+                          equal_nan=True)
+    assert list(got["fs"]) == [32.0, 500 / 300]
+    want = block_envelope(recording, "a", t0, t1)
+    assert np.array_equal(got["env_start"], want["start_uutc"])
+    assert np.array_equal(got["env_min"], want["min"], equal_nan=True)
+    assert np.array_equal(got["env_max"], want["max"], equal_nan=True)
