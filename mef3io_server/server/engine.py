@@ -394,9 +394,13 @@ class Engine:
             raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
                              f"{fs:g} Hz and holds no samples")
         names = [c.name for c in chans]
-        if n_points is not None and n > n_points:
-            return self._read_points(rec, session, chans, names, fs, t0, t1, int(n_points),
-                                     client_path)
+        if n_points is not None:
+            src_fs = self._points_source_fs(chans, fs, t0, t1, int(n_points))
+            n_src = tg.samples_in_window(t0, t1, src_fs)
+            if n_src > n_points:
+                return self._read_points(rec, session, chans, names, src_fs, t0, t1,
+                                         int(n_points), client_path)
+            fs, n = src_fs, n_src      # few enough samples: the source window, unchanged
         per = tg.chunk_samples(len(chans), self.settings.chunk_bytes,
                                multiple_of=tg.exact_period_samples(fs) or 1)
         if per * len(chans) * 4 > self.settings.chunk_bytes and per > 1:
@@ -427,14 +431,22 @@ class Engine:
         except Exception:  # noqa: BLE001 - best effort
             log.debug("prefetch failed", exc_info=True)
 
-    def _read_points(self, rec, session, chans, names, fs, t0, t1, n_points, client_path
+    @staticmethod
+    def _points_source_fs(chans, fs: float, t0: int, t1: int, n_points: int) -> float:
+        """The rate an ``n_points`` read reduces from: ``fs`` (the session's served
+        rate) when the window holds at least ``2 * n_points`` samples there, else
+        the channels' native rate when they share one (zoomed in)."""
+        native = {c.fs for c in chans}
+        if fs < max(native) and len(native) == 1 \
+                and tg.samples_in_window(t0, t1, fs) < 2 * n_points:
+            return native.pop()
+        return fs
+
+    def _read_points(self, rec, session, chans, names, src_fs, t0, t1, n_points, client_path
                      ) -> SignalRead:
         """``n_points`` reads: one MinMaxLTTB point per evenly spaced bucket, streamed.
 
-        Source level: the session's served rate ``fs`` (its ``cache_fs``
-        tiles) when the window holds at least ``2 * n_points`` samples there,
-        else the channels' native rate (when they share one; mixed native
-        rates stay at ``fs``). The source window streams chunk by chunk
+        ``src_fs``: see :meth:`_points_source_fs`. The source window streams chunk by chunk
         through :class:`.reduction.PointReducer` (at most
         ``POINTS_SOURCE_MB`` of source samples at once), so a day of many
         channels never sits in memory. Output point ``k`` is a real sample of
@@ -442,11 +454,6 @@ class Engine:
         the ``N``-sample source window), NaN when that bucket holds no data;
         ``fs = n_points / window_seconds``.
         """
-        src_fs = fs
-        native = {c.fs for c in chans}
-        if fs < max(native) and tg.samples_in_window(t0, t1, fs) < 2 * n_points \
-                and len(native) == 1:
-            src_fs = native.pop()
         n_src = tg.samples_in_window(t0, t1, src_fs)
         out_fs = n_points / ((t1 - t0) / 1e6)
         q = tg.exact_period_samples(src_fs) or 1

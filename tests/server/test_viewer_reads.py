@@ -217,6 +217,18 @@ def test_n_points_source_level_follows_cache_fs(recording, client):
     src = direct_read(recording, ["a", "b"], t0, t1)
     assert got["fs"] == pytest.approx(25.0)
     assert np.array_equal(got["array"], reduce_to_points(src, 500), equal_nan=True)
+    # 10 s at 32 Hz = 320 <= 500 points, but the native 2560 samples have detail: reduced from them.
+    t0, t1 = T0 + 40_000_000, T0 + 50_000_000
+    got = client.get_signal_range(path, ["a", "b"], t0, t1, n_points=500)
+    src = direct_read(recording, ["a", "b"], t0, t1)
+    assert got["fs"] == pytest.approx(50.0)
+    assert np.array_equal(got["array"], reduce_to_points(src, 500), equal_nan=True)
+    # 2 s: 512 native samples <= 600 points: the native window, unchanged.
+    t0, t1 = T0 + 40_000_000, T0 + 42_000_000
+    got = client.get_signal_range(path, ["a", "b"], t0, t1, n_points=600)
+    assert got["fs"] == FS
+    assert np.array_equal(got["array"], direct_read(recording, ["a", "b"], t0, t1),
+                          equal_nan=True)
 
 
 def test_n_points_never_upsamples_and_validates(recording, client):
@@ -414,10 +426,13 @@ def test_exact_lengths_and_values_for_any_window_and_rate(recording, engine):
             return
         read = engine.read_signal("any", path, ["a", "b"], t0, t1, n_points)
         got = _joined(read)
-        if n_points is not None and n > n_points:
-            assert got.shape == (2, n_points) and read.n_samples == n_points
-            assert read.fs == n_points / (dur / 1e6)
-            return
+        if n_points is not None:
+            if served < FS and n < 2 * n_points:
+                served, n = FS, samples_in_window(t0, t1, FS)     # zoomed in: native source
+            if n > n_points:
+                assert got.shape == (2, n_points) and read.n_samples == n_points
+                assert read.fs == n_points / (dur / 1e6)
+                return
         assert got.shape == (2, n) and read.fs == served
         if cache_fs is None or served == FS:
             assert np.array_equal(got, direct_read(recording, ["a", "b"], t0, t1),
