@@ -22,7 +22,7 @@ from ..protobufs import gRPCMef3Server_pb2 as pb2
 from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .config import Settings, load_settings
 from .engine import Engine
-from .service import Mef3Service
+from .service import Mef3Service, add_service_to_server
 
 log = logging.getLogger("mef3io_server")
 
@@ -67,7 +67,7 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None) -> Ru
         futures.ThreadPoolExecutor(max_workers=settings.max_workers,
                                    thread_name_prefix="grpc"),
         interceptors=list(interceptors), options=server_options(settings))
-    pb2_grpc.add_gRPCMef3ServerServicer_to_server(Mef3Service(engine), server)
+    add_service_to_server(Mef3Service(engine), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):

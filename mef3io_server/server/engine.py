@@ -493,6 +493,11 @@ class Engine:
         chans = rec.resolve_channels(channel_names)
         import warnings
         for ch in chans:
+            if t0 is None and t1 is None and ch.block_min is not None:
+                # The whole channel: the block index read when the recording opened.
+                yield ch.name, {"start_uutc": ch.block_starts, "end_uutc": ch.block_ends,
+                                "min": ch.block_min, "max": ch.block_max}
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:

@@ -37,6 +37,8 @@ class ChannelInfo:
     block_starts: np.ndarray = field(repr=False)   # int64, one per MEF block
     block_ends: np.ndarray = field(repr=False)     # int64, just past each block's last sample
     block_samples: int = 0                         # the channel's (first) block length
+    block_min: Optional[np.ndarray] = field(default=None, repr=False)   # float64, per block
+    block_max: Optional[np.ndarray] = field(default=None, repr=False)   # (units; NaN: unset)
 
 
 def _classify_open_error(path: str, exc: Exception) -> Exception:
@@ -153,7 +155,9 @@ class Recording:
                     name=name, fs=fs, start_uutc=int(info["start_time"]),
                     end_uutc=int(info["end_time"]), n_samples=int(info["number_of_samples"]),
                     units=str(info.get("units_description") or ""),
-                    block_starts=starts, block_ends=ends, block_samples=max(0, block)))
+                    block_starts=starts, block_ends=ends, block_samples=max(0, block),
+                    block_min=np.asarray(e["min"], dtype=np.float64),
+                    block_max=np.asarray(e["max"], dtype=np.float64)))
         return out
 
     @property
