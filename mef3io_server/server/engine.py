@@ -449,7 +449,8 @@ class Engine:
         ``src_fs``: see :meth:`_points_source_fs`. The source window streams chunk by chunk
         through :class:`.reduction.PointReducer` (at most
         ``POINTS_SOURCE_MB`` of source samples at once), so a day of many
-        channels never sits in memory. Output point ``k`` is a real sample of
+        channels never sits in memory; the result is cached (a viewer's
+        redraw of the same view costs a lookup). Output point ``k`` is a real sample of
         source bucket ``k`` (samples ``[floor(k*N/n), floor((k+1)*N/n))`` of
         the ``N``-sample source window), NaN when that bucket holds no data;
         ``fs = n_points / window_seconds``.
@@ -461,13 +462,23 @@ class Engine:
         with self._gen_lock:
             self.counters.reads += 1
 
+        # The answer is cached like a tile (same budget, TTL and eviction: the
+        # recording's key first, so closes, appends and changes drop it too).
+        result_key = (rec.key, ("points",) + tuple(names), float(src_fs), int(t0), int(t1),
+                      int(n_points))
+
         def chunks():
-            reducer = PointReducer(len(chans), n_src, n_points)
-            for _, _, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per,
-                                                     limit_bytes=False):
-                reducer.feed(rows)
-            _, reduced = reducer.result()
-            self._prefetch(rec, chans, src_fs, t0, t1)
+            reduced = self.cache.get(result_key)
+            if reduced is None:
+                reducer = PointReducer(len(chans), n_src, n_points)
+                for _, _, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per,
+                                                         limit_bytes=False):
+                    reducer.feed(rows)
+                _, reduced = reducer.result()
+                reduced.flags.writeable = False
+                if not rec.closed:
+                    self.cache.put(result_key, reduced)
+                self._prefetch(rec, chans, src_fs, t0, t1)
             with self._gen_lock:
                 self.counters.bytes_served += reduced.nbytes
             per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
