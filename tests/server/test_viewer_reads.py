@@ -500,3 +500,26 @@ def test_published_client_reads_the_same_from_this_server(recording, server, cli
     assert np.array_equal(got["env_start"], want["start_uutc"])
     assert np.array_equal(got["env_min"], want["min"], equal_nan=True)
     assert np.array_equal(got["env_max"], want["max"], equal_nan=True)
+
+
+def test_cached_n_points_answers_follow_appends(write_recording, start_server, client_factory):
+    """An n_points answer is cached; an append on disk must not serve the stale one."""
+    import mef3io
+
+    path = write_recording("growing", {"a": random_walk(2560, seed=9)})
+    h = start_server(REFRESH_INTERVAL_S="0")
+    c = client_factory(h.address)
+    assert c.open_file(str(path))["file_opened"]
+    t0, t1 = T0, T0 + 20_000_000
+    first = c.get_signal_range(str(path), ["a"], t0, t1, n_points=100)["array"]
+    assert np.isnan(first[0, 50:]).all() and np.isfinite(first[0, :50]).all()
+    assert np.array_equal(c.get_signal_range(str(path), ["a"], t0, t1, n_points=100)["array"],
+                          first, equal_nan=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mef3io.Writer(str(path)) as w:
+            w.write("a", random_walk(2560, seed=10) + 1000, T0 + 10_000_000, fs=FS)
+    again = c.get_signal_range(str(path), ["a"], t0, t1, n_points=100)["array"]
+    assert np.array_equal(again, reduce_to_points(direct_read(path, ["a"], t0, t1), 100),
+                          equal_nan=True)
+    assert np.isfinite(again).all()
