@@ -19,7 +19,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
-from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .config import Settings, load_settings
 from .engine import Engine
 from .service import Mef3Service, add_service_to_server

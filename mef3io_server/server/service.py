@@ -23,7 +23,6 @@ from .errors import BadRequest, ServerError
 log = logging.getLogger("mef3io_server.service")
 
 CLIENT_ID_KEY = "x-mef3io-client-id"
-ENVELOPE_ROWS_PER_MESSAGE = 50_000
 
 
 def client_id_of(context: grpc.ServicerContext) -> str:
@@ -131,25 +130,9 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             yield pb2.SignalChunk(file_path=path, error_message=_internal("GetSignalRange", e))
 
     def GetEnvelope(self, request, context) -> Iterator[pb2.ChannelEnvelope]:
-        path = request.file_path
-        try:
-            cid = client_id_of(context)
-            t0 = request.start_uutc if request.HasField("start_uutc") else None
-            t1 = request.end_uutc if request.HasField("end_uutc") else None
-            for name, env in self.engine.envelope(cid, path, list(request.channel_names), t0, t1):
-                n = len(env["start_uutc"])
-                step = self.engine.settings.envelope_rows_per_message
-                for i in range(0, max(n, 1), step):
-                    yield pb2.ChannelEnvelope(
-                        file_path=path, channel_name=name,
-                        start_uutc=env["start_uutc"][i:i + step].tolist(),
-                        end_uutc=env["end_uutc"][i:i + step].tolist(),
-                        min=env["min"][i:i + step].tolist(),
-                        max=env["max"][i:i + step].tolist())
-        except ServerError as e:
-            yield pb2.ChannelEnvelope(file_path=path, error_message=str(e))
-        except Exception as e:  # noqa: BLE001
-            yield pb2.ChannelEnvelope(file_path=path, error_message=_internal("GetEnvelope", e))
+        """``GetEnvelope`` as messages (the server sends :meth:`GetEnvelopeEncoded`'s bytes)."""
+        for raw in self.GetEnvelopeEncoded(request, context):
+            yield pb2.ChannelEnvelope.FromString(raw)
 
     def GetEnvelopeEncoded(self, request, context) -> Iterator[bytes]:
         """``GetEnvelope`` sending wire bytes built by :mod:`..envelope_codec` (no lists)."""
