@@ -523,3 +523,23 @@ def test_cached_n_points_answers_follow_appends(write_recording, start_server, c
     assert np.array_equal(again, reduce_to_points(direct_read(path, ["a"], t0, t1), 100),
                           equal_nan=True)
     assert np.isfinite(again).all()
+
+
+def test_tiles_shared_within_a_rate_never_across_rates(recording, engine):
+    """Two sessions at one rate decode a window once; another rate has tiles of its own."""
+    path = str(recording)
+    t0, t1 = T0 + 200_000_000, T0 + 260_000_000
+    stats = engine.store.stats
+    answers = {}
+    for client_id, rate in (("s1", 16.0), ("s2", 16.0), ("s3", 8.0)):
+        engine.open_file(client_id, path, cache_fs=rate)
+        before = stats.tiles_decoded
+        answers[client_id] = _joined(engine.read_signal(client_id, path, ["a"], t0, t1))
+        answers[client_id + "_decoded"] = stats.tiles_decoded - before
+    assert answers["s1_decoded"] > 0
+    assert answers["s2_decoded"] == 0                 # same rate: the cached tiles
+    assert np.array_equal(answers["s1"], answers["s2"], equal_nan=True)
+    assert answers["s3_decoded"] > 0                  # another rate: its own tiles
+    assert answers["s3"].shape[1] == answers["s1"].shape[1] // 2
+    assert np.array_equal(answers["s3"][0], reduced_reference(recording, "a", FS, 8, T0, t0, t1),
+                          equal_nan=True)
