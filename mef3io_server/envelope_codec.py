@@ -38,6 +38,13 @@ def encode_varints(values: np.ndarray) -> bytes:
     u = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
     if u.size == 0:
         return b""
+    lo_len, hi_len = (max(1, (int(v).bit_length() + 6) // 7) for v in (u.min(), u.max()))
+    if lo_len == hi_len:
+        # The usual case (times of one recording): every value takes as many bytes.
+        shifts = np.arange(hi_len, dtype=np.uint64) * np.uint64(7)
+        groups = ((u[:, None] >> shifts[None, :]) & np.uint64(0x7F)).astype(np.uint8)
+        groups[:, :-1] |= 0x80
+        return groups.tobytes()
     # Bytes per value: 1 + (bits above the first 7) / 7, rounded up.
     lens = np.ones(u.size, dtype=np.int64)
     for k in range(1, 10):
