@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Union
 
 import grpc
 
-from . import wire
+from . import envelope_codec, wire
 from .protobufs import gRPCMef3Server_pb2 as pb2
 from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .rpc_errors import GuardedStub, NotAuthenticated, ServerUnreachable  # noqa: F401
@@ -176,9 +176,13 @@ class Mef3Client:
         NumPy arrays; raises RuntimeError with the server's message on error.
         """
         asm = wire.EnvelopeAssembler()
-        for msg in self.stub.GetEnvelope(
-                wire.envelope_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
-            asm.feed(msg)
+        call = self.channel.unary_stream(
+            "/gRPCMef3Server/GetEnvelope",
+            request_serializer=pb2.EnvelopeRequest.SerializeToString,
+            response_deserializer=envelope_codec.decode)   # arrays straight from the bytes
+        for msg in call(wire.envelope_request(file_path, channels, start_uutc, end_uutc),
+                        **self._kw()):
+            asm.feed_decoded(msg)
         return asm.result()
 
     def shutdown(self) -> None:

@@ -228,6 +228,15 @@ class EnvelopeAssembler:
     def result(self) -> dict:
         return {ch: {k: np.concatenate(v) for k, v in p.items()} for ch, p in self.parts.items()}
 
+    def feed_decoded(self, msg: dict) -> None:
+        """Take one message decoded by :func:`mef3io_server.envelope_codec.decode`."""
+        if msg["error_message"]:
+            raise RuntimeError(msg["error_message"])
+        p = self.parts.setdefault(msg["channel_name"], {"start_uutc": [], "end_uutc": [],
+                                                        "min": [], "max": []})
+        for k in p:
+            p[k].append(msg[k])
+
 
 def list_open_answer(resp: pb2.ListOpenFilesResponse) -> list[str]:
     if resp.error_message:

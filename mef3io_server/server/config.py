@@ -71,6 +71,10 @@ class Settings:
     log_level: str = "INFO"                # LOG_LEVEL
     log_format: str = "text"               # LOG_FORMAT: text or json
     demo_dir: str = ""                     # DEMO_DIR: where the demo recording is written
+    envelope_rows_per_message: int = 50_000  # ENVELOPE_ROWS_PER_MESSAGE: block rows in one
+                                           # ChannelEnvelope (32 B each; 50 000 = 1.6 MB)
+    points_source_bytes: int = 32 * MIB    # POINTS_SOURCE_MB: source samples held at once
+                                           # while an n_points read streams through MinMax
 
     @property
     def tile_cache_mb(self) -> float:
@@ -232,6 +236,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "LOG_LEVEL": ("log_level", _log_level),
     "LOG_FORMAT": ("log_format", _choice("text", "json")),
     "DEMO_DIR": ("demo_dir", _text),
+    "ENVELOPE_ROWS_PER_MESSAGE": ("envelope_rows_per_message", _int(1, 1_000_000)),
+    "POINTS_SOURCE_MB": ("points_source_bytes", _mb()),
 }
 
 

@@ -31,8 +31,8 @@ from .discovery import SessionIndex, find_sessions
 from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
 from .paths import PathResolver
 from .recordings import ChannelInfo, Recording
-from .reduction import reduce_to_points
 from .segments import channel_runs
+from .reduction import PointReducer
 from .sessions import DEFAULT_CLIENT, Session, SessionRegistry
 from .tile_cache import TileCache
 from .tile_store import TileStore
@@ -389,8 +389,12 @@ class Engine:
         if len(channel_names) > self.settings.max_channels_per_read:
             raise ResourceLimit(f"{len(channel_names)} channels in one read; the limit is "
                                 f"{self.settings.max_channels_per_read} (MAX_CHANNELS_PER_READ)")
-        if n_points is not None and n_points < 1:
-            raise BadRequest(f"n_points must be at least 1, not {n_points}")
+        if n_points is not None:
+            if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)):
+                raise BadRequest(f"n_points must be a whole number of points, not {n_points!r}")
+            if n_points < 1:
+                raise BadRequest(f"n_points must be at least 1 (points per channel), "
+                                 f"not {n_points}")
         rec, session = self._read_context(client_id, client_path)
         chans = rec.resolve_channels(channel_names)
         cache_fs = session.cache_fs if session else None
@@ -413,9 +417,13 @@ class Engine:
             raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
                              f"{fs:g} Hz and holds no samples")
         names = [c.name for c in chans]
-        if n_points is not None and n > n_points:
-            return self._read_points(rec, session, chans, names, fs, t0, t1, int(n_points),
-                                     client_path)
+        if n_points is not None:
+            src_fs = self._points_source_fs(chans, fs, t0, t1, int(n_points))
+            n_src = tg.samples_in_window(t0, t1, src_fs)
+            if n_src > n_points:
+                return self._read_points(rec, session, chans, names, src_fs, t0, t1,
+                                         int(n_points), client_path)
+            fs, n = src_fs, n_src      # few enough samples: the source window, unchanged
         per = tg.chunk_samples(len(chans), self.settings.chunk_bytes,
                                multiple_of=tg.exact_period_samples(fs) or 1)
         if per * len(chans) * 4 > self.settings.chunk_bytes and per > 1:
@@ -446,33 +454,55 @@ class Engine:
         except Exception:  # noqa: BLE001 - best effort
             log.debug("prefetch failed", exc_info=True)
 
-    def _read_points(self, rec, session, chans, names, fs, t0, t1, n_points, client_path
+    @staticmethod
+    def _points_source_fs(chans, fs: float, t0: int, t1: int, n_points: int) -> float:
+        """The rate an ``n_points`` read reduces from: ``fs`` (the session's served
+        rate) when the window holds at least ``2 * n_points`` samples there, else
+        the channels' native rate when they share one (zoomed in)."""
+        native = {c.fs for c in chans}
+        if fs < max(native) and len(native) == 1 \
+                and tg.samples_in_window(t0, t1, fs) < 2 * n_points:
+            return native.pop()
+        return fs
+
+    def _read_points(self, rec, session, chans, names, src_fs, t0, t1, n_points, client_path
                      ) -> SignalRead:
-        """``n_points`` reads: MinMaxLTTB over the cheapest level with detail to spare."""
-        # Source level: the session's reduced tiles when they hold >= 2x n_points,
-        # else the native rate.
-        src_fs = fs
-        native = [c.fs for c in chans]
-        if fs < max(native) and tg.samples_in_window(t0, t1, fs) < 2 * n_points:
-            if len(set(native)) == 1:
-                src_fs = native[0]
+        """``n_points`` reads: one MinMaxLTTB point per evenly spaced bucket, streamed.
+
+        ``src_fs``: see :meth:`_points_source_fs`. The source window streams chunk by chunk
+        through :class:`.reduction.PointReducer` (at most
+        ``POINTS_SOURCE_MB`` of source samples at once), so a day of many
+        channels never sits in memory; the result is cached (a viewer's
+        redraw of the same view costs a lookup). Output point ``k`` is a real sample of
+        source bucket ``k`` (samples ``[floor(k*N/n), floor((k+1)*N/n))`` of
+        the ``N``-sample source window), NaN when that bucket holds no data;
+        ``fs = n_points / window_seconds``.
+        """
         n_src = tg.samples_in_window(t0, t1, src_fs)
-        limit = self.settings.max_read_bytes
-        if n_src * len(chans) * 4 > limit:
-            raise ResourceLimit(
-                f"an n_points read of this window needs {n_src} samples x {len(chans)} channels "
-                f"in memory, over MAX_READ_MB; narrow the window or open with cache_fs")
         out_fs = n_points / ((t1 - t0) / 1e6)
+        q = tg.exact_period_samples(src_fs) or 1
+        per = tg.chunk_samples(len(chans), self.settings.points_source_bytes, multiple_of=q)
+        with self._gen_lock:
+            self.counters.reads += 1
+
+        # The answer is cached like a tile (same budget, TTL and eviction: the
+        # recording's key first, so closes, appends and changes drop it too).
+        result_key = (rec.key, ("points",) + tuple(names), float(src_fs), int(t0), int(t1),
+                      int(n_points))
 
         def chunks():
-            per = max(1, n_src)
-            whole = np.empty((len(chans), n_src), dtype=np.float32)
-            for j0, j1, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per):
-                whole[:, j0:j1] = rows
-            reduced = reduce_to_points(whole, n_points)
-            self._prefetch(rec, chans, src_fs, t0, t1)
+            reduced = self.cache.get(result_key)
+            if reduced is None:
+                reducer = PointReducer(len(chans), n_src, n_points)
+                for _, _, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per,
+                                                         limit_bytes=False):
+                    reducer.feed(rows)
+                _, reduced = reducer.result()
+                reduced.flags.writeable = False
+                if not rec.closed:
+                    self.cache.put(result_key, reduced)
+                self._prefetch(rec, chans, src_fs, t0, t1)
             with self._gen_lock:
-                self.counters.reads += 1
                 self.counters.bytes_served += reduced.nbytes
             per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
             for j0, j1 in tg.chunk_bounds(n_points, per_chunk):
@@ -506,6 +536,11 @@ class Engine:
         chans = rec.resolve_channels(channel_names)
         import warnings
         for ch in chans:
+            if t0 is None and t1 is None and ch.block_min is not None:
+                # The whole channel: the block index read when the recording opened.
+                yield ch.name, {"start_uutc": ch.block_starts, "end_uutc": ch.block_ends,
+                                "min": ch.block_min, "max": ch.block_max}
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:

@@ -39,6 +39,8 @@ class ChannelInfo:
     block_starts: np.ndarray = field(repr=False)   # int64, one per MEF block
     block_ends: np.ndarray = field(repr=False)     # int64, just past each block's last sample
     block_samples: int = 0                         # the channel's (first) block length
+    block_min: Optional[np.ndarray] = field(default=None, repr=False)   # float64, per block
+    block_max: Optional[np.ndarray] = field(default=None, repr=False)   # (units; NaN: unset)
 
 
 def _classify_open_error(path: str, exc: Exception, password_given: bool = False) -> Exception:
@@ -197,7 +199,9 @@ class Recording:
                     name=name, fs=fs, start_uutc=int(info["start_time"]),
                     end_uutc=int(info["end_time"]), n_samples=int(info["number_of_samples"]),
                     units=str(info.get("units_description") or ""),
-                    block_starts=starts, block_ends=ends, block_samples=max(0, block)))
+                    block_starts=starts, block_ends=ends, block_samples=max(0, block),
+                    block_min=np.asarray(e["min"], dtype=np.float64),
+                    block_max=np.asarray(e["max"], dtype=np.float64)))
         return out
 
     @property
@@ -248,8 +252,11 @@ class Recording:
                 # Whole MEF blocks of the channel, expressed at the served rate.
                 block = max(1, int(round(ch.block_samples * served_fs / ch.fs)))
                 if served_fs < ch.fs and block % 2:
-                    block += 1
-            L = tg.choose_tile_samples(self._tile_duration_s, served_fs, block)
+                    block *= 2      # min-max pairs: two whole blocks, never a split one
+            duration = self._tile_duration_s
+            if served_fs < ch.fs:
+                duration = tg.reduced_tile_duration(duration, served_fs, ch.fs)
+            L = tg.choose_tile_samples(duration, served_fs, block)
             if served_fs < ch.fs and L % 2:
                 L += 1      # min-max reduction produces pairs
             g = tg.TileGrid(ch.start_uutc, served_fs, L)
@@ -283,6 +290,25 @@ class Recording:
         slack = int(5e5 / ch.fs) + 1
         lo = int(np.searchsorted(ch.block_ends, t0 - slack, side="right"))
         hi = int(np.searchsorted(ch.block_starts, t1 + slack, side="left"))
+        return hi > lo
+
+    def tiles_have_data(self, ch: ChannelInfo, grid: tg.TileGrid, tiles) -> np.ndarray:
+        """:meth:`has_data` for tiles ``tiles`` of ``grid`` at once (bool array).
+
+        Tile windows are computed in floating point and widened by a
+        microsecond, so the answer errs only towards True (a tile then decodes
+        to NaN), never skips data; one vectorised pass instead of a Python
+        call per tile.
+        """
+        ks = np.asarray(tiles, dtype=np.float64)
+        if ks.size == 0:
+            return np.zeros(0, dtype=bool)
+        span = grid.tile_samples * 1e6 / grid.fs
+        slack = 5e5 / ch.fs + 2
+        a = grid.anchor_uutc + ks * span - slack
+        b = grid.anchor_uutc + (ks + 1) * span + slack
+        lo = np.searchsorted(ch.block_ends, a, side="right")
+        hi = np.searchsorted(ch.block_starts, b, side="left")
         return hi > lo
 
     # ---- life cycle ----

@@ -68,7 +68,7 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
     else:
         # Pad short buckets by repeating their own last sample: that never
         # changes a bucket's extremes nor where they first occur.
-        last = np.maximum(starts + widths - 1, starts)
+        last = np.minimum(np.maximum(starts + widths - 1, starts), x.shape[1] - 1)
         cols = np.minimum(starts[:, None] + np.arange(W, dtype=np.int64)[None, :], last[:, None])
         v = np.take(x, cols.T if narrow else cols, axis=1)
     # Narrow buckets are laid out (rows, W, buckets), wide ones (rows, buckets, W).
@@ -159,7 +159,7 @@ class PointReducer:
         self.hi_pos = np.full(shape, -1, dtype=np.int64)
         self.lo_val = np.full(shape, np.nan, dtype=np.float32)
         self.hi_val = np.full(shape, np.nan, dtype=np.float32)
-        self._carry: Optional[np.ndarray] = None   # samples of unfinished buckets
+        self._carry: Optional[np.ndarray] = None   # samples of the one unfinished bucket
         self._carry_start = 0                      # window index of _carry[:, 0]
         self._fed = 0
         self._done = 0                             # buckets finished
@@ -171,27 +171,37 @@ class PointReducer:
             raise ValueError(f"chunk of shape {chunk.shape}, expected ({self.rows}, m)")
         if self._fed + chunk.shape[1] > self.n_total:
             raise ValueError("fed more samples than the window holds")
-        buf = chunk if self._carry is None or self._carry.shape[1] == 0 \
-            else np.concatenate([self._carry, chunk], axis=1)
-        start = self._carry_start
-        self._fed += chunk.shape[1]
-        end = start + buf.shape[1]
-        last = int(np.searchsorted(self.edges, end, side="right")) - 1   # buckets done by `end`
+        start = self._fed                      # window index of chunk[:, 0]
+        end = start + chunk.shape[1]
+        self._fed = end
+        if self._carry is not None:
+            # Finish the bucket left open by the last chunk (a small copy: one bucket).
+            stop = int(self.edges[self._done + 1])
+            if stop > end:
+                self._carry = np.concatenate([self._carry, chunk], axis=1)
+                return
+            head = np.concatenate([self._carry, chunk[:, :stop - start]], axis=1)
+            self._store(head, self._carry_start, self.edges[self._done:self._done + 2])
+            self._carry = None
+        # Buckets wholly inside the chunk, straight from it (no copy of the chunk).
+        last = int(np.searchsorted(self.edges, end, side="right")) - 1
         if last > self._done:
-            e = self.edges[self._done:last + 1] - start
-            lp, lv, hp, hv = bucket_extremes(buf, e)
-            sl = slice(self._done, last)
-            has = lp >= 0
-            self.lo_pos[:, sl] = np.where(has, lp + start, -1)
-            self.hi_pos[:, sl] = np.where(has, hp + start, -1)
-            self.lo_val[:, sl] = lv
-            self.hi_val[:, sl] = hv
-            self._done = last
-            cut = int(self.edges[last]) - start
-        else:
-            cut = 0
-        self._carry = buf[:, cut:].copy() if cut < buf.shape[1] else None
-        self._carry_start = start + cut
+            self._store(chunk, start, self.edges[self._done:last + 1])
+        cut = int(self.edges[self._done])
+        if cut < end:
+            self._carry = chunk[:, cut - start:].copy()
+            self._carry_start = cut
+
+    def _store(self, x: np.ndarray, x_start: int, edges: np.ndarray) -> None:
+        """Extremes of the buckets ``edges`` (window indices) from ``x`` starting at ``x_start``."""
+        lp, lv, hp, hv = bucket_extremes(x, edges - x_start)
+        sl = slice(self._done, self._done + edges.size - 1)
+        has = lp >= 0
+        self.lo_pos[:, sl] = np.where(has, lp + x_start, -1)
+        self.hi_pos[:, sl] = np.where(has, hp + x_start, -1)
+        self.lo_val[:, sl] = lv
+        self.hi_val[:, sl] = hv
+        self._done = sl.stop
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(positions, values)`` of the chosen points (see class docstring)."""

@@ -18,6 +18,7 @@ from ..protobufs import gRPCMef3Server_pb2 as pb2
 from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .annotations import Annotation
 from .discovery import SessionSummary
+from .. import envelope_codec
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
 from .segments import runs_slices
@@ -133,25 +134,29 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             yield pb2.SignalChunk(file_path=path, error_message=_internal("GetSignalRange", e))
 
     def GetEnvelope(self, request, context) -> Iterator[pb2.ChannelEnvelope]:
+        """``GetEnvelope`` as messages (the server sends :meth:`GetEnvelopeEncoded`'s bytes)."""
+        for raw in self.GetEnvelopeEncoded(request, context):
+            yield pb2.ChannelEnvelope.FromString(raw)
+
+    def GetEnvelopeEncoded(self, request, context) -> Iterator[bytes]:
+        """``GetEnvelope`` sending wire bytes built by :mod:`..envelope_codec` (no lists)."""
         path = request.file_path
         try:
             cid = client_id_of(context)
             t0 = request.start_uutc if request.HasField("start_uutc") else None
             t1 = request.end_uutc if request.HasField("end_uutc") else None
+            step = self.engine.settings.envelope_rows_per_message
             for name, env in self.engine.envelope(cid, path, list(request.channel_names), t0, t1):
                 n = len(env["start_uutc"])
-                step = ENVELOPE_ROWS_PER_MESSAGE
                 for i in range(0, max(n, 1), step):
-                    yield pb2.ChannelEnvelope(
-                        file_path=path, channel_name=name,
-                        start_uutc=env["start_uutc"][i:i + step].tolist(),
-                        end_uutc=env["end_uutc"][i:i + step].tolist(),
-                        min=env["min"][i:i + step].tolist(),
-                        max=env["max"][i:i + step].tolist())
+                    j = i + step
+                    yield envelope_codec.encode(path, name, env["start_uutc"][i:j],
+                                                env["end_uutc"][i:j], env["min"][i:j],
+                                                env["max"][i:j])
         except ServerError as e:
-            yield pb2.ChannelEnvelope(file_path=path, error_message=str(e))
+            yield envelope_codec.encode(path, "", error_message=str(e))
         except Exception as e:  # noqa: BLE001
-            yield pb2.ChannelEnvelope(file_path=path, error_message=_internal("GetEnvelope", e))
+            yield envelope_codec.encode(path, "", error_message=_internal("GetEnvelope", e))
 
     # ---- additions: annotations, runs, discovery ----
 
@@ -305,6 +310,11 @@ def serialize_signal_chunk(message) -> bytes:
     return message.SerializeToString()
 
 
+#: RPCs whose handler yields wire bytes (or EncodedChunk) instead of messages:
+#: RPC name -> the servicer method that does.
+PRE_ENCODED = {"GetSignalRange": "GetSignalRange", "GetEnvelope": "GetEnvelopeEncoded"}
+
+
 def add_to_server(servicer: pb2_grpc.gRPCMef3ServerServicer, server: grpc.Server) -> None:
     """Register ``servicer`` like the generated ``add_gRPCMef3ServerServicer_to_server``,
     every RPC of the service, except that GetSignalRange uses :func:`serialize_signal_chunk`."""
@@ -319,10 +329,11 @@ def add_to_server(servicer: pb2_grpc.gRPCMef3ServerServicer, server: grpc.Server
     for m in desc.methods:
         request = message_factory.GetMessageClass(m.input_type)
         response = message_factory.GetMessageClass(m.output_type)
-        serializer = serialize_signal_chunk if m.name == "GetSignalRange" \
+        serializer = serialize_signal_chunk if m.name in PRE_ENCODED \
             else response.SerializeToString
+        behaviour = getattr(servicer, PRE_ENCODED.get(m.name, m.name))
         handlers[m.name] = kinds[(m.client_streaming, m.server_streaming)](
-            getattr(servicer, m.name), request_deserializer=request.FromString,
+            behaviour, request_deserializer=request.FromString,
             response_serializer=serializer)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(desc.full_name, handlers),))

@@ -227,3 +227,26 @@ def chunk_samples(n_channels: int, chunk_bytes: int, itemsize: int = 4,
 def chunk_bounds(n_samples: int, per_chunk: int) -> Sequence[tuple[int, int]]:
     """``[(j0, j1), ...]`` cutting ``n_samples`` into pieces of ``per_chunk``."""
     return [(j, min(n_samples, j + per_chunk)) for j in range(0, n_samples, per_chunk)]
+
+
+#: A reduced (``cache_fs``) tile holds at least this many served samples ...
+REDUCED_TILE_MIN_SAMPLES = 4096
+#: ... unless that would decode more than this many native samples per channel.
+REDUCED_TILE_MAX_NATIVE = 1 << 18
+
+
+def reduced_tile_duration(tile_duration_s: float, served_fs: float, native_fs: float) -> float:
+    """Seconds of one reduced tile: long enough that an overview touches few tiles.
+
+    ``tile_duration_s`` (``TILE_DURATION_S``) at 4 Hz would be 40 samples, and
+    an hour of 64 channels 23 000 tiles of bookkeeping; a reduced tile instead
+    spans at least :data:`REDUCED_TILE_MIN_SAMPLES` served samples, as long as
+    its native span (what one decode reads) stays within
+    :data:`REDUCED_TILE_MAX_NATIVE` samples, and never less than
+    ``tile_duration_s``. With a whole ratio ``native_fs / served_fs`` the
+    reduced series does not depend on the tile length (every pair covers the
+    same ``2 * ratio`` native samples counted from the channel's start).
+    """
+    want = REDUCED_TILE_MIN_SAMPLES / served_fs
+    cap = REDUCED_TILE_MAX_NATIVE / native_fs
+    return max(tile_duration_s, min(want, cap))

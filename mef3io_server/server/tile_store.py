@@ -331,18 +331,22 @@ class TileStore:
     def read_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                     t1: int, per_chunk: int, lane: str = "fg",
                     on_chunk: Optional[Callable[[int, int], None]] = None,
-                    ) -> Iterator[tuple[int, int, np.ndarray]]:
+                    limit_bytes: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(j0, j1, rows)`` covering the window ``[t0, t1)`` at ``fs`` Hz.
 
         ``rows`` is a fresh C-contiguous float32 array ``(len(chans), j1 - j0)``.
         Before a chunk is yielded the next one's missing tiles are already
         being decoded in the background lane, so decode overlaps sending.
+        ``limit_bytes=False`` skips the ``MAX_READ_MB`` check, for callers that
+        consume the chunks as they come (``n_points`` reads) and never hold
+        the window; ``per_chunk`` must then be a multiple of
+        :func:`.tile_grid.exact_period_samples` for bounded memory.
         """
         n = tg.samples_in_window(t0, t1, fs)
         if n <= 0:
             return
         nbytes = n * len(chans) * 4
-        if nbytes > self.max_read_bytes:
+        if limit_bytes and nbytes > self.max_read_bytes:
             raise ResourceLimit(
                 f"the window holds {n} samples x {len(chans)} channels = "
                 f"{nbytes / 2**20:.0f} MB of float32, over the server's limit of "
