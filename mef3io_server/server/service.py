@@ -254,16 +254,7 @@ def recording_entry_message(s: SessionSummary) -> pb2.RecordingEntry:
 # accept fields in any order, so the bytes are a valid SignalChunk for any client.
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+_varint = envelope_codec._varint_bytes   # protobuf varint of a non-negative int
 
 
 _ARRAY_BYTES_TAG = bytes([(2 << 3) | 2])   # field 2, length-delimited
