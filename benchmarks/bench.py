@@ -883,7 +883,14 @@ def main() -> None:
                     "results go to bench-partial.json, docs are not rewritten")
     ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for this server (experiments)")
+    ap.add_argument("--docs-only", action="store_true",
+                    help="redraw the chart and docs/benchmarks.md from results/bench.json")
     args = ap.parse_args()
+    if args.docs_only:
+        res = json.loads((RESULTS / "bench.json").read_text())
+        chart(res, DOCS / "img" / "benchmarks.png")
+        write_docs(res, res["goals"], res.get("command", "python benchmarks/bench.py"))
+        return
     OURS_ENV.update(dict(e.split("=", 1) for e in args.ours_env))
     if args.bare_server:
         bare_server_main()
@@ -915,6 +922,8 @@ def main() -> None:
         return
     gs = goals(res)
     res["goals"] = gs
+    res["command"] = "python benchmarks/bench.py" + (" --quick" if args.quick else "") + \
+        (" --no-published" if args.no_published else "")
     (RESULTS / "bench.json").write_text(json.dumps(res, indent=1, default=float))
     chart(res, DOCS / "img" / "benchmarks.png")
     cmd = "python benchmarks/bench.py" + (" --quick" if args.quick else "") + \
