@@ -81,6 +81,8 @@ def good_values(tmp_path, a_file) -> dict:
         "LOG_LEVEL": ("debug", "DEBUG"),
         "LOG_FORMAT": ("JSON", "json"),
         "DEMO_DIR": ("/tmp/demo", "/tmp/demo"),
+        "ENVELOPE_ROWS_PER_MESSAGE": ("7", 7),
+        "POINTS_SOURCE_MB": ("1.5", int(1.5 * 2**20)),
     }
 
 
