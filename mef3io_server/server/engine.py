@@ -530,7 +530,6 @@ class Engine:
             r.close()
             self.decoder.forget(r.source)
 
-
     # ------------------------------------------------------------ background change checks
 
     REFRESH_COST_FACTOR = 20    # re-check a recording at most every 20x what its check costs
