@@ -292,12 +292,15 @@ def run(args) -> dict:
     serving = None
     if results:
         from mef3io_server.client import Mef3Client
-        with Mef3Client(address, timeout=30) as c:
-            inf = c.open_file(paths[0])
-            r = c.get_signal_range(paths[0], inf["channel_names"][:1], inf["start_uutc"],
-                                   inf["start_uutc"] + SEC)
-            serving = r["error_message"] == ""
-            c.close_file(paths[0])
+        try:
+            with Mef3Client(address, timeout=30) as c:
+                inf = c.open_file(paths[0])
+                r = c.get_signal_range(paths[0], inf["channel_names"][:1], inf["start_uutc"],
+                                       inf["start_uutc"] + SEC)
+                serving = r["error_message"] == ""
+                c.close_file(paths[0])
+        except Exception:  # noqa: BLE001 - a hung or dead server is a figure, not a crash
+            serving = False
     if proc is not None:
         proc.send_signal(signal.SIGTERM)
         try:
