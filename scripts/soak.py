@@ -85,9 +85,12 @@ def write_sessions(directory: Path, n_sessions: int, n_channels: int, seconds: i
 
 # ---------------------------------------------------------------- server
 
+SERVER_LOG_COUNTS = {"wedged": 0, "rebuilding": 0}
+
+
 def start_server(env: dict) -> tuple[subprocess.Popen, str]:
     full = dict(os.environ)
-    full.update({"PORT": "0", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    full.update({"PORT": "0", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})  # warnings: rebuilds
     full.update({k: str(v) for k, v in env.items()})
     proc = subprocess.Popen([sys.executable, "-m", "mef3io_server.server"], env=full,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -97,6 +100,9 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
 
     def pump():
         for line in proc.stderr:
+            for word in SERVER_LOG_COUNTS:
+                if word in line:
+                    SERVER_LOG_COUNTS[word] += 1
             m = re.search(r"listening on port (\d+)", line)
             if m and not port:
                 port.append(m.group(1))
@@ -286,12 +292,15 @@ def run(args) -> dict:
     serving = None
     if results:
         from mef3io_server.client import Mef3Client
-        with Mef3Client(address, timeout=30) as c:
-            inf = c.open_file(paths[0])
-            r = c.get_signal_range(paths[0], inf["channel_names"][:1], inf["start_uutc"],
-                                   inf["start_uutc"] + SEC)
-            serving = r["error_message"] == ""
-            c.close_file(paths[0])
+        try:
+            with Mef3Client(address, timeout=30) as c:
+                inf = c.open_file(paths[0])
+                r = c.get_signal_range(paths[0], inf["channel_names"][:1], inf["start_uutc"],
+                                       inf["start_uutc"] + SEC)
+                serving = r["error_message"] == ""
+                c.close_file(paths[0])
+        except Exception:  # noqa: BLE001 - a hung or dead server is a figure, not a crash
+            serving = False
     if proc is not None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -326,6 +335,8 @@ def run(args) -> dict:
         "rss_limit_bytes": (args.tile_cache_mb + 250) * 2**20,
         "rss_samples": samples,
         "worker_kills": kills, "still_serving": serving,
+        "pool_rebuilds": SERVER_LOG_COUNTS["rebuilding"],
+        "wedged_pools": SERVER_LOG_COUNTS["wedged"],
         "machine": {"cpus": os.cpu_count(), "node": os.uname().nodename},
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -8,6 +8,7 @@ in-flight streams get ``SHUTDOWN_GRACE_S`` to finish, decode workers exit.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -212,4 +213,10 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
         pass
     running.stop()
     log.info("stopped")
+    if getattr(running.engine.decoder, "wedged", 0):
+        # A decode pool wedged by a killed worker keeps a thread Python would
+        # join at exit for ever (see ProcessDecoder._watch_pools): leave now.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -39,6 +39,7 @@ log = logging.getLogger("mef3io_server.decode")
 
 LANES = ("fg", "bg")
 DECODE_RETRIES = 2      # ProcessDecoder: re-submissions after a worker death
+WATCHDOG_S = 1.0        # ProcessDecoder: how often pools are checked for live workers
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,10 @@ class ProcessDecoder(Decoder):
         self._decodes = 0
         self._decode_seconds = 0.0
         self._closed = False
+        self._watchdog: Optional[threading.Thread] = None
+        # Pools given up as wedged. Their manager threads stay blocked, and
+        # Python joins those at exit: the server must then leave with os._exit.
+        self.wedged = 0
 
     def _pool(self, lane: str) -> cf.ProcessPoolExecutor:
         with self._lock:
@@ -245,6 +250,10 @@ class ProcessDecoder(Decoder):
                     self._sizes[lane], mp_context=self._ctx, initializer=_worker_init,
                     initargs=(os.getpid(), self._n_threads))
                 self._pools[lane] = pool
+                if self._watchdog is None:
+                    self._watchdog = threading.Thread(target=self._watch_pools, daemon=True,
+                                                      name="decode-watchdog")
+                    self._watchdog.start()
             return pool
 
     def _rebuild(self, lane: str, broken: cf.ProcessPoolExecutor) -> None:
@@ -297,21 +306,76 @@ class ProcessDecoder(Decoder):
                         self._decode_seconds += time.perf_counter() - start
                     outer.set_result(f.result())
                 elif isinstance(exc, BrokenProcessPool):
-                    self._rebuild(lane, pool)
-                    if tries_left > 0 and not self._closed:
-                        attempt(tries_left - 1)
-                    elif self._closed:
-                        outer.set_exception(DecodeFailed("the server is shutting down"))
-                    else:
-                        outer.set_exception(DecodeFailed(
-                            "a decode worker process died while decoding this window, "
-                            f"and again on {DECODE_RETRIES} retries"))
+                    # This callback runs on the broken pool's own manager thread:
+                    # shutting that pool down (it writes the manager's wake-up
+                    # pipe) or re-submitting from here can deadlock it, so the
+                    # rebuild and the retry run on a helper thread.
+                    def retry():
+                        try:
+                            self._rebuild(lane, pool)
+                            if tries_left > 0 and not self._closed:
+                                attempt(tries_left - 1)
+                            elif self._closed:
+                                outer.set_exception(DecodeFailed("the server is shutting down"))
+                            else:
+                                outer.set_exception(DecodeFailed(
+                                    "a decode worker process died while decoding this "
+                                    f"window, and again on {DECODE_RETRIES} retries"))
+                        except BaseException as e:  # noqa: BLE001
+                            if not outer.done():
+                                outer.set_exception(DecodeFailed(f"decoding failed: {e}"))
+                    threading.Thread(target=retry, name="decode-retry", daemon=True).start()
                 else:
                     outer.set_exception(DecodeFailed(f"decoding failed: {exc}"))
             fut.add_done_callback(done)
 
         attempt(DECODE_RETRIES)
         return outer
+
+    def _watch_pools(self) -> None:
+        """Fail over a pool that holds work but no live worker (``WATCHDOG_S`` checks).
+
+        Seen under repeated SIGKILLs of workers (Python 3.11): a worker killed
+        while sending its result leaves the pool's manager thread blocked in
+        ``recv`` for the rest of the message; it never reports the pool
+        broken, so its decodes -- and every read waiting on them -- hung.
+        Such a pool is rebuilt and its unfinished decodes are failed as a
+        worker death, which retries them on the new pool. Uses the executor's
+        private ``_processes`` / ``_pending_work_items``; without them it does nothing.
+        """
+        suspects: dict[int, int] = {}
+        while not self._closed:
+            time.sleep(WATCHDOG_S)
+            with self._lock:
+                pools = list(self._pools.items())
+            for lane, pool in pools:
+                pending = dict(getattr(pool, "_pending_work_items", None) or {})
+                procs = list((getattr(pool, "_processes", None) or {}).values())
+                # No live worker, or a dead one still listed: the manager thread
+                # notices a death within milliseconds, unless it is wedged (a
+                # worker killed while writing its result leaves the manager
+                # blocked reading the rest of that message, for ever).
+                stalled = bool(pending) and (not any(p.is_alive() for p in procs)
+                                             or any(not p.is_alive() for p in procs))
+                if not stalled:
+                    suspects.pop(id(pool), None)
+                    continue
+                suspects[id(pool)] = suspects.get(id(pool), 0) + 1
+                if suspects[id(pool)] < 2:      # twice in a row: not a spawn in progress
+                    continue
+                suspects.pop(id(pool), None)
+                log.warning("the %s decode pool is wedged by a dead worker; rebuilding", lane)
+                self.wedged += 1
+                self._rebuild(lane, pool)
+                for p in procs:
+                    if p.is_alive():
+                        p.kill()
+                for item in pending.values():
+                    try:
+                        if not item.future.done():
+                            item.future.set_exception(BrokenProcessPool("no live decode worker"))
+                    except Exception:  # noqa: BLE001 - finished meanwhile
+                        pass
 
     def worker_pids(self) -> list[int]:
         with self._lock:
@@ -328,7 +392,9 @@ class ProcessDecoder(Decoder):
             pools = list(self._pools.values())
             self._pools.clear()
         for p in pools:
-            p.shutdown(wait=True, cancel_futures=True)
+            # wait=False: a pool wedged by a dead worker must not hang shutdown;
+            # its workers exit with the server (see _worker_init).
+            p.shutdown(wait=False, cancel_futures=True)
 
     def stats(self) -> dict:
         with self._lock:
