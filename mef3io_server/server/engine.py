@@ -465,6 +465,34 @@ class Engine:
             return native.pop()
         return fs
 
+    @staticmethod
+    def _points_data_span(chans, fs, t0, t1, n_src):
+        """``(s0, s1, a, b)``: the source samples ``[s0, s1)`` of an ``n_points`` window
+        that can hold data, and their window ``[a, b)`` in uUTC on the same grid.
+
+        Outside the channels' spans every sample is NaN, so a window of days
+        (or the whole int64 range) around an hour of data reads that hour.
+        ``s0``/``s1`` fall on whole microseconds of the window's grid (multiples
+        of :func:`tile_grid.exact_period_samples`); without such a grid the
+        whole window is read.
+        """
+        q = tg.exact_period_samples(fs)
+        if not q:
+            return 0, n_src, t0, t1
+        lo = min(c.start_uutc for c in chans)
+        hi = max(c.end_uutc for c in chans)
+        rate = Fraction(fs) / 10**6
+        s0 = max(0, math.floor((lo - t0) * rate) - 1)
+        s1 = min(n_src, math.ceil((hi - t0) * rate) + 1)
+        s0 -= s0 % q
+        if s1 < n_src:
+            s1 = min(n_src, s1 + (-s1) % q)
+        if s1 <= s0:
+            return s0, s0, t0, t0
+        a = t0 + int(Fraction(s0) / rate)
+        b = t1 if s1 == n_src else t0 + int(Fraction(s1) / rate)
+        return s0, s1, a, b
+
     def _read_points(self, rec, session, chans, names, src_fs, t0, t1, n_points, client_path
                      ) -> SignalRead:
         """``n_points`` reads: one MinMaxLTTB point per evenly spaced bucket, streamed.
@@ -494,9 +522,13 @@ class Engine:
             reduced = self.cache.get(result_key)
             if reduced is None:
                 reducer = PointReducer(len(chans), n_src, n_points)
-                for _, _, rows in self.store.read_chunks(rec, chans, src_fs, t0, t1, per,
-                                                         limit_bytes=False):
-                    reducer.feed(rows)
+                s0, s1, a, b = self._points_data_span(chans, src_fs, t0, t1, n_src)
+                reducer.skip(s0)        # before the data: nothing to read
+                if s1 > s0:
+                    for _, _, rows in self.store.read_chunks(rec, chans, src_fs, a, b, per,
+                                                             limit_bytes=False):
+                        reducer.feed(rows)
+                reducer.skip(n_src - s1)   # after the data
                 _, reduced = reducer.result()
                 reduced.flags.writeable = False
                 if not rec.closed:

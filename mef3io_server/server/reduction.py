@@ -187,14 +187,40 @@ class PointReducer:
         last = int(np.searchsorted(self.edges, end, side="right")) - 1
         if last > self._done:
             self._store(chunk, start, self.edges[self._done:last + 1])
-        cut = int(self.edges[self._done])
+        cut = max(int(self.edges[self._done]), start)   # (a skip may end mid-bucket)
         if cut < end:
             self._carry = chunk[:, cut - start:].copy()
             self._carry_start = cut
 
+    def skip(self, m: int) -> None:
+        """Advance over ``m`` samples that hold no data, without materialising them.
+
+        For the parts of a window outside the recording: an ``n_points`` read
+        of any length then costs only the data it covers. Skipped samples are
+        NaN: they never become points; a bucket wholly skipped has none.
+        A skip must start the window (nothing fed yet) or end it.
+        """
+        if m <= 0:
+            return
+        end = self._fed + m
+        if end > self.n_total:
+            raise ValueError("skipped past the end of the window")
+        if self._fed and end != self.n_total:
+            raise ValueError("a skip must start or end the window")
+        self._fed = end
+        if self._carry is not None:
+            # The open bucket ends by the window's end: finish it with what it got.
+            self._store(self._carry, self._carry_start, self.edges[self._done:self._done + 2])
+            self._carry = None
+        self._done = max(self._done, int(np.searchsorted(self.edges, end, side="right")) - 1)
+
     def _store(self, x: np.ndarray, x_start: int, edges: np.ndarray) -> None:
-        """Extremes of the buckets ``edges`` (window indices) from ``x`` starting at ``x_start``."""
-        lp, lv, hp, hv = bucket_extremes(x, edges - x_start)
+        """Extremes of the buckets ``edges`` (window indices) from ``x`` starting at ``x_start``.
+
+        Edges outside ``x`` are clipped to it: the part of a bucket not in
+        ``x`` was skipped (no data).
+        """
+        lp, lv, hp, hv = bucket_extremes(x, np.clip(edges - x_start, 0, x.shape[1]))
         sl = slice(self._done, self._done + edges.size - 1)
         has = lp >= 0
         self.lo_pos[:, sl] = np.where(has, lp + x_start, -1)

@@ -196,3 +196,28 @@ def test_bucket_extremes_on_uneven_edges(x, data):
             assert lv[r, i] == np.nanmin(seg) and hv[r, i] == np.nanmax(seg)
             assert lp[r, i] == edges[i] + np.flatnonzero(seg == lv[r, i])[0]
             assert hp[r, i] == edges[i] + np.flatnonzero(seg == hv[r, i])[0]
+
+
+@pytest.mark.parametrize("n_total,n_out,s0,s1,piece", [
+    (10_000, 100, 3_000, 7_001, 512), (10_000, 7, 0, 9_999, 1000), (5_000, 2000, 1, 4_999, 333),
+    (123_457, 3, 50_000, 50_010, 4), (9_000, 100, 4_500, 4_500, 10)])
+def test_skipping_the_no_data_parts_equals_feeding_nans(n_total, n_out, s0, s1, piece):
+    """PointReducer.skip (used for n_points windows reaching past the recording) gives
+    exactly what feeding the NaN samples would."""
+    from mef3io_server.server.reduction import PointReducer
+
+    rng = np.random.default_rng(n_total + n_out)
+    x = np.full((2, n_total), np.nan, dtype=np.float32)
+    x[:, s0:s1] = rng.standard_normal((2, s1 - s0)).astype(np.float32)
+    x[1, s0:s0 + (s1 - s0) // 3] = np.nan          # a gap inside the data too
+    fed = PointReducer(2, n_total, n_out)
+    for j in range(0, n_total, piece):
+        fed.feed(x[:, j:j + piece])
+    skipped = PointReducer(2, n_total, n_out)
+    skipped.skip(s0)
+    for j in range(s0, s1, piece):
+        skipped.feed(x[:, j:min(s1, j + piece)])
+    skipped.skip(n_total - s1)
+    (p1, v1), (p2, v2) = fed.result(), skipped.result()
+    assert np.array_equal(p1, p2)
+    assert np.array_equal(v1, v2, equal_nan=True)
