@@ -230,6 +230,10 @@ def test_damaged_block_in_a_run_fails_only_its_own_tiles(tmp_path, lane):
         assert grid.tile_window(k_bad) == (a, b)
         with pytest.raises(Exception):       # a tile mef3io itself refuses
             ref.tile(grid, "a", k_bad, ch.fs)
+        for _ in range(400):                 # the other tiles' decodes may still be running
+            if not e.store._inflight:
+                break
+            threading.Event().wait(0.01)
         decodes = e.decoder.stats()["decodes"]
         good = bad = 0
         for k in range(60):
