@@ -347,30 +347,25 @@ class TileStore:
             a, b = grid.tile_window(k)
             return decode_failure(rec, [c.name for c in jobs[k]], a, b, e)
 
-        # A run that fails (a damaged block refuses the whole read) is decoded
-        # again tile by tile: only the damaged tile fails, naming its own window.
-        def decode_inline(ks, chans):
-            try:
-                tiles = self._decode_tile_rows(rec, chans, grid, ks, lane, inline=True)
-            except BaseException as e:  # noqa: BLE001
-                if len(ks) > 1:
-                    for k in ks:
-                        decode_inline([k], chans)
-                else:
-                    publish(ks[0], chans, exc=failure(e, ks[0]))
-                return
-            for k, rows in zip(ks, tiles):
-                publish(k, chans, rows)
+        def failed(ks, chans, e: BaseException, inline: bool) -> None:
+            """A run that fails (a damaged block refuses the whole read) is decoded
+            again tile by tile: only the damaged tile fails, naming its own window."""
+            if len(ks) > 1:
+                for k in ks:
+                    decode([k], chans, inline)
+            else:
+                publish(ks[0], chans, exc=failure(e, ks[0]))
 
-        def decode_pooled(ks, chans):
+        def decode(ks, chans, inline: bool = False):
+            """Decode run ``ks`` in this thread (inline) or on the lane's workers."""
             try:
-                f = self._decode_tile_rows(rec, chans, grid, ks, lane, inline=False)
+                got = self._decode_tile_rows(rec, chans, grid, ks, lane, inline=inline)
             except BaseException as e:  # noqa: BLE001
-                if len(ks) > 1:
-                    for k in ks:
-                        decode_pooled([k], chans)
-                else:
-                    publish(ks[0], chans, exc=failure(e, ks[0]))
+                failed(ks, chans, e, inline)
+                return
+            if inline:
+                for k, rows in zip(ks, got):
+                    publish(k, chans, rows)
                 return
 
             def done(f, ks=ks, chans=chans):
@@ -378,12 +373,9 @@ class TileStore:
                 if exc is None:
                     for k, rows in zip(ks, f.result()):
                         publish(k, chans, rows)
-                elif len(ks) > 1:
-                    for k in ks:
-                        decode_pooled([k], chans)
                 else:
-                    publish(ks[0], chans, exc=failure(exc, ks[0]))
-            f.add_done_callback(done)
+                    failed(ks, chans, exc, False)
+            got.add_done_callback(done)
 
         # Consecutive missing tiles are decoded by one mef3io read (see
         # _tile_runs): per-read overhead dominates short reads. A run of many
@@ -395,17 +387,17 @@ class TileStore:
                  for part in self.split_channels(chans)]
         if lane == "fg" and len(items) < self.min_parallel_tiles:
             for ks, part in items:
-                decode_inline(ks, part)
+                decode(ks, part, True)
             return
         if lane == "fg":
             # All but the first go to the lane's workers; the first is decoded
             # in this (already waiting) thread, which saves a hand-off.
             for ks, part in items[1:]:
-                decode_pooled(ks, part)
-            decode_inline(*items[0])
+                decode(ks, part)
+            decode(*items[0], True)
             return
         for ks, part in items:
-            decode_pooled(ks, part)
+            decode(ks, part)
 
     #: Fewest channels worth their own mef3io read when a tile is split.
     SPLIT_MIN_CHANNELS = 8
