@@ -172,14 +172,15 @@ def test_run_decoded_tiles_equal_tiles_decoded_alone(tmp_path):
         rec = _engine_rec(e)
         store = e.store
         store.split_ways = 1
-        store.RUN_MAX_BYTES = 6 * 256 * 2 * 4           # 6 native tiles of a, b per read
         checked = 0
-        for served in (None, 128.0):       # reduced tiles: 32 s, runs of 4 (the cap)
+        for served in (None, 128.0):       # reduced tiles: 32 s
             for ch_names in (["a", "b"], ["f"]):
                 chans = [rec.channel(n) for n in ch_names]
                 native = chans[0].fs
                 fs = native if served is None else served
                 grid = rec.grid(chans[0], fs)
+                # runs cut at 6 tiles by the byte cap (native float32 of the group)
+                store.RUN_MAX_BYTES = 6 * int(grid.tile_samples * native / fs) * len(chans) * 4
                 n_tiles = -(-tg.samples_in_window(rec.start_uutc, rec.end_uutc, fs)
                             // grid.tile_samples)
                 ks = list(range(n_tiles))
