@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from conftest import T0, direct_read, random_walk
 from mef3io_server.server.config import Settings
@@ -94,4 +95,160 @@ def test_closed_file_drops_prefetched_and_cached_tiles(write_recording):
         assert len(e.cache) == 0
         assert not e.store._prefetched
     finally:
+        e.close()
+
+
+# ------------------------------------------------------------ runs of tiles
+
+def _engine_rec(e):
+    """The engine's one open Recording."""
+    (rec,) = [r for r in e._readers.values() if not r.closed]
+    return rec
+
+
+class _TileReference:
+    """Each tile as decoded alone: the mef3io read of its own window (one reader)."""
+
+    def __init__(self, path):
+        import warnings
+
+        import mef3io
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.reader = mef3io.Reader(str(path), warn_declarations=False)
+
+    def tile(self, grid, ch, k, native):
+        import warnings
+
+        from mef3io_server.server.reduction import minmax_ordered
+        a, b = grid.tile_window(k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows = np.asarray(self.reader.read([ch], a, b, dtype="float32")).reshape(1, -1)
+        if grid.fs < native:
+            return minmax_ordered(rows, grid.tile_samples // 2)[0]
+        return rows[0]
+
+    def close(self):
+        self.reader.close()
+
+
+def test_cold_multi_tile_read_is_one_mef3io_read_and_exact(write_recording):
+    path = write_recording("run", {f"c{i}": random_walk(256 * 120, 10 + i) for i in range(3)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    try:
+        e.open_file("", str(path))
+        e.store.split_ways = 1                      # no cutting for parallelism
+        t0, t1 = T0 + 5 * S + 7, T0 + 75 * S        # tiles 0..7 of 3 channels, one chunk
+        before = e.decoder.stats()["decodes"]
+        got = read_all(e, "", path, [], t0, t1)
+        assert np.array_equal(got, direct_read(path, [], t0, t1), equal_nan=True)
+        assert e.store.stats.tiles_decoded == 8 * 3
+        assert e.decoder.stats()["decodes"] - before == 1, "8 consecutive tiles, one mef3io read"
+    finally:
+        e.close()
+
+
+def test_run_decoded_tiles_equal_tiles_decoded_alone(tmp_path):
+    """Split runs == per-tile reads: gaps, segments off the grid by +-0.26/-0.44
+    samples, a fractional rate, reduced (cache_fs) tiles, runs cut by the byte cap."""
+    from conftest import write_session
+    from mef3io_server.server import tile_grid as tg
+    gap = random_walk(256 * 200, 1)
+    gap[256 * 13 + 5:256 * 15 + 100] = np.nan
+    path = write_session(tmp_path / "runs.mefd", {
+        "a": gap,
+        "b": [(random_walk(256 * 10, 2), 256.0, T0),
+              (random_walk(256 * 10, 3), 256.0, T0 + 12 * S + 1000),
+              (random_walk(256 * 10, 4), 256.0, T0 + 25 * S - 1700)],
+        "f": (random_walk(int(512.5 * 200), 5), 512.5),
+    })
+    e = Engine(Settings(tile_duration_s=1.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    ref = _TileReference(path)
+    try:
+        e.open_file("", str(path), cache_fs=128, allow_mixed_rates=True)
+        rec = _engine_rec(e)
+        store = e.store
+        store.split_ways = 1
+        checked = 0
+        for served in (None, 128.0):       # reduced tiles: 32 s
+            for ch_names in (["a", "b"], ["f"]):
+                chans = [rec.channel(n) for n in ch_names]
+                native = chans[0].fs
+                fs = native if served is None else served
+                grid = rec.grid(chans[0], fs)
+                # runs cut at 6 tiles by the byte cap (native float32 of the group)
+                store.RUN_MAX_BYTES = 6 * int(grid.tile_samples * native / fs) * len(chans) * 4
+                n_tiles = -(-tg.samples_in_window(rec.start_uutc, rec.end_uutc, fs)
+                            // grid.tile_samples)
+                ks = list(range(n_tiles))
+                before = e.decoder.stats()["decodes"]
+                tiles = store.fetch_tiles(rec, chans, grid, ks)
+                reads = e.decoder.stats()["decodes"] - before
+                assert 0 < reads < len(ks), (ch_names, fs, reads, len(ks))
+                for ch in ch_names:
+                    for k in ks:
+                        want = ref.tile(grid, ch, k, native)
+                        assert np.array_equal(tiles[(ch, k)], want, equal_nan=True), (ch, fs, k)
+                        checked += 1
+        assert checked > 200
+    finally:
+        ref.close()
+        e.close()
+
+
+@pytest.mark.parametrize("lane", ["fg", "bg"])   # decoded in the caller / on the workers
+def test_damaged_block_in_a_run_fails_only_its_own_tiles(tmp_path, lane):
+    from conftest import write_session
+    from mef3io_server.server.errors import DecodeFailed
+    path = write_session(tmp_path / "bad.mefd", {"a": random_walk(256 * 60, 1)},
+                         block_length=512)
+    tdat = next(path.rglob("a.timd/*.segd/*.tdat"))
+    data = bytearray(tdat.read_bytes())
+    at = len(data) // 2
+    data[at:at + 64] = bytes(x ^ 0xFF for x in data[at:at + 64])
+    tdat.write_bytes(bytes(data))
+    e = Engine(Settings(tile_duration_s=1.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    ref = _TileReference(path)
+    try:
+        e.open_file("", str(path))
+        rec = _engine_rec(e)
+        ch = rec.channel("a")
+        grid = rec.grid(ch, ch.fs)
+        e.store.split_ways = 1
+        try:
+            e.store.fetch_tiles(rec, [ch], grid, range(60), lane)
+            raise AssertionError("a damaged block read without error")
+        except DecodeFailed as exc:
+            msg = str(exc)
+        assert "channel a" in msg and "CRC" in msg, msg
+        a, b = (int(x) for x in msg.split("in [", 1)[1].split(") uUTC", 1)[0].split(", "))
+        assert b - a == S, "the error names the damaged tile's own 1 s window, not the run's"
+        k_bad = (a - grid.anchor_uutc) // S
+        assert grid.tile_window(k_bad) == (a, b)
+        with pytest.raises(Exception):       # a tile mef3io itself refuses
+            ref.tile(grid, "a", k_bad, ch.fs)
+        for _ in range(400):                 # the other tiles' decodes may still be running
+            if not e.store._inflight:
+                break
+            threading.Event().wait(0.01)
+        decodes = e.decoder.stats()["decodes"]
+        good = bad = 0
+        for k in range(60):
+            try:
+                want = ref.tile(grid, "a", k, ch.fs)
+            except Exception:  # noqa: BLE001 - mef3io refuses this tile too
+                bad += 1
+                continue
+            got = e.store.fetch_tiles(rec, [ch], grid, [k])[("a", k)]
+            assert np.array_equal(got, want, equal_nan=True), k
+            good += 1
+        assert bad >= 1 and good >= 50
+        # the intact tiles of the failed run were decoded (one by one) and cached
+        assert e.decoder.stats()["decodes"] == decodes
+    finally:
+        ref.close()
         e.close()
