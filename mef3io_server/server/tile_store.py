@@ -358,12 +358,13 @@ class TileStore:
         wkey = (rec.key, ("window",) + tuple(c.name for c in chans), float(fs), int(t0), int(t1))
         rows = self.cache.get(wkey)
         if rows is None:
+            ikey = wkey + (rec.generation,)    # never share across versions of the files
             with self._lock:
-                entry = self._window_inflight.get(wkey)
+                entry = self._window_inflight.get(ikey)
                 owner = entry is None
                 if owner:
                     # [future, keep]: keep it if asked for before, or by another meanwhile
-                    entry = self._window_inflight[wkey] = [cf.Future(),
+                    entry = self._window_inflight[ikey] = [cf.Future(),
                                                            wkey in self._recent_windows]
                     self._recent_windows[wkey] = None
                     if len(self._recent_windows) > self._RECENT_WINDOWS:
@@ -377,14 +378,14 @@ class TileStore:
                                                            lane, None, limit_bytes))
                     rows.flags.writeable = False
                     with self._lock:
-                        del self._window_inflight[wkey]
+                        del self._window_inflight[ikey]
                         keep = entry[1]
                     if keep and not rec.closed and not rec.superseded:
                         self.cache.put(wkey, rows)
                     fut.set_result(rows)
                 except BaseException as e:
                     with self._lock:
-                        self._window_inflight.pop(wkey, None)
+                        self._window_inflight.pop(ikey, None)
                     fut.set_exception(e)
                     raise
             else:
