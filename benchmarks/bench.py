@@ -819,6 +819,16 @@ def machine() -> dict:
             "load_before": os.getloadavg()}
 
 
+def load_during(m: dict) -> str:
+    """The load average seen during the run (1-minute, sampled every 5 s), for the docs."""
+    ld = m.get("load_during")
+    if not ld or not ld.get("samples"):
+        return ""
+    return (f"; during the run (1-minute average, every 5 s): {ld['min']:.1f} to "
+            f"{ld['max']:.1f}, mean {ld['mean']:.1f}; after: "
+            f"{', '.join(f'{x:.2f}' for x in m['load_after'])}")
+
+
 def write_docs(res: dict, gs: list[dict], cmd: str) -> None:
     m = res["machine"]
     decisions = (BENCH / "decisions.md").read_text() if (BENCH / "decisions.md").exists() else ""
@@ -833,7 +843,7 @@ section comes from `benchmarks/decisions.md`).
 - **Date:** {res['date']} (run took {res['run_s']:.0f} s)
 - **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM; {m['platform']};
   Python {m['python']}, grpcio {m['grpcio']}, mef3io {m['mef3io']}.
-  Load average before the run: {', '.join(f'{x:.2f}' for x in m['load_before'])}
+  Load average before the run: {', '.join(f'{x:.2f}' for x in m['load_before'])}{load_during(m)}
   (the machine was shared with other work: figures are noisy).
 - **Mode:** {'quick' if res['quick'] else 'full'}; `TILE_CACHE_MB={TILE_CACHE_MB}` for both servers,
   every other setting at its default. Every server is started fresh for each group of
@@ -905,7 +915,20 @@ def main() -> None:
         print(f"published server skipped: {why}", flush=True)
     mach = machine()
     only = tuple(x for x in args.only.split(",") if x)
-    res = run_all(args.quick, py, only)
+    loads: list[float] = []             # 1-minute load average, sampled every 5 s
+    sampling = threading.Event()
+
+    def sample_load():
+        while not sampling.wait(5.0):
+            loads.append(os.getloadavg()[0])
+    threading.Thread(target=sample_load, daemon=True).start()
+    try:
+        res = run_all(args.quick, py, only)
+    finally:
+        sampling.set()
+    mach["load_during"] = {"min": min(loads, default=0.0), "max": max(loads, default=0.0),
+                           "mean": sum(loads) / max(1, len(loads)), "samples": len(loads)}
+    mach["load_after"] = os.getloadavg()
     res.update({"machine": mach, "quick": args.quick, "published_python": py,
                 "published_skipped": why, "run_s": time.perf_counter() - start,
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})

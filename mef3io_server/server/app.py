@@ -7,6 +7,7 @@ in-flight streams get ``SHUTDOWN_GRACE_S`` to finish, decode workers exit.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -184,6 +185,12 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
             return 1
         announce(f"serving {preload}: {len(info.channel_names)} channels, "
                  f"{info.duration_s:.0f} s", settings.log_format)
+    # Everything loaded so far (modules, gRPC, mef3io, numpy) lives as long as
+    # the process: keep it out of the garbage collector's full passes, which
+    # otherwise scan it all and stall every request for 20-50 ms
+    # (docs/benchmarks.md).
+    gc.collect()
+    gc.freeze()
     running.set_serving()
     log.info("security: TLS %s, bearer tokens %s, DATA_ROOTS %s, HOST_ROOT %s",
              "mutual" if settings.tls_client_ca_file else ("on" if settings.tls_cert_file

@@ -132,6 +132,13 @@ class Engine:
                         cache_epoch=cache_epoch, decode_threads=s.decode_threads,
                         tile_duration_s=s.tile_duration_s,
                         respect_mef_blocks=s.respect_mef_blocks)
+        if s.decode_threads == 0 and self.decoder.kind == "threads" \
+                and self.store.split_ways > 1:
+            # Automatic: the tile store already runs one mef3io read per core
+            # (split_channels); more threads inside each read only add CPU
+            # (measured: 27 ms instead of 35 ms of CPU per 64 ch x 10 s tile,
+            # docs/benchmarks.md). The open itself used mef3io's automatic count.
+            rec.reader.n_threads = 1
         rec.last_checked = self._clock()
         with self._gen_lock:
             self._readers[(rec.path, rec.generation)] = rec
@@ -433,18 +440,16 @@ class Engine:
 
         def chunks():
             it = self.store.read_chunks(rec, chans, fs, t0, t1, per)
-            last = None
             for j0, j1, rows in it:
-                if j1 == n:
-                    last = True
-                    self._prefetch(rec, chans, fs, t0, t1)
                 a = t0 + _offset_us(j0, fs)
                 b = t1 if j1 == n else t0 + _offset_us(j1, fs)
                 with self._gen_lock:
                     self.counters.bytes_served += rows.nbytes
                 yield a, b, j0, rows
-            if last is None:
-                self._prefetch(rec, chans, fs, t0, t1)
+            # Planned once gRPC asks for the message after the last, i.e. once the
+            # last chunk is sent: planning and decoding the next windows would
+            # otherwise compete with encoding and sending it (docs/benchmarks.md).
+            self._prefetch(rec, chans, fs, t0, t1)
 
         return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()))
 

@@ -73,6 +73,8 @@ class TileStore:
         self._closed = False
         self._memo: dict = {}
         self._recent_plans: dict[tuple, float] = {}
+        self._window_inflight: dict[tuple, cf.Future] = {}   # see read_chunks
+        self._recent_windows: dict[tuple, None] = {}
         self._stream_ends: dict[tuple, int] = {}
         # Parallel mef3io reads a foreground tile is split into (one per core,
         # like the decode workers; 1 disables splitting).
@@ -426,10 +428,74 @@ class TileStore:
             groups[(rec.grid(ch, fs), ch.fs)].append(i)
         return groups
 
+    #: Window keys remembered to tell a repeated window from a new one.
+    _RECENT_WINDOWS = 256
+
     def read_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                     t1: int, per_chunk: int, lane: str = "fg",
                     on_chunk: Optional[Callable[[int, int], None]] = None,
                     limit_bytes: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(j0, j1, rows)`` covering the window ``[t0, t1)`` at ``fs`` Hz.
+
+        ``rows`` is a C-contiguous float32 array ``(len(chans), j1 - j0)``,
+        read-only when shared (see below); see :meth:`assemble_chunks`.
+
+        A window that fits one chunk is assembled once for everyone asking at
+        the same time (the others wait for it, as for a tile being decoded),
+        and kept in the cache (same budget and eviction as tiles, the
+        recording's key first) once it has been asked for twice: a viewer
+        redrawing, or several tools on the same window, cost a lookup. A
+        window read once (paging, a single pass) is never kept, so it never
+        takes the place of tiles.
+        """
+        n = tg.samples_in_window(t0, t1, fs)
+        if lane != "fg" or n <= 0 or n > per_chunk:
+            yield from self.assemble_chunks(rec, chans, fs, t0, t1, per_chunk, lane, on_chunk,
+                                            limit_bytes)
+            return
+        wkey = (rec.key, ("window",) + tuple(c.name for c in chans), float(fs), int(t0), int(t1))
+        rows = self.cache.get(wkey)
+        if rows is None:
+            ikey = wkey + (rec.generation,)    # never share across versions of the files
+            with self._lock:
+                entry = self._window_inflight.get(ikey)
+                owner = entry is None
+                if owner:
+                    # [future, keep]: keep it if asked for before, or by another meanwhile
+                    entry = self._window_inflight[ikey] = [cf.Future(),
+                                                           wkey in self._recent_windows]
+                    self._recent_windows[wkey] = None
+                    if len(self._recent_windows) > self._RECENT_WINDOWS:
+                        self._recent_windows.pop(next(iter(self._recent_windows)))
+                else:
+                    entry[1] = True
+                fut = entry[0]
+            if owner:
+                try:
+                    _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, per_chunk,
+                                                           lane, None, limit_bytes))
+                    rows.flags.writeable = False
+                    with self._lock:
+                        del self._window_inflight[ikey]
+                        keep = entry[1]
+                    if keep and not rec.closed and not rec.superseded:
+                        self.cache.put(wkey, rows)
+                    fut.set_result(rows)
+                except BaseException as e:
+                    with self._lock:
+                        self._window_inflight.pop(ikey, None)
+                    fut.set_exception(e)
+                    raise
+            else:
+                rows = fut.result()
+        if on_chunk is not None:
+            on_chunk(0, n)
+        yield 0, n, rows
+
+    def assemble_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
+                        t1: int, per_chunk: int, lane: str = "fg",
+                        on_chunk: Optional[Callable[[int, int], None]] = None,
+                        limit_bytes: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(j0, j1, rows)`` covering the window ``[t0, t1)`` at ``fs`` Hz.
 
         ``rows`` is a fresh C-contiguous float32 array ``(len(chans), j1 - j0)``.
