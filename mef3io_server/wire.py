@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -22,7 +22,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
-from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .auth import TokenAuthInterceptor, TokenFile
 from .calls import CallObserver
 from .config import Settings, load_settings

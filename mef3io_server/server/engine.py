@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -30,10 +30,10 @@ from .decode import Decoder, Source, make_decoder
 from .discovery import SessionIndex, find_sessions
 from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
 from .paths import PathResolver
-from .recordings import ChannelInfo, Recording
+from .recordings import Recording
 from .segments import channel_runs
 from .reduction import PointReducer
-from .sessions import DEFAULT_CLIENT, Session, SessionRegistry
+from .sessions import Session, SessionRegistry
 from .tile_cache import TileCache
 from .tile_store import TileStore
 

@@ -292,25 +292,6 @@ class Recording:
         hi = int(np.searchsorted(ch.block_starts, t1 + slack, side="left"))
         return hi > lo
 
-    def tiles_have_data(self, ch: ChannelInfo, grid: tg.TileGrid, tiles) -> np.ndarray:
-        """:meth:`has_data` for tiles ``tiles`` of ``grid`` at once (bool array).
-
-        Tile windows are computed in floating point and widened by a
-        microsecond, so the answer errs only towards True (a tile then decodes
-        to NaN), never skips data; one vectorised pass instead of a Python
-        call per tile.
-        """
-        ks = np.asarray(tiles, dtype=np.float64)
-        if ks.size == 0:
-            return np.zeros(0, dtype=bool)
-        span = grid.tile_samples * 1e6 / grid.fs
-        slack = 5e5 / ch.fs + 2
-        a = grid.anchor_uutc + ks * span - slack
-        b = grid.anchor_uutc + (ks + 1) * span + slack
-        lo = np.searchsorted(ch.block_ends, a, side="right")
-        hi = np.searchsorted(ch.block_starts, b, side="left")
-        return hi > lo
-
     # ---- life cycle ----
 
     def changed_on_disk(self) -> bool:

@@ -9,7 +9,7 @@ unexpected exception is logged with its traceback and answered with a short
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Optional
+from typing import Iterator
 
 import grpc
 import numpy as np

@@ -566,7 +566,6 @@ class TileStore:
             yield j0, j1, out
 
     def _exact_for_window(self, rec, ch, grid, phase, M, n) -> bool:
-        L = grid.tile_samples
         for k in grid.tiles_for_span(M, M + n):
             a, b = grid.tile_window(k)
             if not tg.slicing_is_exact(grid, phase, k, rec.phases_in_window(ch, grid, a, b)):
