@@ -354,12 +354,15 @@ class TileStore:
 
         def failed(ks, chans, e: BaseException, inline: bool) -> None:
             """A run that fails (a damaged block refuses the whole read) is decoded
-            again tile by tile: only the damaged tile fails, naming its own window."""
-            if len(ks) > 1:
+            again tile by tile: only the damaged tile fails, naming its own window.
+            A cancelled run (the decoder shutting down) is not retried: its
+            retries could only be submitted to the pool being shut down."""
+            if len(ks) > 1 and not isinstance(e, cf.CancelledError) and not self._closed:
                 for k in ks:
                     decode([k], chans, inline)
             else:
-                publish(ks[0], chans, exc=failure(e, ks[0]))
+                for k in ks:
+                    publish(k, chans, exc=failure(e, k))
 
         def decode(ks, chans, inline: bool = False):
             """Decode run ``ks`` in this thread (inline) or on the lane's workers."""

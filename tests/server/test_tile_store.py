@@ -278,3 +278,22 @@ def test_a_window_asked_for_again_is_kept_and_one_read_once_is_not(write_recordi
         assert e.store.stats.tiles_decoded == 9
     finally:
         e.close()
+
+
+def test_close_with_background_decodes_queued_returns(write_recording):
+    """Engine.close() while prefetch runs are still queued: the cancelled runs are
+    failed, not retried tile by tile into the pool being shut down (that deadlocked)."""
+    path = write_recording("closing", {f"c{i}": random_walk(256 * 600, i) for i in range(32)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_processes=1))
+    e.open_file("", str(path))
+    rec, _ = e._read_context("", str(path))
+    chans = list(rec.channels)
+    started = e.store.prefetch(rec, chans, 256.0, T0, T0 + 60 * S, extra_ahead=8)
+    assert started > 0
+    pending = [f for f in e.store._inflight.values() if not f.done()]
+    assert pending, "nothing queued: the test would not exercise close with pending work"
+    closer = threading.Thread(target=e.close, daemon=True)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive(), "Engine.close() hung with background decodes queued"
+    assert all(f.done() for f in pending)
