@@ -128,8 +128,11 @@ class SignalAssembler:
     """Joins the chunks of a ``GetSignalRange`` stream into one array.
 
     When the server says the read's total length (``total_samples``, this
-    server), chunks are copied straight into one preallocated array; from an
-    older server they are collected and concatenated. Any chunk with an
+    server), chunks are copied straight into one preallocated array, except
+    a read that arrives as one chunk: its message buffer is the array,
+    without a copy (read-only, like the published client's single-chunk
+    answers; ``array.copy()`` to modify it). From an older server chunks are
+    collected and concatenated. Any chunk with an
     ``error_message`` fails the whole read: the result then has
     ``array=None`` and that message, never a truncated array.
     """
@@ -161,8 +164,18 @@ class SignalAssembler:
         self.start = chunk.start_uutc if self.start is None else min(self.start, chunk.start_uutc)
         self.end = chunk.end_uutc if self.end is None else max(self.end, chunk.end_uutc)
         if chunk.HasField("total_samples") and chunk.HasField("sample_offset") and arr.ndim == 2:
+            if self.out is None and chunk.sample_offset == 0 \
+                    and arr.shape[1] == chunk.total_samples:
+                # The whole read in one chunk: the message's buffer is the answer
+                # (read-only, as the published client's single-chunk answers).
+                self.parts.append(arr)
+                self.filled = arr.shape[1]
+                return True
             if self.out is None:
                 self.out = np.empty((arr.shape[0], chunk.total_samples), dtype=arr.dtype)
+                for part in self.parts:         # a "whole" chunk was not the only one
+                    self.out[:, :part.shape[1]] = part
+                self.parts = []
             j0 = chunk.sample_offset
             self.out[:, j0:j0 + arr.shape[1]] = arr
             self.filled += arr.shape[1]

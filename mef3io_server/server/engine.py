@@ -30,7 +30,7 @@ from .decode import Decoder, Source, make_decoder
 from .discovery import SessionIndex, find_sessions
 from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
 from .paths import PathResolver
-from .recordings import Recording
+from .recordings import ChannelInfo, Recording
 from .segments import channel_runs
 from .reduction import PointReducer
 from .sessions import Session, SessionRegistry
@@ -210,9 +210,14 @@ class Engine:
 
     def _served_rates(self, rec: Recording, cache_fs: Optional[float],
                       allow_mixed: bool) -> list[float]:
+        return self._served_rates_of(rec.channels, cache_fs)
+
+    @staticmethod
+    def _served_rates_of(chans: Sequence[ChannelInfo], cache_fs: Optional[float]) -> list[float]:
+        """Rate (Hz) each channel is served at: its own, or ``cache_fs`` when lower."""
         if cache_fs is None:
-            return [c.fs for c in rec.channels]
-        return [min(c.fs, cache_fs) for c in rec.channels]
+            return [c.fs for c in chans]
+        return [min(c.fs, cache_fs) for c in chans]
 
     def _validate_cache_fs(self, cache_fs: Optional[float], allow_mixed: bool):
         if cache_fs is None:
@@ -405,10 +410,7 @@ class Engine:
         rec, session = self._read_context(client_id, client_path)
         chans = rec.resolve_channels(channel_names)
         cache_fs = session.cache_fs if session else None
-        allow = session.allow_mixed_rates if session else False
-        rates = self._served_rates(rec, cache_fs, allow)
-        pos = {id(c): i for i, c in enumerate(rec.channels)}   # not list.index: O(n^2)
-        served = [rates[pos[id(c)]] for c in chans]
+        served = self._served_rates_of(chans, cache_fs)
         distinct = sorted(set(served))
         if len(distinct) > 1:
             by_rate = {}
@@ -727,7 +729,9 @@ class Engine:
 
 
 def _offset_us(j: int, fs: float) -> int:
-    """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up."""
+    """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up (exact)."""
+    if j == 0:
+        return 0
     return tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))
 
 

@@ -9,6 +9,7 @@ unexpected exception is logged with its traceback and answered with a short
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Iterator
 
 import grpc
@@ -260,6 +261,14 @@ _varint = envelope_codec._varint_bytes   # protobuf varint of a non-negative int
 _ARRAY_BYTES_TAG = bytes([(2 << 3) | 2])   # field 2, length-delimited
 
 
+@lru_cache(maxsize=256)
+def _chunk_head(file_path: str, channel_names: tuple, fs: float, total: int) -> bytes:
+    """The fields shared by every chunk of a read, serialized (a viewer re-reading
+    the same shape of window gets them from here)."""
+    return pb2.SignalChunk(file_path=file_path, dtype="float32", fs=fs,
+                           channel_names=channel_names, total_samples=total).SerializeToString()
+
+
 class SignalChunkEncoder:
     """Encodes the ``SignalChunk`` messages of one read as wire bytes.
 
@@ -268,9 +277,7 @@ class SignalChunkEncoder:
     """
 
     def __init__(self, file_path: str, channel_names, fs: float, total: int):
-        self._head = pb2.SignalChunk(file_path=file_path, dtype="float32", fs=fs,
-                                     channel_names=channel_names,
-                                     total_samples=total).SerializeToString()
+        self._head = _chunk_head(file_path, tuple(channel_names), float(fs), int(total))
 
     def encode(self, rows: np.ndarray, a: int, b: int, j0: int) -> "EncodedChunk":
         rows = np.ascontiguousarray(rows, dtype=np.float32)

@@ -48,11 +48,20 @@ def _rate(fs: float) -> Fraction:
     return Fraction(fs)
 
 
+@lru_cache(maxsize=4096)
+def _rate_terms(fs: float) -> tuple[int, int]:
+    """``(2 * p, 2 * q * 10**6)`` for ``fs = p / q`` exactly (see :func:`samples_in_window`)."""
+    r = Fraction(fs)
+    return 2 * r.numerator, 2 * r.denominator * _MICRO
+
+
 def samples_in_window(t0: int, t1: int, fs: float) -> int:
-    """Samples a ``[t0, t1)`` window holds at ``fs`` Hz (0 for an empty or inverted one)."""
+    """Samples a ``[t0, t1)`` window holds at ``fs`` Hz (0 for an empty or inverted one):
+    ``round_half_up((t1 - t0) * fs / 10**6)``, exactly, in integer arithmetic."""
     if t1 <= t0:
         return 0
-    return round_half_up(Fraction(t1 - t0) * _rate(fs) / _MICRO)
+    num, den = _rate_terms(fs)
+    return (int(t1 - t0) * num + den // 2) // den
 
 
 def exact_period_samples(fs: float, limit: int = 1_000_000) -> Optional[int]:
