@@ -54,7 +54,7 @@ class Settings:
     prefetch_behind_windows: int = 1       # PREFETCH_BEHIND_WINDOWS
     # --- limits ---
     max_read_bytes: int = 16384 * MIB      # MAX_READ_MB: largest float32 answer of one read
-    chunk_bytes: int = 2_500_000           # CHUNK_BYTES: largest SignalChunk payload
+    chunk_bytes: int = 1 << 20             # CHUNK_BYTES: largest SignalChunk payload (see docs)
     max_channels_per_read: int = 4096      # MAX_CHANNELS_PER_READ
     shutdown_grace_s: float = 10.0         # SHUTDOWN_GRACE_S
     refresh_interval_s: float = 2.0        # REFRESH_INTERVAL_S: how often an open recording

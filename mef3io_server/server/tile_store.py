@@ -443,16 +443,17 @@ class TileStore:
         ``rows`` is a C-contiguous float32 array ``(len(chans), j1 - j0)``,
         read-only when shared (see below); see :meth:`assemble_chunks`.
 
-        A window that fits one chunk is assembled once for everyone asking at
-        the same time (the others wait for it, as for a tile being decoded),
-        and kept in the cache (same budget and eviction as tiles, the
-        recording's key first) once it has been asked for twice: a viewer
-        redrawing, or several tools on the same window, cost a lookup. A
-        window read once (paging, a single pass) is never kept, so it never
-        takes the place of tiles.
+        A window of at most :attr:`WINDOW_SHARE_BYTES` is assembled once for
+        everyone asking at the same time (the others wait for it, as for a
+        tile being decoded), and kept in the cache (same budget and eviction
+        as tiles, the recording's key first) once it has been asked for twice:
+        a viewer redrawing, or several tools on the same window, cost a
+        lookup. A window read once (paging, a single pass) is never kept, so
+        it never takes the place of tiles. Such a window is then yielded in
+        chunks of ``per_chunk`` samples like any other.
         """
         n = tg.samples_in_window(t0, t1, fs)
-        if lane != "fg" or n <= 0 or n > per_chunk:
+        if lane != "fg" or n <= 0 or n * len(chans) * 4 > self.WINDOW_SHARE_BYTES:
             yield from self.assemble_chunks(rec, chans, fs, t0, t1, per_chunk, lane, on_chunk,
                                             limit_bytes)
             return
@@ -475,7 +476,7 @@ class TileStore:
                 fut = entry[0]
             if owner:
                 try:
-                    _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, per_chunk,
+                    _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, n,
                                                            lane, None, limit_bytes))
                     rows.flags.writeable = False
                     with self._lock:
@@ -491,9 +492,15 @@ class TileStore:
                     raise
             else:
                 rows = fut.result()
-        if on_chunk is not None:
-            on_chunk(0, n)
-        yield 0, n, rows
+        for j0, j1 in tg.chunk_bounds(n, per_chunk):
+            if on_chunk is not None:
+                on_chunk(j0, j1)
+            yield j0, j1, (rows if j1 - j0 == n else rows[:, j0:j1])
+
+    #: Largest window (float32 bytes) shared by concurrent readers and kept when
+    #: asked for twice (see :meth:`read_chunks`): 128 channels x 10 s at 256 Hz
+    #: is 1.3 MB, 64 x 60 s is 3.9 MB.
+    WINDOW_SHARE_BYTES = 4 << 20
 
     def assemble_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                         t1: int, per_chunk: int, lane: str = "fg",

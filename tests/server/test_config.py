@@ -29,7 +29,7 @@ DOCUMENTED_DEFAULTS = {
     "min_parallel_tiles": 2,
     "prefetch_ahead_windows": 1,
     "prefetch_behind_windows": 1,
-    "chunk_bytes": 2_500_000,
+    "chunk_bytes": 1 << 20,
     "host_root": "",
     "data_roots": (),
 }

@@ -280,6 +280,36 @@ def test_a_window_asked_for_again_is_kept_and_one_read_once_is_not(write_recordi
         e.close()
 
 
+def test_a_window_of_several_chunks_is_kept_and_streamed_in_chunks(write_recording):
+    """Sharing and keeping windows does not depend on CHUNK_BYTES: a window of
+    several chunks (up to TileStore.WINDOW_SHARE_BYTES) is kept like a one-chunk
+    window and still streamed in chunks of at most CHUNK_BYTES, exactly."""
+    path = write_recording("winc", {f"c{i}": random_walk(256 * 120, i) for i in range(3)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0, chunk_bytes=4096))
+    try:
+        e.open_file("", str(path))
+        t0, t1 = T0 + 12 * S + 3, T0 + 31 * S
+        ref = direct_read(path, [], t0, t1)
+        for _ in range(2):
+            r = e.read_signal("", str(path), [], t0, t1)
+            chunks = list(r.chunks)
+            assert len(chunks) > 1 and all(rows.nbytes <= 4096 for *_, rows in chunks)
+            got = np.concatenate([rows for *_, rows in chunks], axis=1)
+            assert np.array_equal(got, ref, equal_nan=True)
+            assert [j0 for _, _, j0, _ in chunks] == \
+                list(np.cumsum([0] + [rows.shape[1] for *_, rows in chunks[:-1]]))
+        assert e.cache.stats().items == 9 + 1          # 9 tiles, and the window
+        decoded = e.store.stats.tiles_decoded
+        hits = e.cache.stats().hits
+        again = np.concatenate([rows for *_, rows in e.read_signal(
+            "", str(path), [], t0, t1).chunks], axis=1)
+        assert np.array_equal(again, ref, equal_nan=True)
+        assert e.cache.stats().hits == hits + 1 and e.store.stats.tiles_decoded == decoded
+    finally:
+        e.close()
+
+
 def test_close_with_background_decodes_queued_returns(write_recording):
     """Engine.close() while prefetch runs are still queued: the cancelled runs are
     failed, not retried tile by tile into the pool being shut down (that deadlocked)."""
