@@ -323,30 +323,37 @@ class TileStore:
         fs = grid.fs
 
         def publish(k: int, chans: list[ChannelInfo], rows=None, exc=None):
-            for i, ch in enumerate(chans):
-                key = self.tile_key(rec, ch, fs, k)
-                fut = owned[key]
-                if exc is None:
+            """Tile ``k`` of ``chans`` (``rows[i]`` for ``chans[i]``) to the cache and
+            its waiters, or ``exc`` to its waiters: one cache call, one lock."""
+            rkey, fk = rec.key, float(fs)
+            keys = [(rkey, ch.name, fk, int(k)) for ch in chans]
+            tiles = []
+            if exc is None:
+                for i in range(len(chans)):
                     tile = np.ascontiguousarray(rows[i])
                     tile.flags.writeable = False
-                    if not rec.closed and not rec.superseded:
-                        self.cache.put(key, tile)
-                        if lane == "bg":
-                            with self._lock:
-                                self._prefetched[key] = None
-                                if len(self._prefetched) > 100_000:
-                                    self._prefetched.pop(next(iter(self._prefetched)))
-                with self._lock:
-                    self._inflight.pop(key, None)
-                if exc is None:
-                    fut.set_result(tile)
-                else:
-                    fut.set_exception(exc)
+                    tiles.append(tile)
+                keep = not rec.closed and not rec.superseded
+                if keep:
+                    self.cache.put_many(zip(keys, tiles))
             with self._lock:
+                for key in keys:
+                    self._inflight.pop(key, None)
                 if exc is None:
                     self.stats.tiles_decoded += len(chans)
                     if lane == "bg":
                         self.stats.prefetch_tiles_decoded += len(chans)
+                        if keep:
+                            for key in keys:
+                                self._prefetched[key] = None
+                            while len(self._prefetched) > 100_000:
+                                self._prefetched.pop(next(iter(self._prefetched)))
+            if exc is None:
+                for key, tile in zip(keys, tiles):
+                    owned[key].set_result(tile)
+            else:
+                for key in keys:
+                    owned[key].set_exception(exc)
 
         def failure(e: BaseException, k: int) -> BaseException:
             a, b = grid.tile_window(k)

@@ -257,3 +257,37 @@ def test_append_noticed_without_any_call(tmp_path, server, client_factory):
         time.sleep(0.1)
     assert "changed on disk (appended)" in server.stderr_text()
     assert c.get_file_info(str(path))["end_uutc"] == T0 + 25 * SEC
+
+
+def test_whole_envelope_follows_an_append(tmp_path, server, client_factory):
+    """The server keeps whole-channel envelopes encoded for the next asker; after an
+    append the envelope is the new block index, never the one kept from before."""
+    import mef3io
+
+    path = write_session(tmp_path / "env.mefd", {"a": random_walk(int(40 * FS), 1)})
+    c = client_factory(server.address)
+    c.open_file(str(path))
+
+    def direct_envelope():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = mef3io.Reader(str(path), warn_declarations=False)
+            try:
+                return r.block_envelope("a")
+            finally:
+                r.close()
+
+    for _ in range(2):                       # the second answer comes from the kept bytes
+        got = c.get_envelope(str(path))["a"]
+        want = direct_envelope()
+        for k in ("start_uutc", "end_uutc", "min", "max"):
+            assert np.array_equal(got[k], want[k], equal_nan=True)
+    n_before = len(got["start_uutc"])
+    append(path, {"a": random_walk(int(30 * FS), 2)}, T0 + 40 * SEC)
+    wait_refresh()
+    assert c.get_file_info(str(path))["end_uutc"] == T0 + 70 * SEC
+    got = c.get_envelope(str(path))["a"]
+    want = direct_envelope()
+    assert len(got["start_uutc"]) > n_before
+    for k in ("start_uutc", "end_uutc", "min", "max"):
+        assert np.array_equal(got[k], want[k], equal_nan=True)

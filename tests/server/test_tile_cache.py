@@ -331,3 +331,22 @@ def test_thread_safety_under_concurrent_put_get():
     assert c.current_bytes == held_bytes(c) <= budget
     s = c.stats()
     assert s.hits + s.misses > 0 and s.rejected > 0
+
+
+def test_put_many_is_put_of_each_in_order():
+    """put_many (one lock for a decoded tile of many channels) keeps put's rules:
+    byte budget, LRU eviction, oversize rejection, replacement accounting."""
+    tile = lambda v, n=10: np.full(n, v, dtype=np.float32)   # noqa: E731
+    one, many = TileCache(100), TileCache(100)
+    items = [("a", tile(1)), ("b", tile(2, 20)), ("a", tile(3)), ("big", tile(4, 30)),
+             ("c", tile(5)), ("d", np.arange(5, dtype=np.float64))]
+    for k, v in items:
+        one.put(k, v)
+    many.put_many(items)
+    for k in ("a", "b", "big", "c", "d"):
+        x, y = one.get(k), many.get(k)
+        assert (x is None) == (y is None) and (x is None or np.array_equal(x, y))
+    assert one.stats().bytes == many.stats().bytes <= 100
+    assert one.stats().evictions > 0 and many.stats().evictions > 0
+    assert list(one._items) == list(many._items)           # same tiles, same LRU order
+    assert not many.get("a").flags.writeable and many.get("d").dtype == np.float32
