@@ -258,6 +258,9 @@ def bare_server_main() -> None:
     from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
     from mef3io_server.server import tile_grid as tg
 
+    from mef3io_server.server.config import Settings
+
+    CHUNK = Settings().chunk_bytes      # this server's default chunking (CHUNK_BYTES)
     rates = {str(rec_path(n)): fs for n, (_, _, fs) in RECORDINGS.items()}
     cache: dict = {}
 
@@ -268,9 +271,9 @@ def bare_server_main() -> None:
         key = (req.file_path, tuple(req.channel_names), n)
         msgs = cache.get(key)
         if msgs is None:
-            per = tg.chunk_samples(nch, 2_500_000, multiple_of=tg.exact_period_samples(fs) or 1)
-            if per * nch * 4 > 2_500_000 and per > 1:
-                per = max(1, 2_500_000 // (nch * 4))
+            per = tg.chunk_samples(nch, CHUNK, multiple_of=tg.exact_period_samples(fs) or 1)
+            if per * nch * 4 > CHUNK and per > 1:
+                per = max(1, CHUNK // (nch * 4))
             msgs = []
             for j0, j1 in tg.chunk_bounds(n, per):
                 msgs.append(pb2.SignalChunk(
@@ -618,7 +621,33 @@ def run_all(quick: bool, published_py: str | None, only=()) -> dict:
     processes_group("many_tools", tools_windows, 4)
     processes_group("many_clients", clients_windows, 16, 5.0 if quick else 15.0)
     group("scaling", scen_scaling, quick)
+    overview_group(res, targets, published_py, quick, only)
     return res
+
+
+OVERVIEW_SCENARIOS = ("overview_native", "overview_cache_fs", "envelope_24h")
+
+
+def overview_group(res: dict, targets, published_py, quick: bool, only=()) -> None:
+    """Issue 4's viewer scenarios (benchmarks/overview_bench.py): 1 h of 64 channels at
+    ``n_points=2000`` (native source, and a ``cache_fs=4`` session), and the 24 h envelope,
+    cold (first call on a fresh server) and warm, this server and the published one."""
+    if only and "overview" not in only:
+        return
+    from types import SimpleNamespace
+
+    import overview_bench as ob
+
+    print("  overview: writing / finding the 24 h recording ...", flush=True)
+    path = ob.make_dataset(DATA / "overview_64ch_24h_256Hz.mefd", 64, 24.0, 256.0)
+    ob.PUBLISHED_PYTHON = published_py or ob.PUBLISHED_PYTHON
+    args = SimpleNamespace(cache_mb=TILE_CACHE_MB, cache_fs=4.0, channels=64, n_points=2000,
+                           settle=3.0, repeat=3 if quick else 5)
+    out = res.setdefault("overview", {})
+    for name in OVERVIEW_SCENARIOS:
+        for kind in targets:
+            print(f"  overview {name}: {kind} ...", flush=True)
+            out.setdefault(name, {})[kind] = ob.run_scenario(kind, name, str(path), args)
 
 
 # ------------------------------------------------------------------ report
@@ -667,6 +696,21 @@ def goals(res: dict) -> list[dict]:
     r = ratio(d["many_tools"]["wall_s"], o["many_tools"]["wall_s"])
     add("many tools: speed-up vs 4 direct readers", r, ">= 3x", r is not None and r >= 3,
         f"ours {o['many_tools']['wall_s']:.2f} s, direct {d['many_tools']['wall_s']:.2f} s")
+    ov = res.get("overview", {})
+    for name, label in (("overview_native", "overview 1 h x 64 ch, n_points=2000"),
+                        ("envelope_24h", "envelope 24 h x 64 ch")):
+        for phase in ("cold", "warm"):
+            ours = ov.get(name, {}).get("ours", {}).get(f"{phase}_ms")
+            pub = ov.get(name, {}).get("published", {}).get(f"{phase}_ms")
+            if ours is None:
+                continue
+            r = ratio(pub, ours)
+            add(f"{label}, {phase}: speed-up vs published", r, ">= 2x",
+                r is not None and r >= 2,
+                f"ours {ours:.1f} ms, published {pub:.1f} ms" if pub else "published not run")
+    ow_ms = ov.get("overview_native", {}).get("ours", {}).get("warm_ms")
+    if ow_ms is not None:
+        add("overview 1 h x 64 ch warm (ms)", ow_ms, "<= 20 ms", ow_ms <= 20, "")
     peak = max((v.get("ours", 0) for v in res["memory"].values()), default=0) / 2**20
     add("memory: peak server RSS (MB)", peak, f"<= {TILE_CACHE_MB + 250} MB",
         peak <= TILE_CACHE_MB + 250, f"TILE_CACHE_MB={TILE_CACHE_MB}")
@@ -711,6 +755,17 @@ def rows(res: dict) -> list[tuple]:
             dv = d.get("scaling", [None] * (i + 1))[i] if d.get("scaling") else None
             out.append((f"scaling {case['axis']}={case['value']}", f"{kind_name} ms",
                         case[kind] * 1e3, pv and pv[kind] * 1e3, dv and dv[kind] * 1e3, None))
+    for name, sc in (("overview_native", "overview 1 h x 64 ch, n_points=2000"),
+                     ("overview_cache_fs", "overview, cache_fs=4 session"),
+                     ("envelope_24h", "envelope 24 h x 64 ch")):
+        cell = res.get("overview", {}).get(name, {})
+        if not cell:
+            continue
+        for m, key in (("cold ms", "cold_ms"), ("warm ms", "warm_ms"),
+                       ("shifted ms", "warm_shifted_ms")):
+            ours = cell.get("ours", {}).get(key)
+            if ours is not None:
+                out.append((sc, m, ours, cell.get("published", {}).get(key), None, None))
     for sc, v in res["memory"].items():
         out.append((f"memory: {sc}", "peak RSS MB", v.get("ours", 0) / 2**20,
                     v.get("published") and v["published"] / 2**20, None, None))
@@ -843,14 +898,15 @@ section comes from `benchmarks/decisions.md`).
 - **Date:** {res['date']} (run took {res['run_s']:.0f} s)
 - **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM; {m['platform']};
   Python {m['python']}, grpcio {m['grpcio']}, mef3io {m['mef3io']}.
-  Load average before the run: {', '.join(f'{x:.2f}' for x in m['load_before'])}{load_during(m)}
-  (the machine was shared with other work: figures are noisy).
+  Load average before the run: {', '.join(f'{x:.2f}' for x in m['load_before'])}{load_during(m)}{
+  '' if m['load_before'][0] < 0.5 else chr(10) + '  (the machine was shared with other work: figures are noisy).'}
 - **Mode:** {'quick' if res['quick'] else 'full'}; `TILE_CACHE_MB={TILE_CACHE_MB}` for both servers,
   every other setting at its default. Every server is started fresh for each group of
   scenarios; all servers are driven by the same client (`Mef3Client.get_signal_range`).
 - **Recording:** 64 channels x 1 h at 256 Hz written by `mef3io.Writer` (random walks,
   precision 2); scaling also uses 256 ch x 10 min at 256 Hz, 64 ch x 5 min at 2 kHz and
-  64 ch x 20 s at 32 kHz.
+  64 ch x 20 s at 32 kHz; the overview rows use 64 ch x 24 h at 256 Hz (random walks with
+  spikes, `benchmarks/overview_bench.py`; cold = first call on a fresh server).
 - **Bare transport:** a gRPC server in the benchmark answering `GetSignalRange` with
   pre-serialized `SignalChunk` messages of the same size and chunking: the floor for gRPC plus
   the client.
@@ -889,7 +945,8 @@ def main() -> None:
     ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-published", action="store_true", help="skip the published server")
     ap.add_argument("--only", default="", help="comma-separated groups (latency, paging, "
-                    "single_pass, single_pass_work, many_tools, many_clients, scaling); "
+                    "single_pass, single_pass_work, many_tools, many_clients, scaling, "
+                    "overview); "
                     "results go to bench-partial.json, docs are not rewritten")
     ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for this server (experiments)")
@@ -941,7 +998,7 @@ def main() -> None:
                 return [strip(x) for x in v]
             return round(v, 4) if isinstance(v, float) else v
         print(json.dumps(strip({k: v for k, v in res.items()
-                                if k in ("ours", "published", "direct", "bare", "memory")})))
+                                if k in ("ours", "published", "direct", "bare", "memory", "overview")})))
         return
     gs = goals(res)
     res["goals"] = gs
