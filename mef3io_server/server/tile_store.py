@@ -51,6 +51,7 @@ class StoreStats:
     prefetch_tiles_decoded: int = 0
     prefetch_hits: int = 0
     direct_reads: int = 0
+    window_first_reads: int = 0
 
 
 class TileStore:
@@ -555,6 +556,25 @@ class TileStore:
             if keep:
                 sliced_groups.append((grid, native, keep))
         q = tg.exact_period_samples(fs) or 0
+        # Cold windows whose tiles would decode far more than the window itself
+        # (short MEF blocks at high rates): the window first, its tiles after.
+        first: list[int] = []
+        first_groups = []
+        if lane == "fg":
+            for g in list(sliced_groups):
+                grid, native, idxs = g
+                if grid.fs >= native and self._window_first(rec, [chans[i] for i in idxs],
+                                                             grid, t0, t1, n):
+                    sliced_groups.remove(g)
+                    first.extend(idxs)
+                    first_groups.append(g)
+        first_whole = None
+        if first:
+            with self._lock:
+                self.stats.window_first_reads += 1
+            first_whole = self._direct_split(rec, [chans[i] for i in first], t0, t1)
+            for grid, native, idxs in first_groups:       # the tiles, in the background
+                self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, 0, n)
         if direct:
             with self._lock:
                 self.stats.direct_reads += 1
@@ -567,6 +587,8 @@ class TileStore:
             out = np.empty((len(chans), j1 - j0), dtype=np.float32)
             for grid, native, idxs in sliced_groups:
                 self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane)
+            if first:
+                out[first] = first_whole[:, j0:j1]
             if direct:
                 if direct_whole is not None:
                     out[direct] = direct_whole[:, j0:j1]
@@ -581,6 +603,62 @@ class TileStore:
             if on_chunk is not None:
                 on_chunk(j0, j1)
             yield j0, j1, out
+
+    #: A cold window is decoded directly (then its tiles in the background) when
+    #: its tiles' MEF blocks hold at least this many times the window's blocks.
+    WINDOW_FIRST_RATIO = 1.5
+    #: ... and when the window is at most this many float32 bytes (held whole).
+    WINDOW_FIRST_MAX_BYTES = 256 << 20
+
+    def _window_first(self, rec: Recording, group: Sequence[ChannelInfo], grid: tg.TileGrid,
+                      t0: int, t1: int, n: int) -> bool:
+        """Whether a read of ``[t0, t1)`` should decode the window itself first.
+
+        Only when none of the group's tiles for it is cached or being decoded
+        (a cold read), the window fits :attr:`WINDOW_FIRST_MAX_BYTES`, and the
+        tiles span MEF blocks holding at least :attr:`WINDOW_FIRST_RATIO` times
+        the samples of the blocks the window touches (a direct read decodes
+        whole blocks too): e.g. 10 s at 32 kHz (1 s blocks) straddles two
+        10 s tiles, 2x the decode. At 256 Hz (10 s blocks, 10 s tiles) never.
+        """
+        if n * len(group) * 4 > self.WINDOW_FIRST_MAX_BYTES or self._closed:
+            return False
+        M, _ = tg.window_offset(grid, t0)
+        ks = grid.tiles_for_span(M, M + n)
+        if not len(ks):
+            return False
+        a, b = grid.tile_start(ks[0]), grid.tile_start(ks[-1] + 1)
+        ch = group[0]
+        tiles_span = _blocks_span(ch, a, b)
+        window_span = _blocks_span(ch, t0, t1)
+        if window_span <= 0 or tiles_span < self.WINDOW_FIRST_RATIO * window_span:
+            return False
+        rkey, fs = rec.key, float(grid.fs)
+        keys = [(rkey, c.name, fs, int(k)) for k in ks for c in group]
+        with self._lock:
+            if any(key in self._inflight for key in keys):
+                return False
+        return not any(key in self.cache for key in keys)
+
+    def _direct_split(self, rec: Recording, chans: Sequence[ChannelInfo], a: int, b: int
+                      ) -> np.ndarray:
+        """Direct read of ``[a, b)``, its channels split over parallel mef3io reads
+        (see :meth:`split_channels`): the first part in this thread, the others on
+        the foreground workers. ``(len(chans), n)`` float32."""
+        parts = self.split_channels(list(chans))
+        futs = []
+        for part in parts[1:]:
+            try:
+                futs.append(self.decoder.submit(rec.source, [c.name for c in part], a, b, "fg"))
+            except Exception as e:  # noqa: BLE001
+                raise decode_failure(rec, [c.name for c in part], a, b, e) from e
+        rows = [self._direct(rec, parts[0], a, b, "fg")]
+        for part, fut in zip(parts[1:], futs):
+            try:
+                rows.append(np.asarray(fut.result(), dtype=np.float32))
+            except Exception as e:  # noqa: BLE001
+                raise decode_failure(rec, [c.name for c in part], a, b, e) from e
+        return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
 
     def _exact_for_window(self, rec, ch, grid, phase, M, n) -> bool:
         for k in grid.tiles_for_span(M, M + n):
@@ -740,6 +818,16 @@ class TileStore:
         except Exception:  # noqa: BLE001 - prefetch is best effort
             log.debug("prefetch failed", exc_info=True)
             return 0
+
+
+def _blocks_span(ch: ChannelInfo, a: int, b: int) -> int:
+    """uUTC covered by the MEF blocks of ``ch`` that overlap ``[a, b)`` (what a read
+    of that window decodes), 0 when none does."""
+    lo = int(np.searchsorted(ch.block_ends, a, side="right"))
+    hi = int(np.searchsorted(ch.block_starts, b, side="left"))
+    if hi <= lo:
+        return 0
+    return int((ch.block_ends[lo:hi] - ch.block_starts[lo:hi]).sum())
 
 
 def decode_failure(rec: Recording, names: Sequence[str], a: int, b: int,

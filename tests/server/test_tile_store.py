@@ -327,3 +327,51 @@ def test_close_with_background_decodes_queued_returns(write_recording):
     closer.join(60)
     assert not closer.is_alive(), "Engine.close() hung with background decodes queued"
     assert all(f.done() for f in pending)
+
+
+def test_cold_window_with_far_larger_tiles_is_decoded_first_then_its_tiles(tmp_path):
+    """Short MEF blocks (here 1 s) and 10 s tiles: a cold 2 s window straddling two
+    tiles is read directly (exactly a direct read), and its tiles are decoded in
+    the background afterwards; the next read of the area comes from them."""
+    from conftest import write_session
+
+    path = write_session(tmp_path / "short_blocks.mefd",
+                         {f"c{i}": random_walk(512 * 40, i) for i in range(4)},
+                         fs=512.0, block_length=512)
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    try:
+        e.open_file("", str(path))
+        t0, t1 = T0 + 9 * S, T0 + 11 * S          # tiles 0 and 1: 20 s of blocks for 2 s
+        got = read_all(e, "", path, [], t0, t1)
+        assert np.array_equal(got, direct_read(path, [], t0, t1), equal_nan=True)
+        assert e.store.stats.window_first_reads == 1
+        deadline = 400
+        while e.store.stats.tiles_decoded < 8 and deadline:      # 2 tiles x 4 channels
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert e.store.stats.tiles_decoded == 8
+        t2, t3 = T0 + 9 * S + 12_345, T0 + 10 * S + 500_000  # inside those tiles: warm
+        assert np.array_equal(read_all(e, "", path, [], t2, t3),
+                              direct_read(path, [], t2, t3), equal_nan=True)
+        assert e.store.stats.window_first_reads == 1 and e.store.stats.tiles_decoded == 8
+        # A window whose tiles hold little more than its own blocks is read from tiles.
+        read_all(e, "", path, [], T0 + 20 * S, T0 + 30 * S)
+        assert e.store.stats.window_first_reads == 1
+    finally:
+        e.close()
+
+
+def test_window_first_is_never_used_with_ten_second_blocks(write_recording):
+    """256 Hz with 10 s blocks (mef3io's default) and 10 s tiles: a direct read decodes
+    the same blocks as the tiles, so cold reads always go through the tiles."""
+    path = write_recording("std", {f"c{i}": random_walk(256 * 60, i) for i in range(2)})
+    e = Engine(Settings(tile_duration_s=10.0))
+    try:
+        e.open_file("", str(path))
+        for t0 in (T0 + 3 * S, T0 + 15 * S + 17, T0 + 41 * S):
+            assert np.array_equal(read_all(e, "", path, [], t0, t0 + 2 * S),
+                                  direct_read(path, [], t0, t0 + 2 * S), equal_nan=True)
+        assert e.store.stats.window_first_reads == 0
+    finally:
+        e.close()
