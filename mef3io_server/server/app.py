@@ -219,9 +219,10 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
         pass
     running.stop()
     log.info("stopped")
-    if getattr(running.engine.decoder, "wedged", 0):
-        # A decode pool wedged by a killed worker keeps a thread Python would
-        # join at exit for ever (see ProcessDecoder._watch_pools): leave now.
+    if getattr(running.engine.decoder, "stuck", 0):
+        # A decode pool wedged by a killed worker whose manager thread could
+        # not be released keeps a thread Python would join at exit for ever
+        # (see ProcessDecoder._release_wedged): leave now.
         logging.shutdown()
         sys.stderr.flush()
         os._exit(0)
