@@ -382,25 +382,32 @@ class ProcessDecoder(Decoder):
                 if suspects[id(pool)] < 2:      # twice in a row: not a spawn in progress
                     continue
                 suspects.pop(id(pool), None)
-                log.warning("the %s decode pool is wedged by a dead worker; rebuilding", lane)
-                self.wedged += 1
-                # Taken before the rebuild: shutdown() drops the pool's references.
-                results = getattr(pool, "_result_queue", None)
-                manager = getattr(pool, "_executor_manager_thread", None)
-                self._rebuild(lane, pool)
-                # Fail the unfinished decodes, taking them out of the pool's own
-                # table (the manager thread fails whatever is left there once it
-                # is released, and a future cannot be failed twice).
-                items = getattr(pool, "_pending_work_items", None)
-                for work_id in list(pending):
-                    item = items.pop(work_id, None) if items is not None else pending[work_id]
-                    try:
-                        if item is not None and not item.future.done():
-                            item.future.set_exception(BrokenProcessPool("no live decode worker"))
-                    except Exception:  # noqa: BLE001 - finished meanwhile
-                        pass
-                del pending, items
-                self._release_wedged(procs, results, manager)
+                self._give_up(lane, pool, pending, procs)
+            # Hold no pool between checks: a given-up pool must be freed.
+            pools = pool = pending = procs = None
+
+    def _give_up(self, lane: str, pool: cf.ProcessPoolExecutor, pending: dict,
+                 procs: list) -> None:
+        """Rebuild ``lane`` without ``pool``, fail its unfinished decodes (to be
+        retried), and release it (a method, so nothing of it outlives the call)."""
+        log.warning("the %s decode pool is wedged by a dead worker; rebuilding", lane)
+        self.wedged += 1
+        # Taken before the rebuild: shutdown() drops the pool's references.
+        results = getattr(pool, "_result_queue", None)
+        manager = getattr(pool, "_executor_manager_thread", None)
+        self._rebuild(lane, pool)
+        # Fail the unfinished decodes, taking them out of the pool's own table
+        # (the manager thread fails whatever is left there once it is
+        # released, and a future cannot be failed twice).
+        items = getattr(pool, "_pending_work_items", None)
+        for work_id in list(pending):
+            item = items.pop(work_id, None) if items is not None else pending[work_id]
+            try:
+                if item is not None and not item.future.done():
+                    item.future.set_exception(BrokenProcessPool("no live decode worker"))
+            except Exception:  # noqa: BLE001 - finished meanwhile
+                pass
+        self._release_wedged(procs, results, manager)
 
     #: Seconds :meth:`_release_wedged` waits for a wedged pool's workers and manager thread.
     RELEASE_TIMEOUT_S = 5.0
