@@ -28,6 +28,7 @@ from .config import Settings, load_settings
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
+from .memory import limit_malloc_arenas
 from .service import Mef3Service, add_to_server
 from .tls import server_credentials
 
@@ -168,6 +169,9 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     """
     settings = settings or load_settings()
     configure_logging(settings)
+    if settings.use_process_pool:
+        # Before any server thread exists (see memory.limit_malloc_arenas).
+        limit_malloc_arenas()
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")
     try:
