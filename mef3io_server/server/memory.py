@@ -48,22 +48,3 @@ def limit_malloc_arenas(arenas: int = PROCESS_POOL_ARENAS) -> bool:
         log.debug("glibc malloc arenas capped at %d", arenas)
     return ok
 
-
-def malloc_arena_bytes() -> dict:
-    """glibc's ``mallinfo2()`` of this process, in bytes: ``arena`` (held in
-    arenas), ``in_use`` (allocated), ``free`` (held but free), ``mmap``; ``{}``
-    when not glibc >= 2.33."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2
-    except (OSError, AttributeError):
-        return {}
-
-    class _MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                     "uordblks", "fordblks", "keepcost")]
-
-    fn.restype = _MallInfo2
-    m = fn()
-    return {"arena": m.arena, "in_use": m.uordblks, "free": m.fordblks, "mmap": m.hblkhd}
