@@ -119,21 +119,26 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
 def server_figures(pid: int) -> dict:
     """Memory (server + children, bytes), fds and threads of the server process.
 
-    ``rss_bytes`` sums the PSS of the server and its children (decode workers,
-    fork server): pages they share after fork are counted once, split between
-    them, where a sum of RSS would count them in every process.
+    ``rss_bytes`` (despite its name) sums the PSS of the server and its children
+    (decode workers, fork server): pages they share after fork are counted
+    once, split between them, where a sum of RSS would count them in every
+    process. ``server_rss_bytes`` / ``server_pss_bytes``: the server process alone.
     """
     import psutil
 
     p = psutil.Process(pid)
     procs = [p] + p.children(recursive=True)
-    total = 0
+    total = server_pss = 0
     for q in procs:
         try:
-            total += getattr(q.memory_full_info(), "pss", None) or q.memory_info().rss
+            pss = getattr(q.memory_full_info(), "pss", None) or q.memory_info().rss
         except psutil.Error:
-            pass
+            continue
+        total += pss
+        if q.pid == pid:
+            server_pss = pss
     return {"rss_bytes": total, "server_rss_bytes": p.memory_info().rss,
+            "server_pss_bytes": server_pss,
             "fds": p.num_fds(), "threads": p.num_threads(), "children": len(procs) - 1}
 
 
@@ -332,6 +337,8 @@ def run(args) -> dict:
         "latency_all_s": {"p50": percentile(all_lat, 50), "p99": percentile(all_lat, 99)},
         "server_before": before, "server_after": after,
         "rss_max_bytes": max(rss) if rss else None,
+        "server_rss_max_bytes": max((s["server_rss_bytes"] for s in samples), default=None),
+        "server_pss_max_bytes": max((s["server_pss_bytes"] for s in samples), default=None),
         "rss_limit_bytes": (args.tile_cache_mb + 250) * 2**20,
         "rss_samples": samples,
         "worker_kills": kills, "still_serving": serving,

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 CORE = ["engine", "sessions", "recordings", "tile_grid", "tile_store", "tile_cache", "decode",
-        "reduction", "annotations", "segments", "discovery", "paths", "config", "errors"]
+        "reduction", "annotations", "segments", "discovery", "paths", "config", "errors", "memory"]
 
 PROBE = """
 import importlib, sys

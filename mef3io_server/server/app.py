@@ -28,6 +28,7 @@ from .config import Settings, load_settings
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
+from .memory import limit_malloc_arenas
 from .service import Mef3Service, add_to_server
 from .tls import server_credentials
 
@@ -168,6 +169,9 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     """
     settings = settings or load_settings()
     configure_logging(settings)
+    if settings.use_process_pool:
+        # Before any server thread exists (see memory.limit_malloc_arenas).
+        limit_malloc_arenas()
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")
     try:
@@ -219,9 +223,10 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
         pass
     running.stop()
     log.info("stopped")
-    if getattr(running.engine.decoder, "wedged", 0):
-        # A decode pool wedged by a killed worker keeps a thread Python would
-        # join at exit for ever (see ProcessDecoder._watch_pools): leave now.
+    if getattr(running.engine.decoder, "stuck", 0):
+        # A decode pool wedged by a killed worker whose manager thread could
+        # not be released keeps a thread Python would join at exit for ever
+        # (see ProcessDecoder._release_wedged): leave now.
         logging.shutdown()
         sys.stderr.flush()
         os._exit(0)

@@ -21,6 +21,7 @@ Every decode returns a ``float32`` array of shape ``(len(channels), n)`` with
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import multiprocessing
 import os
@@ -236,9 +237,11 @@ class ProcessDecoder(Decoder):
         self._decode_seconds = 0.0
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
-        # Pools given up as wedged. Their manager threads stay blocked, and
-        # Python joins those at exit: the server must then leave with os._exit.
+        # Pools given up as wedged (a count), and the manager threads of those
+        # that could not be released: Python joins those at exit, so the
+        # server must then leave with os._exit (see ``stuck``).
         self.wedged = 0
+        self._stuck: list[threading.Thread] = []
 
     def _pool(self, lane: str) -> cf.ProcessPoolExecutor:
         with self._lock:
@@ -273,64 +276,77 @@ class ProcessDecoder(Decoder):
             list(pool.map(_worker_noop, range(self._sizes[lane])))
 
     def submit(self, source, channels, t0, t1, lane="fg"):
+        # Methods and functools.partial, not nested closures: a closure that
+        # calls itself (the retry) is a reference cycle, and it kept every
+        # finished decode's future -- and its samples -- alive until the
+        # garbage collector's next pass (docs/reliability.md, "memory").
         outer: cf.Future = cf.Future()
         args = (source.path, source.generation, source.password, tuple(channels), int(t0), int(t1))
-        start = time.perf_counter()
-
-        def attempt(tries_left: int):
-            pool = None
-            try:
-                pool = self._pool(lane)
-                fut = pool.submit(_worker_decode, *args)
-            except DecodeFailed as e:
-                outer.set_exception(e)
-                return
-            except (BrokenProcessPool, RuntimeError):
-                # A broken pool, or one shut down under us by a rebuild.
-                if pool is not None:
-                    self._rebuild(lane, pool)
-                if tries_left > 0 and not self._closed:
-                    attempt(tries_left - 1)
-                else:
-                    outer.set_exception(DecodeFailed(
-                        f"a decode worker process died and {DECODE_RETRIES} retries failed too"))
-                return
-
-            def done(f: cf.Future):
-                # A cancelled future (its pool shut down by a rebuild or by
-                # close) must still settle ``outer``: f.exception() would raise.
-                exc = BrokenProcessPool("cancelled") if f.cancelled() else f.exception()
-                if exc is None:
-                    with self._lock:
-                        self._decodes += 1
-                        self._decode_seconds += time.perf_counter() - start
-                    outer.set_result(f.result())
-                elif isinstance(exc, BrokenProcessPool):
-                    # This callback runs on the broken pool's own manager thread:
-                    # shutting that pool down (it writes the manager's wake-up
-                    # pipe) or re-submitting from here can deadlock it, so the
-                    # rebuild and the retry run on a helper thread.
-                    def retry():
-                        try:
-                            self._rebuild(lane, pool)
-                            if tries_left > 0 and not self._closed:
-                                attempt(tries_left - 1)
-                            elif self._closed:
-                                outer.set_exception(DecodeFailed("the server is shutting down"))
-                            else:
-                                outer.set_exception(DecodeFailed(
-                                    "a decode worker process died while decoding this "
-                                    f"window, and again on {DECODE_RETRIES} retries"))
-                        except BaseException as e:  # noqa: BLE001
-                            if not outer.done():
-                                outer.set_exception(DecodeFailed(f"decoding failed: {e}"))
-                    threading.Thread(target=retry, name="decode-retry", daemon=True).start()
-                else:
-                    outer.set_exception(DecodeFailed(f"decoding failed: {exc}"))
-            fut.add_done_callback(done)
-
-        attempt(DECODE_RETRIES)
+        self._attempt(outer, lane, args, time.perf_counter(), DECODE_RETRIES)
         return outer
+
+    def _attempt(self, outer: cf.Future, lane: str, args: tuple, start: float,
+                 tries_left: int) -> None:
+        """Submit ``args`` to the lane's pool; ``outer`` settles when it is decoded or failed.
+
+        ``start``: ``time.perf_counter()`` of the first submission (seconds).
+        """
+        pool = None
+        try:
+            pool = self._pool(lane)
+            fut = pool.submit(_worker_decode, *args)
+        except DecodeFailed as e:
+            outer.set_exception(e)
+            return
+        except (BrokenProcessPool, RuntimeError):
+            # A broken pool, or one shut down under us by a rebuild.
+            if pool is not None:
+                self._rebuild(lane, pool)
+            if tries_left > 0 and not self._closed:
+                self._attempt(outer, lane, args, start, tries_left - 1)
+            else:
+                outer.set_exception(DecodeFailed(
+                    f"a decode worker process died and {DECODE_RETRIES} retries failed too"))
+            return
+        fut.add_done_callback(functools.partial(self._settle, outer, lane, pool, args, start,
+                                                tries_left))
+
+    def _settle(self, outer: cf.Future, lane: str, pool: cf.ProcessPoolExecutor, args: tuple,
+                start: float, tries_left: int, f: cf.Future) -> None:
+        """Done-callback of a pool's future: pass the result on, or retry after a worker death."""
+        # A cancelled future (its pool shut down by a rebuild or by close)
+        # must still settle ``outer``: f.exception() would raise.
+        exc = BrokenProcessPool("cancelled") if f.cancelled() else f.exception()
+        if exc is None:
+            with self._lock:
+                self._decodes += 1
+                self._decode_seconds += time.perf_counter() - start
+            outer.set_result(f.result())
+        elif isinstance(exc, BrokenProcessPool):
+            # This callback runs on the broken pool's own manager thread:
+            # shutting that pool down (it writes the manager's wake-up pipe) or
+            # re-submitting from here can deadlock it, so the rebuild and the
+            # retry run on a helper thread.
+            threading.Thread(target=self._retry, args=(outer, lane, pool, args, start, tries_left),
+                             name="decode-retry", daemon=True).start()
+        else:
+            outer.set_exception(DecodeFailed(f"decoding failed: {exc}"))
+
+    def _retry(self, outer: cf.Future, lane: str, pool: cf.ProcessPoolExecutor, args: tuple,
+               start: float, tries_left: int) -> None:
+        try:
+            self._rebuild(lane, pool)
+            if tries_left > 0 and not self._closed:
+                self._attempt(outer, lane, args, start, tries_left - 1)
+            elif self._closed:
+                outer.set_exception(DecodeFailed("the server is shutting down"))
+            else:
+                outer.set_exception(DecodeFailed(
+                    "a decode worker process died while decoding this "
+                    f"window, and again on {DECODE_RETRIES} retries"))
+        except BaseException as e:  # noqa: BLE001
+            if not outer.done():
+                outer.set_exception(DecodeFailed(f"decoding failed: {e}"))
 
     def _watch_pools(self) -> None:
         """Fail over a pool that holds work but no live worker (``WATCHDOG_S`` checks).
@@ -339,9 +355,11 @@ class ProcessDecoder(Decoder):
         while sending its result leaves the pool's manager thread blocked in
         ``recv`` for the rest of the message; it never reports the pool
         broken, so its decodes -- and every read waiting on them -- hung.
-        Such a pool is rebuilt and its unfinished decodes are failed as a
-        worker death, which retries them on the new pool. Uses the executor's
-        private ``_processes`` / ``_pending_work_items``; without them it does nothing.
+        Such a pool is rebuilt, its unfinished decodes are failed as a worker
+        death (which retries them on the new pool), and it is released (see
+        :meth:`_release_wedged`). Uses the executor's private ``_processes`` /
+        ``_pending_work_items`` / ``_result_queue`` / ``_executor_manager_thread``;
+        without them it does nothing.
         """
         suspects: dict[int, int] = {}
         while not self._closed:
@@ -364,18 +382,77 @@ class ProcessDecoder(Decoder):
                 if suspects[id(pool)] < 2:      # twice in a row: not a spawn in progress
                     continue
                 suspects.pop(id(pool), None)
-                log.warning("the %s decode pool is wedged by a dead worker; rebuilding", lane)
-                self.wedged += 1
-                self._rebuild(lane, pool)
-                for p in procs:
-                    if p.is_alive():
-                        p.kill()
-                for item in pending.values():
-                    try:
-                        if not item.future.done():
-                            item.future.set_exception(BrokenProcessPool("no live decode worker"))
-                    except Exception:  # noqa: BLE001 - finished meanwhile
-                        pass
+                self._give_up(lane, pool, pending, procs)
+            # Hold no pool between checks: a given-up pool must be freed.
+            pools = pool = pending = procs = None
+
+    def _give_up(self, lane: str, pool: cf.ProcessPoolExecutor, pending: dict,
+                 procs: list) -> None:
+        """Rebuild ``lane`` without ``pool``, fail its unfinished decodes (to be
+        retried), and release it (a method, so nothing of it outlives the call)."""
+        log.warning("the %s decode pool is wedged by a dead worker; rebuilding", lane)
+        self.wedged += 1
+        # Taken before the rebuild: shutdown() drops the pool's references.
+        results = getattr(pool, "_result_queue", None)
+        manager = getattr(pool, "_executor_manager_thread", None)
+        self._rebuild(lane, pool)
+        # Fail the unfinished decodes, taking them out of the pool's own table
+        # (the manager thread fails whatever is left there once it is
+        # released, and a future cannot be failed twice).
+        items = getattr(pool, "_pending_work_items", None)
+        for work_id in list(pending):
+            item = items.pop(work_id, None) if items is not None else pending[work_id]
+            try:
+                if item is not None and not item.future.done():
+                    item.future.set_exception(BrokenProcessPool("no live decode worker"))
+            except Exception:  # noqa: BLE001 - finished meanwhile
+                pass
+        self._release_wedged(procs, results, manager)
+
+    #: Seconds :meth:`_release_wedged` waits for a wedged pool's workers and manager thread.
+    RELEASE_TIMEOUT_S = 5.0
+
+    def _release_wedged(self, procs: list, results, manager: Optional[threading.Thread]) -> None:
+        """Unblock and end the manager thread of a pool given up as wedged.
+
+        The manager is blocked reading the rest of a result from the pool's
+        result pipe; this process holds a write end of that pipe too, so it
+        never sees end-of-file. Once the pool's workers are dead, closing our
+        write end makes the read fail: the manager then takes the pool's own
+        broken-pool path (fails what is left, stops the call-queue feeder
+        thread, closes its pipes) and exits. Without this, every wedge kept a
+        blocked thread, a feeder thread and their pipes until the server exited.
+        Waits up to ``RELEASE_TIMEOUT_S`` seconds; a manager still blocked after
+        that is counted in :attr:`stuck`.
+        """
+        deadline = time.monotonic() + self.RELEASE_TIMEOUT_S
+        for p in procs:
+            try:
+                if p.is_alive():
+                    p.kill()
+                p.join(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - already reaped
+                pass
+        writer = getattr(results, "_writer", None)
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:
+                pass
+        if manager is not None:
+            manager.join(max(0.0, deadline - time.monotonic()))
+            if manager.is_alive():
+                log.warning("a wedged decode pool's manager thread did not end; "
+                            "it stays until the server exits")
+                with self._lock:
+                    self._stuck.append(manager)
+
+    @property
+    def stuck(self) -> int:
+        """Manager threads of wedged pools still blocked (Python joins them at exit)."""
+        with self._lock:
+            self._stuck = [t for t in self._stuck if t.is_alive()]
+            return len(self._stuck)
 
     def worker_pids(self) -> list[int]:
         with self._lock:

@@ -24,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import os
 import threading
@@ -320,79 +321,15 @@ class TileStore:
 
     def _run_jobs(self, rec: Recording, grid: tg.TileGrid, jobs: dict[int, list[ChannelInfo]],
                   owned: dict[tuple, cf.Future], lane: str) -> None:
-        """Decode the tiles this call owns; publish them to the cache and to waiters."""
-        fs = grid.fs
+        """Decode the tiles this call owns; publish them to the cache and to waiters.
 
-        def publish(k: int, chans: list[ChannelInfo], rows=None, exc=None):
-            """Tile ``k`` of ``chans`` (``rows[i]`` for ``chans[i]``) to the cache and
-            its waiters, or ``exc`` to its waiters: one cache call, one lock."""
-            rkey, fk = rec.key, float(fs)
-            keys = [(rkey, ch.name, fk, int(k)) for ch in chans]
-            tiles = []
-            if exc is None:
-                for i in range(len(chans)):
-                    tile = np.ascontiguousarray(rows[i])
-                    tile.flags.writeable = False
-                    tiles.append(tile)
-                keep = not rec.closed and not rec.superseded
-                if keep:
-                    self.cache.put_many(zip(keys, tiles))
-            with self._lock:
-                for key in keys:
-                    self._inflight.pop(key, None)
-                if exc is None:
-                    self.stats.tiles_decoded += len(chans)
-                    if lane == "bg":
-                        self.stats.prefetch_tiles_decoded += len(chans)
-                        if keep:
-                            for key in keys:
-                                self._prefetched[key] = None
-                            while len(self._prefetched) > 100_000:
-                                self._prefetched.pop(next(iter(self._prefetched)))
-            if exc is None:
-                for key, tile in zip(keys, tiles):
-                    owned[key].set_result(tile)
-            else:
-                for key in keys:
-                    owned[key].set_exception(exc)
-
-        def failure(e: BaseException, k: int) -> BaseException:
-            a, b = grid.tile_window(k)
-            return decode_failure(rec, [c.name for c in jobs[k]], a, b, e)
-
-        def failed(ks, chans, e: BaseException, inline: bool) -> None:
-            """A run that fails (a damaged block refuses the whole read) is decoded
-            again tile by tile: only the damaged tile fails, naming its own window.
-            A cancelled run (the decoder shutting down) is not retried: its
-            retries could only be submitted to the pool being shut down."""
-            if len(ks) > 1 and not isinstance(e, cf.CancelledError) and not self._closed:
-                for k in ks:
-                    decode([k], chans, inline)
-            else:
-                for k in ks:
-                    publish(k, chans, exc=failure(e, k))
-
-        def decode(ks, chans, inline: bool = False):
-            """Decode run ``ks`` in this thread (inline) or on the lane's workers."""
-            try:
-                got = self._decode_tile_rows(rec, chans, grid, ks, lane, inline=inline)
-            except BaseException as e:  # noqa: BLE001
-                failed(ks, chans, e, inline)
-                return
-            if inline:
-                for k, rows in zip(ks, got):
-                    publish(k, chans, rows)
-                return
-
-            def done(f, ks=ks, chans=chans):
-                exc = f.exception()
-                if exc is None:
-                    for k, rows in zip(ks, f.result()):
-                        publish(k, chans, rows)
-                else:
-                    failed(ks, chans, exc, False)
-            got.add_done_callback(done)
-
+        The work is a :class:`_JobRun` (an object, not nested closures that call
+        each other): closures that refer to one another form a reference
+        cycle, which kept ``owned`` -- every decoded tile of the call -- alive
+        until the garbage collector's next pass (hundreds of MB under load,
+        docs/reliability.md).
+        """
+        run = _JobRun(self, rec, grid, jobs, owned, lane)
         # Consecutive missing tiles are decoded by one mef3io read (see
         # _tile_runs): per-read overhead dominates short reads. A run of many
         # channels is decoded as several mef3io reads of disjoint channel sets
@@ -403,17 +340,17 @@ class TileStore:
                  for part in self.split_channels(chans)]
         if lane == "fg" and len(items) < self.min_parallel_tiles:
             for ks, part in items:
-                decode(ks, part, True)
+                run.decode(ks, part, True)
             return
         if lane == "fg":
             # All but the first go to the lane's workers; the first is decoded
             # in this (already waiting) thread, which saves a hand-off.
             for ks, part in items[1:]:
-                decode(ks, part)
-            decode(*items[0], True)
+                run.decode(ks, part)
+            run.decode(*items[0], True)
             return
         for ks, part in items:
-            decode(ks, part)
+            run.decode(ks, part)
 
     #: Fewest channels worth their own mef3io read when a tile is split.
     SPLIT_MIN_CHANNELS = 8
@@ -854,3 +791,92 @@ def decode_failure(rec: Recording, names: Sequence[str], a: int, b: int,
     kind = "" if isinstance(exc, DecodeFailed) else f"{type(exc).__name__}: "
     return DecodeFailed(f"decoding channel {shown} of {rec.path} in [{a}, {b}) uUTC "
                         f"({iso(a)} to {iso(b)}) failed: {kind}{reason}")
+
+
+class _JobRun:
+    """The tiles one :meth:`TileStore._run_jobs` call owns, decoded and published.
+
+    Holds no reference to the futures it waits on, so when the last decode
+    is published nothing refers to it any more and the tiles in ``owned``
+    are freed by reference counting (no garbage-collector pass needed).
+    """
+
+    __slots__ = ("store", "rec", "grid", "jobs", "owned", "lane")
+
+    def __init__(self, store: TileStore, rec: Recording, grid: tg.TileGrid,
+                 jobs: dict[int, list[ChannelInfo]], owned: dict[tuple, cf.Future], lane: str):
+        self.store, self.rec, self.grid = store, rec, grid
+        self.jobs, self.owned, self.lane = jobs, owned, lane
+
+    def publish(self, k: int, chans: list[ChannelInfo], rows=None, exc=None) -> None:
+        """Tile ``k`` of ``chans`` (``rows[i]`` for ``chans[i]``) to the cache and its
+        waiters, or ``exc`` to its waiters: one cache call and one lock per tile."""
+        store, rec, lane = self.store, self.rec, self.lane
+        rkey, fk = rec.key, float(self.grid.fs)
+        keys = [(rkey, ch.name, fk, int(k)) for ch in chans]
+        tiles = []
+        keep = False
+        if exc is None:
+            for i in range(len(chans)):
+                tile = np.ascontiguousarray(rows[i])
+                tile.flags.writeable = False
+                tiles.append(tile)
+            keep = not rec.closed and not rec.superseded
+            if keep:
+                store.cache.put_many(zip(keys, tiles))
+        with store._lock:
+            for key in keys:
+                store._inflight.pop(key, None)
+            if exc is None:
+                store.stats.tiles_decoded += len(chans)
+                if lane == "bg":
+                    store.stats.prefetch_tiles_decoded += len(chans)
+                    if keep:
+                        for key in keys:
+                            store._prefetched[key] = None
+                        while len(store._prefetched) > 100_000:
+                            store._prefetched.pop(next(iter(store._prefetched)))
+        if exc is None:
+            for key, tile in zip(keys, tiles):
+                self.owned[key].set_result(tile)
+        else:
+            for key in keys:
+                self.owned[key].set_exception(exc)
+
+    def failure(self, e: BaseException, k: int) -> BaseException:
+        a, b = self.grid.tile_window(k)
+        return decode_failure(self.rec, [c.name for c in self.jobs[k]], a, b, e)
+
+    def failed(self, ks, chans, e: BaseException, inline: bool) -> None:
+        """A run that fails (a damaged block refuses the whole read) is decoded
+        again tile by tile: only the damaged tile fails, naming its own window.
+        A cancelled run (the decoder shutting down) is not retried: its
+        retries could only be submitted to the pool being shut down."""
+        if len(ks) > 1 and not isinstance(e, cf.CancelledError) and not self.store._closed:
+            for k in ks:
+                self.decode([k], chans, inline)
+        else:
+            for k in ks:
+                self.publish(k, chans, exc=self.failure(e, k))
+
+    def decode(self, ks, chans, inline: bool = False) -> None:
+        """Decode run ``ks`` in this thread (inline) or on the lane's workers."""
+        try:
+            got = self.store._decode_tile_rows(self.rec, chans, self.grid, ks, self.lane,
+                                               inline=inline)
+        except BaseException as e:  # noqa: BLE001
+            self.failed(ks, chans, e, inline)
+            return
+        if inline:
+            for k, rows in zip(ks, got):
+                self.publish(k, chans, rows)
+            return
+        got.add_done_callback(functools.partial(self.done, ks, chans))
+
+    def done(self, ks, chans, f: cf.Future) -> None:
+        exc = f.exception()
+        if exc is None:
+            for k, rows in zip(ks, f.result()):
+                self.publish(k, chans, rows)
+        else:
+            self.failed(ks, chans, exc, False)

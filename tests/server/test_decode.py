@@ -1,6 +1,9 @@
 """Decode lanes: worker processes that die, clean shutdown, threads == processes."""
 from __future__ import annotations
 
+import concurrent.futures as cf
+import gc
+import inspect
 import os
 import signal
 import threading
@@ -222,3 +225,104 @@ def test_process_decoder_close_settles_pending_decodes(recording):
         except Exception as e:  # noqa: BLE001
             assert "shutting down" in str(e) or "worker" in str(e)
     assert not procs.worker_pids()
+
+
+def _resources() -> tuple[int, int, int]:
+    """(threads, open fds, live ProcessPoolExecutor objects) of this process."""
+    gc.collect()
+    pools = sum(isinstance(o, cf.ProcessPoolExecutor) for o in gc.get_objects())
+    return threading.active_count(), len(os.listdir("/proc/self/fd")), pools
+
+
+def _wait_for(cond, timeout=60.0) -> bool:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_wedged_decode_pools_are_released(recording):
+    """A worker killed while writing its result wedges its pool's manager thread.
+
+    The watchdog gives such a pool up and retries its decodes on a new pool;
+    it used to leave the blocked manager thread, the call-queue feeder thread
+    and their pipes behind, per wedge, until exit. After three wedges the
+    threads, fds and pools are back to the start, and no manager is stuck.
+    """
+    import wedge_worker
+
+    dec = ProcessDecoder(1, 1)
+    src = Source(str(recording), 1)
+    names = ["c0", "gappy"]
+    a, b = T0 + 95 * S, T0 + 105 * S
+    ref = direct_read(recording, names, a, b)
+    try:
+        dec.warm_up()
+        assert np.array_equal(dec.decode(src, names, a, b), ref, equal_nan=True)
+        start = _resources()
+        for i in range(3):
+            dec._pool("fg").submit(wedge_worker.die_mid_result)
+            out = dec.submit(src, names, a, b).result(120)    # queued behind the wedge
+            assert np.array_equal(out, ref, equal_nan=True)
+            assert _wait_for(lambda: dec.wedged == i + 1), f"wedge {i + 1} not detected"
+        # At most the start: threads of earlier tests may still be ending.
+        def back() -> bool:
+            return all(now <= then for now, then in zip(_resources(), start))
+        _wait_for(back)
+        assert back(), ("a wedged pool left threads, fds or itself behind "
+                        f"(threads, fds, pools): {_resources()} > {start}")
+        assert dec.stuck == 0
+    finally:
+        dec.close()
+
+
+@pytest.mark.parametrize("use_process_pool", [False, True])
+def test_reads_leave_no_cyclic_garbage(recording, use_process_pool):
+    """Decoded samples are freed by reference counting when a read is done.
+
+    Closures that called each other (the decode retry, the tile-run decode)
+    made reference cycles that held every finished decode's future and its
+    samples until the garbage collector's next pass: hundreds of MB under
+    load with the process pool. With the collector off during the reads, a
+    collection afterwards must find no future and none of those functions.
+    """
+    from mef3io_server.server.config import Settings
+    from mef3io_server.server.engine import Engine
+
+    eng = Engine(Settings(port=0, use_process_pool=use_process_pool, reader_processes=2,
+                          prefetch_processes=1, tile_duration_s=10.0))
+    eng.start()
+    gc.collect()
+    gc.disable()
+    try:
+        eng.open_file("a", str(recording))
+        names = ["c0", "c1", "c2", "c3", "c4", "c5", "gappy"]
+        for i in range(12):
+            t0 = T0 + (i * 97 % 1100) * S + 13
+            read = eng.read_signal("a", str(recording), names, t0, t0 + 60 * S)
+            rows = np.concatenate([r for _, _, _, r in read.chunks], axis=1)
+            assert rows.shape[0] == len(names)
+            del read, rows
+        if use_process_pool:        # the path the foreground read does not take inline
+            futs = [eng.decoder.submit(Source(str(recording), 1), names[:2],
+                                       T0 + k * 30 * S, T0 + (k + 1) * 30 * S)
+                    for k in range(8)]
+            for f in futs:
+                f.result(60)
+            del futs, f
+        time.sleep(0.5)             # prefetches finish (a pending one is not garbage)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        garbage = list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        eng.close()
+    futures = [o for o in garbage if isinstance(o, cf.Future)]
+    funcs = sorted({o.__qualname__ for o in garbage if inspect.isfunction(o)})
+    del garbage
+    assert not futures, f"{len(futures)} futures in reference cycles; functions: {funcs}"
+    assert not [f for f in funcs if f.startswith(("ProcessDecoder.", "TileStore."))], funcs

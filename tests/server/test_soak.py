@@ -58,11 +58,10 @@ def test_soak_short_process_pool_with_worker_kills(tmp_path):
     assert len(fig["worker_kills"]) >= 5
     # A read may fail cleanly when every retry dies too; none may fail otherwise.
     assert fig["fault_errors"] <= len(fig["worker_kills"])
-    # A pool given up as wedged (a worker killed mid-result) keeps its pipes
-    # and its blocked manager thread: a few fds and threads per wedge.
-    wedged = fig["wedged_pools"]
     assert fig["pool_rebuilds"] >= 1
-    # Known problem (docs/reliability.md): under repeated kills the server's
-    # memory runs up to ~100 MB over the TILE_CACHE_MB + 250 MB goal.
-    check_figures(fig, max_threads_growth=16 + 8 + 2 * wedged,
-                  max_fds_growth=4 + 6 * wedged, extra_memory=100 * MB)
+    # A pool given up as wedged (a worker killed mid-result) is released:
+    # no thread or fd per wedge stays behind, and memory stays within the
+    # goal (it ran ~100 MB over before decoded samples stopped being held
+    # by reference cycles and the server's malloc arenas were capped;
+    # docs/reliability.md).
+    check_figures(fig, max_threads_growth=16 + 8)
