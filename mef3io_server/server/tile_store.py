@@ -53,6 +53,7 @@ class StoreStats:
     prefetch_hits: int = 0
     direct_reads: int = 0
     window_first_reads: int = 0
+    windows_preassembled: int = 0
 
 
 class TileStore:
@@ -83,6 +84,8 @@ class TileStore:
         self.split_ways = max(1, min(8, os.cpu_count() or 1))
         # Plans prefetches off the request thread (see prefetch_later).
         self._planner = cf.ThreadPoolExecutor(1, thread_name_prefix="prefetch-plan")
+        # Assembles steady readers' next windows (see _preassemble): waits for tiles.
+        self._assembler = cf.ThreadPoolExecutor(1, thread_name_prefix="preassemble")
 
     # ------------------------------------------------------------ keys & tiles
 
@@ -402,45 +405,82 @@ class TileStore:
             yield from self.assemble_chunks(rec, chans, fs, t0, t1, per_chunk, lane, on_chunk,
                                             limit_bytes)
             return
-        wkey = (rec.key, ("window",) + tuple(c.name for c in chans), float(fs), int(t0), int(t1))
-        rows = self.cache.get(wkey)
-        if rows is None:
-            ikey = wkey + (rec.generation,)    # never share across versions of the files
-            with self._lock:
-                entry = self._window_inflight.get(ikey)
-                owner = entry is None
-                if owner:
-                    # [future, keep]: keep it if asked for before, or by another meanwhile
-                    entry = self._window_inflight[ikey] = [cf.Future(),
-                                                           wkey in self._recent_windows]
-                    self._recent_windows[wkey] = None
-                    if len(self._recent_windows) > self._RECENT_WINDOWS:
-                        self._recent_windows.pop(next(iter(self._recent_windows)))
-                else:
-                    entry[1] = True
-                fut = entry[0]
-            if owner:
-                try:
-                    _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, n,
-                                                           lane, None, limit_bytes))
-                    rows.flags.writeable = False
-                    with self._lock:
-                        del self._window_inflight[ikey]
-                        keep = entry[1]
-                    if keep and not rec.closed and not rec.superseded:
-                        self.cache.put(wkey, rows)
-                    fut.set_result(rows)
-                except BaseException as e:
-                    with self._lock:
-                        self._window_inflight.pop(ikey, None)
-                    fut.set_exception(e)
-                    raise
-            else:
-                rows = fut.result()
+        rows = self._shared_window(rec, chans, fs, t0, t1, n, lane, limit_bytes)
         for j0, j1 in tg.chunk_bounds(n, per_chunk):
             if on_chunk is not None:
                 on_chunk(j0, j1)
             yield j0, j1, (rows if j1 - j0 == n else rows[:, j0:j1])
+
+    @staticmethod
+    def window_key(rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int, t1: int):
+        return (rec.key, ("window",) + tuple(c.name for c in chans), float(fs), int(t0), int(t1))
+
+    def _shared_window(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
+                       t1: int, n: int, lane: str, limit_bytes: bool = True,
+                       keep: bool = False) -> np.ndarray:
+        """The whole window ``(len(chans), n)``, read-only: from the cache, from
+        whoever is assembling it right now, or assembled here (see
+        :meth:`read_chunks`). ``keep``: cache it even if not asked for before."""
+        wkey = self.window_key(rec, chans, fs, t0, t1)
+        rows = self.cache.get(wkey)
+        if rows is not None:
+            return rows
+        ikey = wkey + (rec.generation,)    # never share across versions of the files
+        with self._lock:
+            entry = self._window_inflight.get(ikey)
+            owner = entry is None
+            if owner:
+                # [future, keep]: keep it if asked for before, or by another meanwhile
+                entry = self._window_inflight[ikey] = [cf.Future(),
+                                                       keep or wkey in self._recent_windows]
+                if not keep:
+                    self._recent_windows[wkey] = None
+                    if len(self._recent_windows) > self._RECENT_WINDOWS:
+                        self._recent_windows.pop(next(iter(self._recent_windows)))
+            else:
+                entry[1] = True
+            fut = entry[0]
+        if not owner:
+            return fut.result()
+        try:
+            _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, n,
+                                                   lane, None, limit_bytes))
+            rows.flags.writeable = False
+            with self._lock:
+                del self._window_inflight[ikey]
+                keep = entry[1]
+            if keep and not rec.closed and not rec.superseded:
+                self.cache.put(wkey, rows)
+            fut.set_result(rows)
+            return rows
+        except BaseException as e:
+            with self._lock:
+                self._window_inflight.pop(ikey, None)
+            fut.set_exception(e)
+            raise
+
+    #: Largest window (float32 bytes) a steady reader's next window is assembled
+    #: ahead for (see :meth:`prefetch_later`): 64 channels x 10 s at 256 Hz is 655 KB.
+    PREASSEMBLE_MAX_BYTES = 1 << 20
+
+    def _preassemble(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
+                     t0: int, t1: int) -> None:
+        """Assemble the window ``[t0, t1)`` into the cache from its tiles (decoded on
+        the background lane if missing): the next page of a steady reader is then
+        one cache lookup, like a warm read. Best effort; never raises."""
+        try:
+            if self._closed or rec.closed or rec.superseded or t0 >= rec.end_uutc:
+                return
+            n = tg.samples_in_window(t0, t1, fs)
+            if n <= 0 or n * len(chans) * 4 > self.PREASSEMBLE_MAX_BYTES:
+                return
+            if self.window_key(rec, chans, fs, t0, t1) in self.cache:
+                return
+            self._shared_window(rec, chans, fs, t0, t1, n, "bg", keep=True)
+            with self._lock:
+                self.stats.windows_preassembled += 1
+        except Exception:  # noqa: BLE001 - best effort, like prefetch
+            log.debug("pre-assembling a window failed", exc_info=True)
 
     #: Largest window (float32 bytes) shared by concurrent readers and kept when
     #: asked for twice (see :meth:`read_chunks`): 128 channels x 10 s at 256 Hz
@@ -712,6 +752,7 @@ class TileStore:
     def close(self) -> None:
         self._closed = True
         self._planner.shutdown(wait=False, cancel_futures=True)
+        self._assembler.shutdown(wait=False, cancel_futures=True)
 
     def prefetch_later(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
                        t0: int, t1: int) -> cf.Future:
@@ -741,8 +782,13 @@ class TileStore:
         self._stream_ends[stream] = t1
         extra = self.STEADY_EXTRA_AHEAD if steady else 0
         try:
-            return self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1,
-                                        extra)
+            planned = self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1,
+                                           extra)
+            if steady:
+                # Its next window, assembled: the next page is a cache lookup.
+                self._assembler.submit(self._preassemble, rec, list(chans), fs, t1,
+                                       t1 + (t1 - t0))
+            return planned
         except RuntimeError:        # shut down under us
             return done
 

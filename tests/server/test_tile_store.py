@@ -375,3 +375,40 @@ def test_window_first_is_never_used_with_ten_second_blocks(write_recording):
         assert e.store.stats.window_first_reads == 0
     finally:
         e.close()
+
+
+def test_a_steady_readers_next_window_is_assembled_ahead_and_exact(write_recording):
+    """Paging forward by whole windows: after two pages the next one is assembled
+    in the background from its tiles and served by one cache lookup, exactly."""
+    path = write_recording("pages", {f"c{i}": random_walk(256 * 120, i) for i in range(3)})
+    e = Engine(Settings(tile_duration_s=10.0))
+    try:
+        e.open_file("", str(path))
+        span = 10 * S + 250_000                       # not tile-aligned: assembled from pieces
+        for i in range(4):
+            t0 = T0 + 3 * S + i * span
+            got = read_all(e, "", path, [], t0, t0 + span)
+            assert np.array_equal(got, direct_read(path, [], t0, t0 + span), equal_nan=True)
+            deadline = 400                            # let the background assembler run
+            while e.store.stats.windows_preassembled < i and deadline:
+                threading.Event().wait(0.05)
+                deadline -= 1
+        st = e.store.stats
+        assert st.windows_preassembled >= 2           # after the 2nd and 3rd pages
+        hits = e.cache.stats().hits
+        t0 = T0 + 3 * S + 4 * span                    # assembled after the 4th page
+        deadline = 400
+        while e.store.window_key(*_ctx(e, path), t0, t0 + span) not in e.cache and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        r = e.read_signal("", str(path), [], t0, t0 + span)
+        (_, _, _, rows), = list(r.chunks)
+        assert e.cache.stats().hits == hits + 1       # one lookup: the window itself
+        assert np.array_equal(rows, direct_read(path, [], t0, t0 + span), equal_nan=True)
+    finally:
+        e.close()
+
+
+def _ctx(e, path):
+    rec, _ = e._read_context("", str(path))
+    return rec, list(rec.channels), 256.0
