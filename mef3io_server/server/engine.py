@@ -291,7 +291,8 @@ class Engine:
 
     # ------------------------------------------------------------ changes on disk
 
-    def _refreshed(self, rec: Recording, force: bool = False) -> Recording:
+    def _refreshed(self, rec: Recording, force: bool = False,
+                   background: bool = False) -> Recording:
         """``rec``, or its re-opened successor when the files changed on disk.
 
         Checked at most every ``REFRESH_INTERVAL_S`` per recording (a stat of
@@ -319,6 +320,12 @@ class Engine:
             try:
                 new = self._open_recording(rec.path, rec.password, cache_epoch=None)
             except ServerError as e:
+                if background:
+                    # Maybe caught mid-rewrite: leave the sessions, and make the
+                    # next request check for itself (it fails and drops them if
+                    # the files are still unreadable; it never reads the old data).
+                    rec.last_checked = float("-inf")
+                    raise
                 gone = self.sessions.drop_file(rec.path)
                 if gone is not None:
                     self._recording_closed(gone)
@@ -725,7 +732,7 @@ class Engine:
                     return
                 try:
                     if self._clock() - rec.last_checked >= self._check_interval(rec) / 2:
-                        self._refreshed(rec, force=True)
+                        self._refreshed(rec, force=True, background=True)
                 except ServerError:
                     pass            # vanished or unreadable: _refreshed dropped it already
                 except Exception:  # noqa: BLE001 - the refresher must never die

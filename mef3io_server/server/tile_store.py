@@ -469,8 +469,8 @@ class TileStore:
         the background lane if missing): the next page of a steady reader is then
         one cache lookup, like a warm read. Best effort; never raises."""
         try:
-            if self._closed or rec.closed or rec.superseded or t0 >= rec.end_uutc:
-                return
+            if self._closed or rec.closed or rec.superseded or t1 > rec.end_uutc:
+                return      # (a window past the end would change when the files grow)
             n = tg.samples_in_window(t0, t1, fs)
             if n <= 0 or n * len(chans) * 4 > self.PREASSEMBLE_MAX_BYTES:
                 return
