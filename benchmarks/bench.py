@@ -532,7 +532,9 @@ def scen_scaling(reader, q: bool) -> dict:
         w = win(at, length)
         time.sleep(0.3)
         cold = timed(reader, path, chans, *w)
-        time.sleep(0.3)
+        # Warm = in the cache and the server idle: the cold read's prefetch (up to
+        # two more windows, ~1 s of decode for 10 min x 64 ch) is given time to end.
+        time.sleep(0.3 + 2.5e-5 * length * nch * RECORDINGS[rec][2] / 256)
         warm = statistics.median([timed(reader, path, chans, *w) for _ in range(3 if q else 7)])
         out.append({"axis": axis, "value": value, "cold_s": cold, "warm_s": warm,
                     "mb": nch * (length * RECORDINGS[rec][2]) * 4 / 2**20})
