@@ -113,29 +113,11 @@ class TileCache:
         Tiles larger than the whole budget are dropped rather than cached (and
         an older tile under the same key is removed, so it cannot go stale).
         """
-        arr = np.asarray(array)
-        if arr.dtype != CACHE_DTYPE:
-            arr = arr.astype(CACHE_DTYPE)
-        view = arr.view()
-        view.flags.writeable = False
-        size = int(view.nbytes)
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old[0].nbytes
-            if size > self.max_bytes:
-                self._rejected += 1
-                return
-            self._items[key] = (view, self._clock())
-            self._bytes += size
-            self._puts += 1
-            while self._bytes > self.max_bytes:
-                _, (victim, _) = self._items.popitem(last=False)
-                self._bytes -= victim.nbytes
-                self._evictions += 1
+        self.put_many(((key, array),))
 
     def put_many(self, items: Iterable[tuple[Hashable, np.ndarray]]) -> None:
-        """:meth:`put` of several float32 tiles under one lock acquisition."""
+        """:meth:`put` of several tiles under one lock acquisition (evicting once,
+        after all are in: the same tiles remain as with one :meth:`put` each)."""
         staged = []
         for key, array in items:
             arr = np.asarray(array)
