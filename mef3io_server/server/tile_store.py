@@ -474,7 +474,13 @@ class TileStore:
             n = tg.samples_in_window(t0, t1, fs)
             if n <= 0 or n * len(chans) * 4 > self.PREASSEMBLE_MAX_BYTES:
                 return
-            if self.window_key(rec, chans, fs, t0, t1) in self.cache:
+            wkey = self.window_key(rec, chans, fs, t0, t1)
+            with self._lock:
+                # Asked for already (a reader faster than this thread): never twice.
+                if wkey in self._recent_windows \
+                        or wkey + (rec.generation,) in self._window_inflight:
+                    return
+            if wkey in self.cache:
                 return
             self._shared_window(rec, chans, fs, t0, t1, n, "bg", keep=True)
             with self._lock:
