@@ -208,10 +208,6 @@ class Engine:
 
     # ------------------------------------------------------------ files
 
-    def _served_rates(self, rec: Recording, cache_fs: Optional[float],
-                      allow_mixed: bool) -> list[float]:
-        return self._served_rates_of(rec.channels, cache_fs)
-
     @staticmethod
     def _served_rates_of(chans: Sequence[ChannelInfo], cache_fs: Optional[float]) -> list[float]:
         """Rate (Hz) each channel is served at: its own, or ``cache_fs`` when lower."""
@@ -275,12 +271,11 @@ class Engine:
 
     def _info(self, rec: Recording, session: Optional[Session], client_path: str) -> FileInfo:
         cache_fs = session.cache_fs if session else None
-        allow = session.allow_mixed_rates if session else False
         return FileInfo(
             client_path=client_path,
             channel_names=[c.name for c in rec.channels],
             sampling_rates=[c.fs for c in rec.channels],
-            served_rates=self._served_rates(rec, cache_fs, allow),
+            served_rates=self._served_rates_of(rec.channels, cache_fs),
             channel_start_uutc=[c.start_uutc for c in rec.channels],
             channel_end_uutc=[c.end_uutc for c in rec.channels],
             units=[c.units for c in rec.channels],

@@ -551,34 +551,32 @@ class TileStore:
                     sliced_groups.remove(g)
                     first.extend(idxs)
                     first_groups.append(g)
-        first_whole = None
         if first:
             with self._lock:
                 self.stats.window_first_reads += 1
-            first_whole = self._direct_split(rec, [chans[i] for i in first], t0, t1)
-            for grid, native, idxs in first_groups:       # the tiles, in the background
-                self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, 0, n)
         if direct:
             with self._lock:
                 self.stats.direct_reads += 1
         bounds = tg.chunk_bounds(n, per_chunk)
-        direct_whole = None
+        # Channels read directly for the whole window at once: window-first ones,
+        # and off-grid ones when chunk starts would fall between microseconds.
+        whole = list(first)
         if direct and (not q or per_chunk % q):
-            # Chunk starts would fall between microseconds: read these channels whole.
-            direct_whole = self._direct(rec, [chans[i] for i in direct], t0, t1, lane)
+            whole, direct = whole + direct, []
+        whole_rows = self._direct_split(rec, [chans[i] for i in whole], t0, t1, lane) \
+            if whole else None
+        for grid, native, idxs in first_groups:       # their tiles, in the background
+            self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, 0, n)
         for ci, (j0, j1) in enumerate(bounds):
             out = np.empty((len(chans), j1 - j0), dtype=np.float32)
             for grid, native, idxs in sliced_groups:
                 self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane)
-            if first:
-                out[first] = first_whole[:, j0:j1]
-            if direct:
-                if direct_whole is not None:
-                    out[direct] = direct_whole[:, j0:j1]
-                else:
-                    a = t0 + int(Fraction(j0 * 10**6) / Fraction(fs))
-                    b = t1 if j1 == n else t0 + int(Fraction(j1 * 10**6) / Fraction(fs))
-                    out[direct] = self._direct(rec, [chans[i] for i in direct], a, b, lane)
+            if whole:
+                out[whole] = whole_rows[:, j0:j1]
+            if direct:          # off-grid channels, read chunk by chunk
+                a = t0 + int(Fraction(j0 * 10**6) / Fraction(fs))
+                b = t1 if j1 == n else t0 + int(Fraction(j1 * 10**6) / Fraction(fs))
+                out[direct] = self._direct(rec, [chans[i] for i in direct], a, b, lane)
             if ci + 1 < len(bounds) and lane == "fg":
                 nj0, nj1 = bounds[ci + 1]
                 for grid, native, idxs in sliced_groups:
@@ -623,19 +621,19 @@ class TileStore:
                 return False
         return not any(key in self.cache for key in keys)
 
-    def _direct_split(self, rec: Recording, chans: Sequence[ChannelInfo], a: int, b: int
-                      ) -> np.ndarray:
+    def _direct_split(self, rec: Recording, chans: Sequence[ChannelInfo], a: int, b: int,
+                      lane: str = "fg") -> np.ndarray:
         """Direct read of ``[a, b)``, its channels split over parallel mef3io reads
         (see :meth:`split_channels`): the first part in this thread, the others on
-        the foreground workers. ``(len(chans), n)`` float32."""
+        the lane's workers. ``(len(chans), n)`` float32."""
         parts = self.split_channels(list(chans))
         futs = []
         for part in parts[1:]:
             try:
-                futs.append(self.decoder.submit(rec.source, [c.name for c in part], a, b, "fg"))
+                futs.append(self.decoder.submit(rec.source, [c.name for c in part], a, b, lane))
             except Exception as e:  # noqa: BLE001
                 raise decode_failure(rec, [c.name for c in part], a, b, e) from e
-        rows = [self._direct(rec, parts[0], a, b, "fg")]
+        rows = [self._direct(rec, parts[0], a, b, lane)]
         for part, fut in zip(parts[1:], futs):
             try:
                 rows.append(np.asarray(fut.result(), dtype=np.float32))
