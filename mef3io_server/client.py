@@ -46,8 +46,8 @@ def make_channel(address: str, *, root_certificates=None, private_key=None,
             root_certificates=_read_bytes(root_certificates),
             private_key=_read_bytes(private_key),
             certificate_chain=_read_bytes(certificate_chain))
-        return mod.secure_channel(address, creds, options=wire.CHANNEL_OPTIONS)
-    return mod.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
+        return mod.secure_channel(address, creds, options=wire.channel_options(aio))
+    return mod.insecure_channel(address, options=wire.channel_options(aio))
 
 
 def connect(client, address: str, client_id: Optional[str], token: Optional[str],

@@ -14,6 +14,9 @@ Two interchangeable implementations sit behind :class:`Decoder`:
 
 Both have two lanes: ``"fg"`` for reads a client is waiting on and ``"bg"`` for
 prefetch, with separate workers, so prefetch can never starve a foreground read.
+In the thread decoder a background decode also waits to start until no
+foreground decode runs (:mod:`.demand_gate`), so prefetch uses idle cores
+instead of competing for busy ones.
 Every decode returns a ``float32`` array of shape ``(len(channels), n)`` with
 ``n = round_half_up((t1 - t0) * fs / 1e6)``, exactly
 ``mef3io.Reader.read(channels, t0, t1, dtype="float32")``.
@@ -21,6 +24,7 @@ Every decode returns a ``float32`` array of shape ``(len(channels), n)`` with
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -34,6 +38,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .demand_gate import DemandGate
 from .errors import DecodeFailed
 
 log = logging.getLogger("mef3io_server.decode")
@@ -95,6 +100,11 @@ class Decoder:
     def forget(self, source: Source) -> None:
         """Release any reader held for ``source`` (its file was closed or changed)."""
 
+    def urgent(self):
+        """Context manager around a foreground wait for a background decode (see
+        :mod:`.demand_gate`); decoders without a gate need nothing."""
+        return contextlib.nullcontext()
+
     def warm_up(self) -> None:
         """Start workers ahead of the first read."""
 
@@ -118,8 +128,10 @@ class ThreadDecoder(Decoder):
     kind = "threads"
 
     def __init__(self, fg_workers: int, bg_workers: int,
-                 reader_for: Callable[[Source], object]):
+                 reader_for: Callable[[Source], object], gate: Optional[DemandGate] = None):
         self._reader_for = reader_for
+        # Background decodes start when no foreground decode runs (see demand_gate).
+        self.gate = gate if gate is not None else DemandGate()
         self._pools = {
             "fg": cf.ThreadPoolExecutor(max(1, fg_workers), thread_name_prefix="decode-fg"),
             "bg": cf.ThreadPoolExecutor(max(1, bg_workers), thread_name_prefix="decode-bg"),
@@ -128,35 +140,46 @@ class ThreadDecoder(Decoder):
         self._decode_seconds = 0.0
         self._lock = threading.Lock()
 
-    def _run(self, source, channels, t0, t1):
-        start = time.perf_counter()
-        out = read_window(self._reader_for(source), channels, t0, t1)
+    def _run(self, source, channels, t0, t1, lane="fg"):
+        if lane == "bg":
+            self.gate.wait_turn()
+            start = time.perf_counter()
+            out = read_window(self._reader_for(source), channels, t0, t1)
+        else:
+            with self.gate.demand():
+                start = time.perf_counter()
+                out = read_window(self._reader_for(source), channels, t0, t1)
         with self._lock:
             self._decodes += 1
             self._decode_seconds += time.perf_counter() - start
         return out
 
     def submit(self, source, channels, t0, t1, lane="fg"):
-        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1)
+        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1, lane)
+
+    def urgent(self):
+        return self.gate.urgent()
 
     def decode(self, source, channels, t0, t1, lane="fg"):
         # The caller's thread is already a worker of the gRPC pool: decoding
         # here saves a hand-off; mef3io spreads one read over its own threads.
         try:
-            return self._run(source, tuple(channels), t0, t1)
+            return self._run(source, tuple(channels), t0, t1, lane)
         except DecodeFailed:
             raise
         except Exception as e:  # noqa: BLE001 - mef3io raises many kinds
             raise DecodeFailed(f"decoding failed: {e}") from e
 
     def close(self) -> None:
+        self.gate.close()
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
 
     def stats(self) -> dict:
         with self._lock:
             return {"decodes": self._decodes, "decode_seconds": self._decode_seconds,
-                    "worker_restarts": 0}
+                    "worker_restarts": 0, "prefetch_waits": self.gate.waits,
+                    "prefetch_waited_seconds": self.gate.waited_s}
 
 
 # ---------------------------------------------------------------- processes

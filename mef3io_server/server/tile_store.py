@@ -70,6 +70,7 @@ class TileStore:
         self.max_read_bytes = max_read_bytes
         self._lock = threading.Lock()
         self._inflight: dict[tuple, cf.Future] = {}
+        self._bg_inflight: set[tuple] = set()      # keys of _inflight decoded on "bg"
         self._prefetched: dict[tuple, None] = {}   # keys put by prefetch, not yet read
         self._nan_tiles: dict[int, np.ndarray] = {}
         self.stats = StoreStats()
@@ -257,6 +258,7 @@ class TileStore:
         owned: dict[tuple, cf.Future] = {}
         missing = []
         hit_keys = []
+        waited: list[tuple] = []        # keys decoded by others (in flight)
         for (ch, k, key), arr in zip(probe, arrs):
             if arr is not None:
                 result[(ch.name, k)] = arr
@@ -272,7 +274,9 @@ class TileStore:
             with self._lock:
                 for ch, k, key in missing:
                     fut = self._inflight.get(key)
-                    if fut is None:
+                    if fut is not None:
+                        waited.append(key)
+                    else:
                         fut = cf.Future()
                         self._inflight[key] = fut
                         owned[key] = fut
@@ -280,6 +284,12 @@ class TileStore:
                     waits.append(((ch.name, k), fut))
         if jobs:
             self._run_jobs(rec, grid, jobs, owned, lane)
+        if lane == "fg" and any(key in self._bg_inflight for key in waited):
+            # Waiting for prefetch: it must not wait for other readers' decodes.
+            with self.decoder.urgent():
+                for rk, fut in waits:
+                    result[rk] = fut.result()
+            return result
         for rk, fut in waits:
             result[rk] = fut.result()
         return result
@@ -430,9 +440,11 @@ class TileStore:
             entry = self._window_inflight.get(ikey)
             owner = entry is None
             if owner:
-                # [future, keep]: keep it if asked for before, or by another meanwhile
+                # [future, keep, lane]: keep it if asked for before, or by another
+                # meanwhile; lane: who assembles it
                 entry = self._window_inflight[ikey] = [cf.Future(),
-                                                       keep or wkey in self._recent_windows]
+                                                       keep or wkey in self._recent_windows,
+                                                       lane]
                 if not keep:
                     self._recent_windows[wkey] = None
                     if len(self._recent_windows) > self._RECENT_WINDOWS:
@@ -441,6 +453,9 @@ class TileStore:
                 entry[1] = True
             fut = entry[0]
         if not owner:
+            if lane == "fg" and entry[2] == "bg":     # assembled ahead: see fetch_tiles
+                with self.decoder.urgent():
+                    return fut.result()
             return fut.result()
         try:
             _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, n,
@@ -696,6 +711,7 @@ class TileStore:
                         continue
                     fut = cf.Future()
                     self._inflight[key] = fut
+                    self._bg_inflight.add(key)
                     owned[key] = fut
                     jobs[k].append(ch)
                     started += 1
@@ -877,6 +893,7 @@ class _JobRun:
         with store._lock:
             for key in keys:
                 store._inflight.pop(key, None)
+                store._bg_inflight.discard(key)
             if exc is None:
                 store.stats.tiles_decoded += len(chans)
                 if lane == "bg":

@@ -400,3 +400,24 @@ def test_small_chunks_equal_direct_reads(start_server, recordings):
                 assert np.array_equal(joined, ref, equal_nan=True), (name, t0, t1)
     finally:
         c.shutdown()
+
+
+def test_sync_client_streams_without_a_thread_per_call(server_default_tiles, long_recording):
+    """The sync client reads a stream on the caller's thread (gRPC's single-threaded
+    unary-stream option): no "channel spin" thread is started per call, and a
+    read of many chunks, stopped half way or read to the end, is exact."""
+    t0, t1 = T0 + 77, T0 + 16 * 60 * S + 77
+    with Mef3Client(server_default_tiles.address) as c:
+        c.open_file(str(long_recording))
+        call = c.stub.GetSignalRange(pb2.SignalRangeRequest(
+            file_path=str(long_recording), channel_names=[], start_uutc=t0, end_uutc=t1),
+            metadata=c._metadata)
+        before = threading.active_count()
+        first = next(iter(call))
+        assert not first.error_message
+        assert threading.active_count() == before, "a thread was started for the stream"
+        call.cancel()
+        before = threading.active_count()
+        res = c.get_signal_range(str(long_recording), [], t0, t1)
+        assert threading.active_count() == before
+    assert np.array_equal(res["array"], direct_read(long_recording, [], t0, t1), equal_nan=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -412,3 +413,34 @@ def test_a_steady_readers_next_window_is_assembled_ahead_and_exact(write_recordi
 def _ctx(e, path):
     rec, _ = e._read_context("", str(path))
     return rec, list(rec.channels), 256.0
+
+
+def test_a_read_waiting_for_prefetch_does_not_wait_for_other_decodes(write_recording):
+    """Prefetch yields to foreground decodes (demand_gate), but a read that needs a
+    tile prefetch owns makes it urgent: it is served at once, exactly, even while
+    another foreground decode holds the gate."""
+    path = write_recording("gate", {f"c{i}": random_walk(256 * 120, i) for i in range(2)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    gate = e.decoder.gate
+    gate.max_wait_s = 60.0
+    try:
+        e.open_file("", str(path))
+        rec, chans, fs = _ctx(e, path)
+        t0, t1 = T0 + 50 * S, T0 + 60 * S
+        with gate.demand():             # another client's decode, running for long
+            started = e.store.prefetch(rec, chans, fs, t0 - (t1 - t0), t0)   # nothing: off
+            assert started == 0
+            e.store.prefetch_ahead = 1
+            assert e.store.prefetch(rec, chans, fs, t0 - (t1 - t0), t0) > 0
+            time.sleep(0.3)
+            assert e.store._bg_inflight, "prefetch ran during a foreground decode"
+            begin = time.monotonic()
+            got = read_all(e, "", path, [], t0, t1)
+            assert time.monotonic() - begin < 30, "the read waited for the gate"
+        assert np.array_equal(got, direct_read(path, [], t0, t1), equal_nan=True)
+        st = e.store.stats
+        assert st.tiles_decoded == st.prefetch_tiles_decoded   # the read used prefetch's tiles
+        assert gate.waits >= 1
+    finally:
+        e.close()
