@@ -49,6 +49,7 @@ class RunningServer:
     settings: Settings
     observer: Optional[CallObserver] = None
     metrics: Optional[object] = None      # metrics.MetricsServer when METRICS_PORT is set
+    service: Optional[Mef3Service] = None
 
     def set_serving(self) -> None:
         """Health SERVING (after start-up: workers warm, preloaded recording open)."""
@@ -122,7 +123,8 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         futures.ThreadPoolExecutor(max_workers=settings.max_workers,
                                    thread_name_prefix="grpc"),
         interceptors=chain + list(interceptors), options=server_options(settings))
-    add_to_server(Mef3Service(engine), server)   # = the generated one, fast GetSignalRange
+    service = Mef3Service(engine)
+    add_to_server(service, server)   # = the generated one, fast GetSignalRange
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -142,7 +144,8 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         engine.close()
         raise OSError(f"cannot listen on port {settings.port} (PORT): is it in use?")
     server.start()
-    running = RunningServer(server, engine, health_servicer, port, settings, observer)
+    running = RunningServer(server, engine, health_servicer, port, settings, observer,
+                            service=service)
     try:
         engine.start()
         if settings.metrics_port is not None:

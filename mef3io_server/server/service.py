@@ -72,7 +72,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._envelopes = EncodedEnvelopes()
+        self._envelopes = KeptEncodings(ENVELOPES_KEPT_BYTES)
+        self._answers = KeptEncodings(ANSWERS_KEPT_BYTES)
 
     # ---- unary ----
 
@@ -132,7 +133,19 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                 request.n_points if request.HasField("n_points") else None)
             encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples)
             for a, b, j0, rows in read.chunks:
-                yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
+                if rows.flags.writeable:            # assembled for this read alone
+                    yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
+                    continue
+                # A window kept for everyone (read-only, see TileStore.read_chunks): its
+                # message is encoded once and kept while that very array lives.
+                source = rows if rows.base is None else rows.base
+                key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
+                       a, b, j0, rows.shape)
+                kept = self._answers.get(key, source)
+                if kept is None:
+                    kept = [encoder.encode(rows, a, b, j0)]
+                    self._answers.put(key, source, kept)
+                yield kept[0]
         except ServerError as e:
             yield pb2.SignalChunk(file_path=path, error_message=str(e))
         except Exception as e:  # noqa: BLE001
@@ -227,21 +240,32 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                               produce)
 
 
-class EncodedEnvelopes:
-    """The wire messages of whole-channel envelopes, kept for the next asker.
+#: Wire messages kept of whole-channel envelopes, and of windows kept for everyone
+#: (bytes, on top of TILE_CACHE_MB; see KeptEncodings).
+ENVELOPES_KEPT_BYTES = 64 << 20
+ANSWERS_KEPT_BYTES = 32 << 20
 
-    A whole channel's envelope is the block index read when its recording was
-    opened (the same arrays for as long as that version of the files is
-    open); encoding it costs ~22 ms per day of 64 channels, sending it less.
-    An entry holds a weak reference to the index array it was encoded from,
-    so it is used only while that very array (that version) is alive: a
-    re-opened, appended or replaced recording has new arrays and misses.
-    LRU, at most :attr:`MAX_BYTES` of messages.
+
+class KeptEncodings:
+    """Wire messages kept for the next asker while the array they came from lives.
+
+    * Whole-channel envelopes: the block index read when the recording was
+      opened (the same arrays for as long as that version of the files is
+      open); encoding costs ~22 ms per day of 64 channels, sending it less.
+    * Windows the tile store keeps for everyone (a viewer redrawing, several
+      tools on one window): the read-only array from the cache; the message
+      is encoded once instead of copying the samples again on every read.
+
+    An entry holds a weak reference to the array it was encoded from, so it
+    is used only while that very array is alive and is the one asked with:
+    a re-opened, appended or replaced recording, or a window evicted from the
+    tile cache, has new arrays and misses. LRU, at most ``max_bytes`` of
+    messages.
     """
 
-    MAX_BYTES = 64 << 20
-
-    def __init__(self):
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.hits = 0
         self._lock = threading.Lock()
         self._items: "OrderedDict[tuple, tuple[weakref.ref, list[bytes], int]]" = OrderedDict()
         self._bytes = 0
@@ -255,18 +279,20 @@ class EncodedEnvelopes:
                 self._drop(key)
                 return None
             self._items.move_to_end(key)
+            self.hits += 1
             return entry[1]
 
-    def put(self, key: tuple, source: np.ndarray, msgs: list[bytes]) -> None:
-        size = sum(len(m) for m in msgs)
-        if size > self.MAX_BYTES:
+    def put(self, key: tuple, source: np.ndarray, msgs: list) -> None:
+        """Keep ``msgs`` (bytes or :class:`EncodedChunk`) for ``key`` while ``source`` lives."""
+        size = sum(len(m.data) if isinstance(m, EncodedChunk) else len(m) for m in msgs)
+        if size > self.max_bytes:
             return
         with self._lock:
             if key in self._items:
                 self._drop(key)
             self._items[key] = (weakref.ref(source), msgs, size)
             self._bytes += size
-            while self._bytes > self.MAX_BYTES:
+            while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._items)))
 
     def _drop(self, key: tuple) -> None:

@@ -1,13 +1,13 @@
-"""Service-layer pieces that keep wire bytes: EncodedEnvelopes."""
+"""Service-layer pieces that keep wire bytes: KeptEncodings."""
 from __future__ import annotations
 
 import numpy as np
 
-from mef3io_server.server.service import EncodedEnvelopes
+from mef3io_server.server.service import KeptEncodings
 
 
 def test_kept_envelope_messages_are_used_only_for_the_same_index_array():
-    kept = EncodedEnvelopes()
+    kept = KeptEncodings(64 << 20)
     index = np.arange(10, dtype=np.int64)
     kept.put(("/a.mefd", "c1", 50_000), index, [b"m1", b"m2"])
     assert kept.get(("/a.mefd", "c1", 50_000), index) == [b"m1", b"m2"]
@@ -17,8 +17,7 @@ def test_kept_envelope_messages_are_used_only_for_the_same_index_array():
 
 
 def test_kept_envelope_messages_are_dropped_with_their_array_and_bounded_in_bytes():
-    kept = EncodedEnvelopes()
-    kept.MAX_BYTES = 100
+    kept = KeptEncodings(100)
     arrays = [np.arange(3) + i for i in range(5)]
     for i, a in enumerate(arrays):
         kept.put(("/a.mefd", f"c{i}", 1), a, [bytes(40)])
@@ -31,3 +30,41 @@ def test_kept_envelope_messages_are_dropped_with_their_array_and_bounded_in_byte
     kept.put(("/a.mefd", "tmp", 1), gone, [b"x"])
     del gone                                                      # its recording closed
     assert kept.get(("/a.mefd", "tmp", 1), np.arange(4)) is None
+
+
+def test_a_window_kept_for_everyone_is_encoded_once_and_stays_exact(write_recording):
+    """A window asked for twice is kept by the tile store; its answer is then encoded
+    once and the same message sent to every later asker, exactly the direct read.
+    Once the window leaves the cache (here: the file closed) the message is not used."""
+    from conftest import T0, direct_read, random_walk
+    from mef3io_server.client import Mef3Client
+    from mef3io_server.server.app import build_server
+    from mef3io_server.server.config import Settings
+
+    path = write_recording("kept", {f"c{i}": random_walk(256 * 60, i) for i in range(4)})
+    running = build_server(Settings(port=0, refresh_interval_s=0.0))
+    try:
+        answers = running.service._answers
+        t0, t1 = T0 + 10 * 1_000_000, T0 + 20 * 1_000_000
+        ref = direct_read(path, [], t0, t1)
+        with Mef3Client(f"localhost:{running.port}") as c:
+            c.open_file(str(path))
+            got = [c.get_signal_range(str(path), [], t0, t1)["array"] for _ in range(4)]
+            assert all(np.array_equal(g, ref, equal_nan=True) for g in got)
+            # read 1 assembles, read 2 keeps the window and encodes it; 3 and 4 reuse it
+            assert len(answers._items) == 1
+            (key, (src, msgs, size)), = answers._items.items()
+            assert src() is not None and size > ref.nbytes
+            assert answers.hits == 2
+            # The file closed: its window leaves the tile cache, the kept message is
+            # not used again (a new read assembles and encodes anew), data exact.
+            c.close_file(str(path))
+            c.open_file(str(path))
+            assert src() is None
+            again = [c.get_signal_range(str(path), [], t0, t1)["array"] for _ in range(3)]
+            assert all(np.array_equal(g, ref, equal_nan=True) for g in again)
+            assert answers.hits == 3                # the third read of the new window
+            other = c.get_signal_range(str(path), ["c1", "c2"], t0, t1)["array"]
+            assert np.array_equal(other, direct_read(path, ["c1", "c2"], t0, t1), equal_nan=True)
+    finally:
+        running.stop(0)
