@@ -460,24 +460,44 @@ def summary(lat: list[float]) -> dict:
             "n": len(lat), "all_s": lat}
 
 
-def scen_latency(reader, q: bool) -> dict:
-    """warm and cold 10 s x 64 ch on the main recording."""
+def scen_latency(readers: dict, q: bool) -> dict:
+    """Warm and cold 10 s x 64 ch on the main recording, every target interleaved.
+
+    ``readers``: target name -> reader ("bare" only reads warm). This VM's speed
+    drifts by up to 2x within minutes (benchmarks/decisions.md), so the targets
+    take turns read by read instead of one after the other: every ratio compares
+    reads made in the same seconds. The order rotates each round; a cold read
+    is followed by a pause for its server's prefetch to end before the next
+    target's cold read.
+    """
     path = str(rec_path(MAIN))
-    out = {}
-    reader.read(path, CH64, *win(3500))   # workers up, file open
+    names = list(readers)
+    out = {n: {} for n in names}
+    full = [n for n in names if n != "bare"]
+    for n in full:
+        readers[n].read(path, CH64, *win(3500))   # workers up, file open
     time.sleep(0.5)
-    cold = []
+    cold = {n: [] for n in full}
     for i in range(5 if q else 12):
-        time.sleep(0.5)                    # let the previous read's prefetch finish
-        cold.append(timed(reader, path, CH64, *win(100 + i * 270)))
-    out["cold"] = summary(cold)
-    ref = reader.read(path, CH64, *win(1800))
-    out["exact"] = None
-    if not isinstance(reader, DirectReader):
-        out["exact"] = bool(np.array_equal(ref, DirectReader().read(path, CH64, *win(1800)),
-                                           equal_nan=True))
-    time.sleep(0.3)
-    out["warm"] = summary([timed(reader, path, CH64, *win(1800)) for _ in range(30 if q else 100)])
+        for j in range(len(full)):
+            n = full[(i + j) % len(full)]
+            time.sleep(0.4)                # let the previous read's prefetch finish
+            cold[n].append(timed(readers[n], path, CH64, *win(100 + i * 270)))
+    direct_ref = DirectReader().read(path, CH64, *win(1800))
+    for n in names:
+        if n in cold:
+            out[n]["cold"] = summary(cold[n])
+        ref = readers[n].read(path, CH64, *win(1800))
+        out[n]["exact"] = None if n in ("direct", "bare") else \
+            bool(np.array_equal(ref, direct_ref, equal_nan=True))
+    time.sleep(0.5)
+    warm = {n: [] for n in names}
+    for i in range(30 if q else 100):
+        for j in range(len(names)):
+            n = names[(i + j) % len(names)]
+            warm[n].append(timed(readers[n], path, CH64, *win(1800)))
+    for n in names:
+        out[n]["warm"] = summary(warm[n])
     return out
 
 
@@ -557,6 +577,30 @@ def direct_decode_s(window_s: float = 60) -> float:
     return statistics.median(ts)
 
 
+def latency_group(res: dict, targets: list, server, quick: bool) -> None:
+    """The latency scenarios: fresh servers (ours, published, bare) started together,
+    read in turns with direct mef3io (see :func:`scen_latency`)."""
+    print("  latency: " + ", ".join(targets + ["bare", "direct"]) + " interleaved ...", flush=True)
+    srvs = {}
+    readers = {}
+    try:
+        for kind in targets + ["bare"]:
+            srvs[kind] = server(kind)
+            srvs[kind].mem.scope("latency")
+            readers[kind] = ServerReader(srvs[kind].address)
+        readers["direct"] = DirectReader()
+        got = scen_latency(readers, quick)
+        for kind, r in got.items():
+            res[kind]["latency"] = r
+        for kind in targets:
+            res["memory"].setdefault("latency", {})[kind] = srvs[kind].mem.peaks.get("latency", 0)
+    finally:
+        for r in readers.values():
+            r.close()
+        for srv in srvs.values():
+            srv.stop()
+
+
 def run_all(quick: bool, published_py: str | None, only=()) -> dict:
     targets = ["ours"] + (["published"] if published_py else [])
     res: dict = {"ours": {}, "published": {}, "direct": {}, "bare": {}, "memory": {}}
@@ -580,22 +624,8 @@ def run_all(quick: bool, published_py: str | None, only=()) -> dict:
             print(f"  {name}: direct ...", flush=True)
             res["direct"][name] = with_reader("direct", None, fn, *args)
 
-    group("latency", scen_latency, quick)
-    print("  latency: bare transport ...", flush=True)
-    srv = server("bare")
-    try:
-        if only and "latency" not in only:
-            raise _Skip
-        r = ServerReader(srv.address)
-        path = str(rec_path(MAIN))
-        r.read(path, CH64, *win(1800))
-        res["bare"]["latency"] = {"warm": summary(
-            [timed(r, path, CH64, *win(1800)) for _ in range(30 if quick else 100)])}
-        r.close()
-    except _Skip:
-        pass
-    finally:
-        srv.stop()
+    if not only or "latency" in only:
+        latency_group(res, targets, server, quick)
     group("paging", scen_paging, quick)
     work = direct_decode_s()
     res["work_s"] = work
@@ -905,6 +935,9 @@ section comes from `benchmarks/decisions.md`).
 - **Mode:** {'quick' if res['quick'] else 'full'}; `TILE_CACHE_MB={TILE_CACHE_MB}` for both servers,
   every other setting at its default. Every server is started fresh for each group of
   scenarios; all servers are driven by the same client (`Mef3Client.get_signal_range`).
+  The warm and cold rows read every target in turns, read by read (the servers of that
+  group run side by side), so their ratios compare reads made in the same seconds; the
+  other groups run one target after the other.
 - **Recording:** 64 channels x 1 h at 256 Hz written by `mef3io.Writer` (random walks,
   precision 2); scaling also uses 256 ch x 10 min at 256 Hz, 64 ch x 5 min at 2 kHz and
   64 ch x 20 s at 32 kHz; the overview rows use 64 ch x 24 h at 256 Hz (random walks with
