@@ -105,6 +105,10 @@ class Decoder:
         :mod:`.demand_gate`); decoders without a gate need nothing."""
         return contextlib.nullcontext()
 
+    def foreground_decodes(self) -> int:
+        """Foreground decodes running now (0 when the decoder does not count them)."""
+        return 0
+
     def warm_up(self) -> None:
         """Start workers ahead of the first read."""
 
@@ -159,6 +163,9 @@ class ThreadDecoder(Decoder):
 
     def urgent(self):
         return self.gate.urgent()
+
+    def foreground_decodes(self) -> int:
+        return self.gate.demand_count
 
     def decode(self, source, channels, t0, t1, lane="fg"):
         # The caller's thread is already a worker of the gRPC pool: decoding

@@ -67,6 +67,11 @@ class DemandGate:
             with self._cond:
                 self._urgent -= 1
 
+    @property
+    def demand_count(self) -> int:
+        """Foreground decodes running now."""
+        return self._demand
+
     def _open(self) -> bool:
         return self._demand == 0 or self._urgent > 0 or self._closed
 

@@ -343,6 +343,13 @@ class TileStore:
         docs/reliability.md).
         """
         run = _JobRun(self, rec, grid, jobs, owned, lane)
+        if lane == "fg" and self.decoder.foreground_decodes() >= self.split_ways:
+            # Every core already decodes for other reads: parts on the lane's
+            # workers would only queue behind theirs. This thread decodes its
+            # runs whole, and the OS shares the cores between the reads.
+            for ks, chans in self._tile_runs(grid, jobs):
+                run.decode(ks, chans, True)
+            return
         # Consecutive missing tiles are decoded by one mef3io read (see
         # _tile_runs): per-read overhead dominates short reads. A run of many
         # channels is decoded as several mef3io reads of disjoint channel sets

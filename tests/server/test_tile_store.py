@@ -1,6 +1,7 @@
 """TileStore (engine level): in-flight dedup, cache reuse, prefetch lane, equality."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -442,5 +443,38 @@ def test_a_read_waiting_for_prefetch_does_not_wait_for_other_decodes(write_recor
         st = e.store.stats
         assert st.tiles_decoded == st.prefetch_tiles_decoded   # the read used prefetch's tiles
         assert gate.waits >= 1
+    finally:
+        e.close()
+
+
+def test_a_read_is_not_split_over_the_cores_when_they_all_decode_for_others(write_recording):
+    """A cold tile of many channels is decoded as parallel mef3io reads (one per core)
+    when the cores are free, and whole in the reader's own thread when every core
+    already decodes for other reads (the parts would only queue); both exact."""
+    path = write_recording("nosplit", {f"c{i}": random_walk(256 * 60, i) for i in range(16)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    try:
+        if e.store.split_ways < 2 or e.decoder.kind != "threads":
+            pytest.skip("one core: reads are never split")
+        e.open_file("", str(path))
+        gate = e.decoder.gate
+
+        def decodes():
+            return e.decoder.stats()["decodes"]
+
+        t0 = T0 + 10 * S
+        before = decodes()
+        got = read_all(e, "", path, [], t0, t0 + 10 * S)
+        assert decodes() - before == 2                    # 16 channels: two parts at once
+        assert np.array_equal(got, direct_read(path, [], t0, t0 + 10 * S), equal_nan=True)
+        t0 = T0 + 30 * S
+        before = decodes()
+        with contextlib.ExitStack() as busy:              # every core decoding for others
+            for _ in range(e.store.split_ways):
+                busy.enter_context(gate.demand())
+            got = read_all(e, "", path, [], t0, t0 + 10 * S)
+        assert decodes() - before == 1                    # one read, in this thread
+        assert np.array_equal(got, direct_read(path, [], t0, t0 + 10 * S), equal_nan=True)
     finally:
         e.close()
