@@ -132,10 +132,10 @@ class ThreadDecoder(Decoder):
     kind = "threads"
 
     def __init__(self, fg_workers: int, bg_workers: int,
-                 reader_for: Callable[[Source], object], gate: Optional[DemandGate] = None):
+                 reader_for: Callable[[Source], object]):
         self._reader_for = reader_for
         # Background decodes start when no foreground decode runs (see demand_gate).
-        self.gate = gate if gate is not None else DemandGate()
+        self.gate = DemandGate()
         self._pools = {
             "fg": cf.ThreadPoolExecutor(max(1, fg_workers), thread_name_prefix="decode-fg"),
             "bg": cf.ThreadPoolExecutor(max(1, bg_workers), thread_name_prefix="decode-bg"),
@@ -147,12 +147,9 @@ class ThreadDecoder(Decoder):
     def _run(self, source, channels, t0, t1, lane="fg"):
         if lane == "bg":
             self.gate.wait_turn()
+        with self.gate.demand() if lane == "fg" else contextlib.nullcontext():
             start = time.perf_counter()
             out = read_window(self._reader_for(source), channels, t0, t1)
-        else:
-            with self.gate.demand():
-                start = time.perf_counter()
-                out = read_window(self._reader_for(source), channels, t0, t1)
         with self._lock:
             self._decodes += 1
             self._decode_seconds += time.perf_counter() - start

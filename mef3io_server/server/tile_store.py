@@ -24,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import logging
 import os
@@ -277,22 +278,25 @@ class TileStore:
                     if fut is not None:
                         waited.append(key)
                     else:
-                        fut = cf.Future()
-                        self._inflight[key] = fut
-                        owned[key] = fut
+                        fut = owned[key] = self._claim(key, lane)
                         jobs[k].append(ch)
                     waits.append(((ch.name, k), fut))
         if jobs:
             self._run_jobs(rec, grid, jobs, owned, lane)
-        if lane == "fg" and any(key in self._bg_inflight for key in waited):
-            # Waiting for prefetch: it must not wait for other readers' decodes.
-            with self.decoder.urgent():
-                for rk, fut in waits:
-                    result[rk] = fut.result()
-            return result
-        for rk, fut in waits:
-            result[rk] = fut.result()
+        # Waiting for the background lane: it must not wait for other reads' decodes.
+        urgent = lane == "fg" and any(key in self._bg_inflight for key in waited)
+        with self.decoder.urgent() if urgent else contextlib.nullcontext():
+            for rk, fut in waits:
+                result[rk] = fut.result()
         return result
+
+    def _claim(self, key: tuple, lane: str) -> cf.Future:
+        """Register tile ``key`` as being decoded on ``lane`` by the caller (holding
+        ``self._lock``); its future settles when :class:`_JobRun` publishes it."""
+        fut = self._inflight[key] = cf.Future()
+        if lane == "bg":
+            self._bg_inflight.add(key)
+        return fut
 
     # Per-recording-version memos of pure functions of (channel, grid, tile):
     # they cost searchsorted / Fraction arithmetic per channel on every read.
@@ -460,10 +464,9 @@ class TileStore:
                 entry[1] = True
             fut = entry[0]
         if not owner:
-            if lane == "fg" and entry[2] == "bg":     # assembled ahead: see fetch_tiles
-                with self.decoder.urgent():
-                    return fut.result()
-            return fut.result()
+            urgent = lane == "fg" and entry[2] == "bg"     # assembled ahead: see fetch_tiles
+            with self.decoder.urgent() if urgent else contextlib.nullcontext():
+                return fut.result()
         try:
             _, _, rows = next(self.assemble_chunks(rec, chans, fs, t0, t1, n,
                                                    lane, None, limit_bytes))
@@ -716,10 +719,7 @@ class TileStore:
                 for ch, key in absent:
                     if key in self._inflight:
                         continue
-                    fut = cf.Future()
-                    self._inflight[key] = fut
-                    self._bg_inflight.add(key)
-                    owned[key] = fut
+                    owned[key] = self._claim(key, "bg")
                     jobs[k].append(ch)
                     started += 1
         if jobs:

@@ -416,17 +416,23 @@ def _ctx(e, path):
     return rec, list(rec.channels), 256.0
 
 
+def _gated_engine(write_recording, name: str, seconds: int):
+    """A recording of 2 channels, and an engine without prefetch whose demand gate
+    holds background decodes for up to 60 s (so a read that waited it out shows)."""
+    path = write_recording(name, {f"c{i}": random_walk(256 * seconds, i) for i in range(2)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0))
+    e.decoder.gate.max_wait_s = 60.0
+    e.open_file("", str(path))
+    return path, e, e.decoder.gate
+
+
 def test_a_read_waiting_for_prefetch_does_not_wait_for_other_decodes(write_recording):
     """Prefetch yields to foreground decodes (demand_gate), but a read that needs a
     tile prefetch owns makes it urgent: it is served at once, exactly, even while
     another foreground decode holds the gate."""
-    path = write_recording("gate", {f"c{i}": random_walk(256 * 120, i) for i in range(2)})
-    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
-                        prefetch_behind_windows=0))
-    gate = e.decoder.gate
-    gate.max_wait_s = 60.0
+    path, e, gate = _gated_engine(write_recording, "gate", 120)
     try:
-        e.open_file("", str(path))
         rec, chans, fs = _ctx(e, path)
         t0, t1 = T0 + 50 * S, T0 + 60 * S
         with gate.demand():             # another client's decode, running for long
@@ -476,5 +482,35 @@ def test_a_read_is_not_split_over_the_cores_when_they_all_decode_for_others(writ
             got = read_all(e, "", path, [], t0, t0 + 10 * S)
         assert decodes() - before == 1                    # one read, in this thread
         assert np.array_equal(got, direct_read(path, [], t0, t0 + 10 * S), equal_nan=True)
+    finally:
+        e.close()
+
+
+def test_a_read_waiting_for_a_tile_the_background_lane_fetches_does_not_wait_out_the_gate(
+        write_recording):
+    """The background lane also fetches tiles itself (a steady reader's next window
+    assembled ahead): a foreground read that needs one of them while another read
+    decodes makes it urgent too, and gets it exactly."""
+    path, e, gate = _gated_engine(write_recording, "bgfetch", 60)
+    try:
+        rec, chans, fs = _ctx(e, path)
+        grid = rec.grid(chans[0], fs)
+        k = 3
+        t0, t1 = grid.tile_window(k)
+        done = threading.Event()
+        with gate.demand():             # another read's decode, running for long
+            bg = threading.Thread(target=lambda: (e.store.fetch_tiles(rec, chans, grid, [k], "bg"),
+                                                  done.set()), daemon=True)
+            bg.start()
+            time.sleep(0.3)
+            assert not done.is_set() and e.store._bg_inflight, "the background fetch ran"
+            begin = time.monotonic()
+            got = e.store.fetch_tiles(rec, chans, grid, [k], "fg")
+            assert time.monotonic() - begin < 30, "the read waited for the gate"
+        assert done.wait(30)
+        ref = direct_read(path, [c.name for c in chans], int(t0), int(t1))
+        for i, ch in enumerate(chans):
+            assert np.array_equal(got[(ch.name, k)], ref[i], equal_nan=True)
+        assert e.store.stats.tiles_decoded == len(chans)        # decoded once, by the lane
     finally:
         e.close()
