@@ -136,15 +136,15 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                 if rows.flags.writeable:            # assembled for this read alone
                     yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
                     continue
-                # A window kept for everyone (read-only, see TileStore.read_chunks): its
-                # message is encoded once and kept while that very array lives.
+                # A window shared by everyone (read-only, see TileStore.read_chunks): its
+                # message is kept, from its second asker on, while that very array lives.
                 source = rows if rows.base is None else rows.base
                 key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
                        a, b, j0, rows.shape)
                 kept = self._answers.get(key, source)
                 if kept is None:
                     kept = [encoder.encode(rows, a, b, j0)]
-                    self._answers.put(key, source, kept)
+                    self._answers.put(key, source, kept, when_offered_twice=True)
                 yield kept[0]
         except ServerError as e:
             yield pb2.SignalChunk(file_path=path, error_message=str(e))
@@ -268,6 +268,7 @@ class KeptEncodings:
         self.hits = 0
         self._lock = threading.Lock()
         self._items: "OrderedDict[tuple, tuple[weakref.ref, list[bytes], int]]" = OrderedDict()
+        self._offered: "OrderedDict[tuple, None]" = OrderedDict()
         self._bytes = 0
 
     def get(self, key: tuple, source: np.ndarray):
@@ -282,18 +283,33 @@ class KeptEncodings:
             self.hits += 1
             return entry[1]
 
-    def put(self, key: tuple, source: np.ndarray, msgs: list) -> None:
-        """Keep ``msgs`` (bytes or :class:`EncodedChunk`) for ``key`` while ``source`` lives."""
+    def put(self, key: tuple, source: np.ndarray, msgs: list, *, when_offered_twice: bool = False) -> None:
+        """Keep ``msgs`` (bytes or :class:`EncodedChunk`) for ``key`` while ``source`` lives.
+
+        ``when_offered_twice``: keep them only if this key was offered before
+        (a window asked for twice). A window read once (the next page a steady
+        reader was given ahead) keeps nothing: its message would take new
+        memory on every page, for a message never sent again.
+        """
         size = sum(len(m.data) if isinstance(m, EncodedChunk) else len(m) for m in msgs)
         if size > self.max_bytes:
             return
         with self._lock:
+            if when_offered_twice and key not in self._offered:
+                self._offered[key] = None
+                if len(self._offered) > self._OFFERED:
+                    self._offered.popitem(last=False)
+                return
+            self._offered.pop(key, None)
             if key in self._items:
                 self._drop(key)
             self._items[key] = (weakref.ref(source), msgs, size)
             self._bytes += size
             while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._items)))
+
+    #: Keys offered once and not kept (see :meth:`put`), newest last.
+    _OFFERED = 256
 
     def _drop(self, key: tuple) -> None:
         self._bytes -= self._items.pop(key)[2]

@@ -88,6 +88,8 @@ class TileStore:
         self._planner = cf.ThreadPoolExecutor(1, thread_name_prefix="prefetch-plan")
         # Assembles steady readers' next windows (see _preassemble): waits for tiles.
         self._assembler = cf.ThreadPoolExecutor(1, thread_name_prefix="preassemble")
+        # Seconds a read's prefetch waits after its last chunk (see prefetch_later).
+        self.prefetch_grace_s = self.PREFETCH_GRACE_S
 
     # ------------------------------------------------------------ keys & tiles
 
@@ -784,7 +786,13 @@ class TileStore:
     def prefetch_later(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
                        t0: int, t1: int) -> cf.Future:
         """:meth:`prefetch` on the planner thread: the caller (a read about to send
-        its last chunk) does not wait for the planning. Returns its future."""
+        its last chunk) does not wait for the planning. Returns its future.
+
+        The planning (and a steady reader's next window) starts
+        :attr:`prefetch_grace_s` seconds later: the last chunk has then reached
+        the client, which still has to take it in; background decodes started
+        at once would take the cores from it (benchmarks/decisions.md).
+        """
         done: cf.Future = cf.Future()
         done.set_result(0)
         if self._closed:
@@ -808,16 +816,29 @@ class TileStore:
             self._stream_ends.clear()
         self._stream_ends[stream] = t1
         extra = self.STEADY_EXTRA_AHEAD if steady else 0
+        due = now + self.prefetch_grace_s
         try:
-            planned = self._planner.submit(self._prefetch_quietly, rec, list(chans), fs, t0, t1,
-                                           extra)
+            planned = self._planner.submit(self._when_due, due, self._prefetch_quietly, rec,
+                                           list(chans), fs, t0, t1, extra)
             if steady:
                 # Its next window, assembled: the next page is a cache lookup.
-                self._assembler.submit(self._preassemble, rec, list(chans), fs, t1,
-                                       t1 + (t1 - t0))
+                self._assembler.submit(self._when_due, due, self._preassemble, rec, list(chans),
+                                       fs, t1, t1 + (t1 - t0))
             return planned
         except RuntimeError:        # shut down under us
             return done
+
+    #: Default :attr:`prefetch_grace_s`. Measured 2026-12-02 (10 s x 64 ch pages,
+    #: 100 ms apart): a median page took 0.3-0.8 ms longer with no grace than
+    #: with 3 ms; 3 ms and 8 ms did the same.
+    PREFETCH_GRACE_S = 0.003
+
+    def _when_due(self, due: float, fn, *args):
+        """Run ``fn(*args)`` on this thread once ``time.monotonic()`` reaches ``due``."""
+        wait = due - time.monotonic()
+        if wait > 0 and not self._closed:
+            time.sleep(wait)
+        return fn(*args)
 
     #: Windows prefetched beyond PREFETCH_AHEAD_WINDOWS for a steady reader.
     STEADY_EXTRA_AHEAD = 2

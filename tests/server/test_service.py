@@ -32,6 +32,18 @@ def test_kept_envelope_messages_are_dropped_with_their_array_and_bounded_in_byte
     assert kept.get(("/a.mefd", "tmp", 1), np.arange(4)) is None
 
 
+def test_a_message_offered_once_is_not_kept_and_twice_is():
+    """A window read once (a page assembled ahead) keeps no message; asked twice, it does."""
+    kept = KeptEncodings(1 << 20)
+    rows = np.zeros((2, 10), np.float32)
+    kept.put(("/a.mefd", "w1"), rows, [b"m"], when_offered_twice=True)
+    assert kept.get(("/a.mefd", "w1"), rows) is None and not kept._items
+    kept.put(("/a.mefd", "w2"), rows, [b"n"], when_offered_twice=True)
+    kept.put(("/a.mefd", "w1"), rows, [b"m"], when_offered_twice=True)    # the second offer
+    assert kept.get(("/a.mefd", "w1"), rows) == [b"m"]
+    assert kept.get(("/a.mefd", "w2"), rows) is None
+
+
 def test_a_window_kept_for_everyone_is_encoded_once_and_stays_exact(write_recording):
     """A window asked for twice is kept by the tile store; its answer is then encoded
     once and the same message sent to every later asker, exactly the direct read.
@@ -51,7 +63,8 @@ def test_a_window_kept_for_everyone_is_encoded_once_and_stays_exact(write_record
             c.open_file(str(path))
             got = [c.get_signal_range(str(path), [], t0, t1)["array"] for _ in range(4)]
             assert all(np.array_equal(g, ref, equal_nan=True) for g in got)
-            # read 1 assembles, read 2 keeps the window and encodes it; 3 and 4 reuse it
+            # read 1 assembles and encodes (offered once: the message is not kept);
+            # read 2 keeps the window, encodes it and keeps the message; 3 and 4 reuse it
             assert len(answers._items) == 1
             (key, (src, msgs, size)), = answers._items.items()
             assert src() is not None and size > ref.nbytes

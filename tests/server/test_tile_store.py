@@ -514,3 +514,31 @@ def test_a_read_waiting_for_a_tile_the_background_lane_fetches_does_not_wait_out
         assert e.store.stats.tiles_decoded == len(chans)        # decoded once, by the lane
     finally:
         e.close()
+
+
+def test_a_reads_prefetch_starts_after_the_grace(write_recording):
+    """The next window is planned and decoded only ``prefetch_grace_s`` after a read's
+    last chunk (the client takes its answer in first), then exactly as usual."""
+    path = write_recording("grace", {"a": random_walk(256 * 120, 1), "b": random_walk(256 * 120, 2)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=1,
+                        prefetch_behind_windows=0))
+    e.store.prefetch_grace_s = 0.6
+    try:
+        e.open_file("", str(path))
+        read_all(e, "", path, ["a", "b"], T0 + 40 * S, T0 + 50 * S)
+        t = time.monotonic()
+        threading.Event().wait(0.3)
+        st = e.store.stats
+        if time.monotonic() - t < 0.55:          # (a stalled machine proves nothing here)
+            assert st.prefetch_tiles_decoded == 0 and not e.store._inflight
+        deadline = 400
+        while st.prefetch_tiles_decoded < 2 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert st.prefetch_tiles_decoded == 2
+        got = read_all(e, "", path, ["a", "b"], T0 + 50 * S, T0 + 60 * S)
+        assert np.array_equal(got, direct_read(path, ["a", "b"], T0 + 50 * S, T0 + 60 * S),
+                              equal_nan=True)
+        assert st.prefetch_hits >= 2
+    finally:
+        e.close()
