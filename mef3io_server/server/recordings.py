@@ -305,6 +305,15 @@ class Recording:
         hi = int(np.searchsorted(ch.block_starts, t1 + slack, side="left"))
         return hi > lo
 
+    def has_data_many(self, ch: ChannelInfo, t0s, t1s) -> list[bool]:
+        """:meth:`has_data` of each window ``[t0s[i], t1s[i])`` (uUTC), in one pass."""
+        slack = int(5e5 / ch.fs) + 1
+        lo = np.searchsorted(ch.block_ends, np.asarray(t0s, dtype=np.int64) - slack,
+                             side="right")
+        hi = np.searchsorted(ch.block_starts, np.asarray(t1s, dtype=np.int64) + slack,
+                             side="left")
+        return (hi > lo).tolist()
+
     # ---- life cycle ----
 
     def changed_on_disk(self) -> bool:

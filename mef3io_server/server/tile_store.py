@@ -55,6 +55,8 @@ class StoreStats:
     direct_reads: int = 0
     window_first_reads: int = 0
     windows_preassembled: int = 0
+    prefetch_windows_planned: int = 0     # windows whose tiles prefetch checked
+    prefetch_windows_skipped: int = 0     # ... skipped: checked moments before
 
 
 class TileStore:
@@ -81,6 +83,7 @@ class TileStore:
         self._window_inflight: dict[tuple, cf.Future] = {}   # see read_chunks
         self._recent_windows: dict[tuple, None] = {}
         self._stream_ends: dict[tuple, int] = {}
+        self._planned: dict[tuple, float] = {}     # see prefetch
         # Parallel mef3io reads a foreground tile is split into (one per core,
         # like the decode workers; 1 disables splitting).
         self.split_ways = max(1, min(8, os.cpu_count() or 1))
@@ -315,12 +318,21 @@ class TileStore:
         self._memo[(rec.path, rec.generation, ch.name, fs, k)] = has
         return has
 
-    def _has_data(self, rec, ch, grid, k) -> bool:
-        fs = float(grid.fs)
-        has = self._has_data_memo(rec, ch, fs, k)
-        if has is None:
-            has = self._has_data_store(rec, ch, fs, k, *grid.tile_window(k))
-        return has
+    def _has_data_tiles(self, rec, ch, fs: float, ks: list[int], spans) -> list[bool]:
+        """:meth:`Recording.has_data` of tiles ``ks`` of ``ch`` (memoized);
+        ``spans()``: their tile windows ``[(a, b), ...]``, asked only on a miss."""
+        memo = self._memo
+        base = (rec.path, rec.generation, ch.name, fs)
+        flags = [memo.get(base + (k,)) for k in ks]
+        if None not in flags:
+            return flags
+        win = spans()
+        flags = rec.has_data_many(ch, [a for a, _ in win], [b for _, b in win])
+        if len(memo) > self._MEMO_LIMIT:
+            memo.clear()
+        for k, f in zip(ks, flags):
+            memo[base + (k,)] = f
+        return flags
 
     def _on_grid(self, rec: Recording, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
         key = (rec.path, rec.generation, ch.name, "on_grid", grid)
@@ -710,11 +722,23 @@ class TileStore:
         owned: dict[tuple, cf.Future] = {}
         rkey = rec.key
         fs = float(grid.fs)
-        for k in grid.tiles_for_span(j0 + M, j1 + M):
-            k = int(k)
-            keys = [(ch, (rkey, ch.name, fs, k)) for ch in chans
-                    if self._has_data(rec, ch, grid, k)]
-            absent = [(ch, key) for ch, key in keys if key not in self.cache]
+        ks = [int(k) for k in grid.tiles_for_span(j0 + M, j1 + M)]
+        windows: list = []
+
+        def spans():        # the tile windows, computed once for every channel
+            if not windows:
+                windows.extend(grid.tile_window(k) for k in ks)
+            return windows
+
+        with_data: dict[int, list[ChannelInfo]] = {k: [] for k in ks}
+        for ch in chans:
+            for k, has in zip(ks, self._has_data_tiles(rec, ch, fs, ks, spans)):
+                if has:
+                    with_data[k].append(ch)
+        for k in ks:
+            absent = [(ch, key) for ch, key in ((ch, (rkey, ch.name, fs, k))
+                                                for ch in with_data[k])
+                      if key not in self.cache]
             if not absent:
                 continue
             with self._lock:
@@ -752,17 +776,35 @@ class TileStore:
         started = 0
         offsets = [i for i in range(1, ahead + 1)] + \
                   [-i for i in range(1, self.prefetch_behind + 1)]
+        now = time.monotonic()
         for (grid, native), idxs in self.plan_groups(rec, chans, fs).items():
             group = [chans[i] for i in idxs]
+            names = tuple(c.name for c in group)
             for off in offsets:
                 a = t0 + off * span
                 if a >= rec.end_uutc or a + span <= rec.start_uutc:
+                    continue
+                # A steady reader's next windows were planned by its previous
+                # reads: checking their tiles again (every channel x tile) is
+                # skipped for PLANNED_FRESH_S. A tile evicted meanwhile is
+                # decoded by the read that needs it, as without prefetch.
+                pkey = (rec.key, rec.generation, grid, a, n, names)
+                if now - self._planned.get(pkey, -1e9) < self.PLANNED_FRESH_S:
+                    self.stats.prefetch_windows_skipped += 1
                     continue
                 try:
                     started += self._schedule(rec, group, grid, a, n, 0, n)
                 except Exception:  # noqa: BLE001 - prefetch is best effort
                     log.debug("prefetch scheduling failed", exc_info=True)
+                    continue
+                if len(self._planned) > 4096:
+                    self._planned.clear()
+                self._planned[pkey] = now
+                self.stats.prefetch_windows_planned += 1
         return started
+
+    #: Seconds a window's prefetch plan stays fresh (see :meth:`prefetch`).
+    PLANNED_FRESH_S = 2.0
 
     # ------------------------------------------------------------ life cycle
 
@@ -773,6 +815,8 @@ class TileStore:
         with self._lock:
             for k in [k for k in self._prefetched if k[0] == key]:
                 del self._prefetched[k]
+            for k in [k for k in self._planned if k[0] == key]:
+                self._planned.pop(k, None)
         version = (rec.path, rec.generation)
         for k in [k for k in list(self._memo) if k[:2] == version]:
             self._memo.pop(k, None)

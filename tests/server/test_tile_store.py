@@ -542,3 +542,41 @@ def test_a_reads_prefetch_starts_after_the_grace(write_recording):
         assert st.prefetch_hits >= 2
     finally:
         e.close()
+
+
+def test_a_steady_readers_next_windows_are_planned_once(write_recording):
+    """Each page plans the windows ahead of it; those its previous pages planned
+    already are not checked again (tile by tile) while fresh, and every page is
+    still served from prefetched tiles, exactly."""
+    path = write_recording("plan", {f"c{i}": random_walk(256 * 200, i) for i in range(3)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=1,
+                        prefetch_behind_windows=0))
+    e.store.prefetch_grace_s = 0.0
+    try:
+        e.open_file("", str(path))
+        st = e.store.stats
+
+        def settle():
+            deadline = 400
+            while True:
+                e.store._planner.submit(lambda: None).result()
+                if not e.store._inflight or not deadline:
+                    return
+                threading.Event().wait(0.02)
+                deadline -= 1
+
+        for i in range(5):
+            t0 = T0 + i * 10 * S
+            got = read_all(e, "", path, [], t0, t0 + 10 * S)
+            assert np.array_equal(got, direct_read(path, [], t0, t0 + 10 * S), equal_nan=True)
+            settle()
+        # page 0 plans page 1; page 1 (steady: 1 + 2 ahead) plans 2, 3, 4; pages 2, 3
+        # and 4 each plan one new window and skip the two planned before
+        assert (st.prefetch_windows_planned, st.prefetch_windows_skipped) == (1 + 3 + 3, 6)
+        assert st.prefetch_hits >= 4 * 3                  # pages 1-4 came from prefetch
+        e.store.PLANNED_FRESH_S = 0.0                     # stale plans: checked again
+        read_all(e, "", path, [], T0 + 50 * S, T0 + 60 * S)
+        settle()
+        assert (st.prefetch_windows_planned, st.prefetch_windows_skipped) == (10, 6)
+    finally:
+        e.close()

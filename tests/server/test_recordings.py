@@ -1,0 +1,29 @@
+"""Recording: the per-channel block index questions the tile store asks."""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import T0, random_walk
+from mef3io_server.server.recordings import Recording
+
+S = 1_000_000
+
+
+def test_has_data_many_answers_as_has_data_one_window_at_a_time(write_recording):
+    """Over windows before, across, inside and after blocks and a 30 s gap."""
+    data = random_walk(256 * 120, 3)
+    data[256 * 40:256 * 70] = np.nan                     # a gap: no blocks there
+    path = write_recording("hd", {"a": data}, block_length=256 * 5)
+    rec = Recording(str(path))
+    try:
+        ch = rec.channels[0]
+        rng = np.random.default_rng(0)
+        t0s = T0 + rng.integers(-20 * S, 140 * S, 400)
+        t1s = t0s + rng.integers(1, 20 * S, 400)
+        got = rec.has_data_many(ch, t0s, t1s)
+        assert got == [rec.has_data(ch, int(a), int(b)) for a, b in zip(t0s, t1s)]
+        assert True in got and False in got               # both answers were asked for
+        assert rec.has_data_many(ch, [T0 + 50 * S], [T0 + 60 * S]) == [False]   # in the gap
+        assert rec.has_data_many(ch, [], []) == []
+    finally:
+        rec.close()
