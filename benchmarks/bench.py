@@ -248,8 +248,9 @@ class Server:
 def bare_server_main() -> None:
     """A gRPC server answering GetSignalRange with pre-serialized chunks of the same size.
 
-    Every chunk is the SignalChunk wire bytes (built once per request shape), sent
-    with an identity serializer: what is left is gRPC + the client, nothing else.
+    Every chunk is the SignalChunk wire bytes our server would send (its encoder,
+    built once per request shape), sent with an identity serializer: what is
+    left is gRPC + the client, nothing else.
     """
     from concurrent import futures
 
@@ -259,6 +260,7 @@ def bare_server_main() -> None:
     from mef3io_server.server import tile_grid as tg
 
     from mef3io_server.server.config import Settings
+    from mef3io_server.server.service import SignalChunkEncoder
 
     CHUNK = Settings().chunk_bytes      # this server's default chunking (CHUNK_BYTES)
     rates = {str(rec_path(n)): fs for n, (_, _, fs) in RECORDINGS.items()}
@@ -274,13 +276,10 @@ def bare_server_main() -> None:
             per = tg.chunk_samples(nch, CHUNK, multiple_of=tg.exact_period_samples(fs) or 1)
             if per * nch * 4 > CHUNK and per > 1:
                 per = max(1, CHUNK // (nch * 4))
-            msgs = []
-            for j0, j1 in tg.chunk_bounds(n, per):
-                msgs.append(pb2.SignalChunk(
-                    file_path=req.file_path, array_bytes=bytes((j1 - j0) * nch * 4),
-                    dtype="float32", shape=[nch, j1 - j0], start_uutc=req.start_uutc,
-                    end_uutc=req.end_uutc, fs=fs, channel_names=req.channel_names,
-                    total_samples=n, sample_offset=j0).SerializeToString())
+            enc = SignalChunkEncoder(req.file_path, req.channel_names, fs, n)
+            msgs = [enc.encode(np.zeros((nch, j1 - j0), np.float32), req.start_uutc,
+                               req.end_uutc, j0).data
+                    for j0, j1 in tg.chunk_bounds(n, per)]
             cache[key] = msgs
         yield from msgs
 

@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Union
 
 import grpc
 
-from . import envelope_codec, wire
+from . import envelope_codec, signal_chunk_codec, wire
 from .protobufs import gRPCMef3Server_pb2 as pb2
 from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .rpc_errors import GuardedStub, NotAuthenticated, ServerUnreachable  # noqa: F401
@@ -59,6 +59,11 @@ def connect(client, address: str, client_id: Optional[str], token: Optional[str]
     client._timeout = timeout
     client.channel = make_channel(address, aio=aio, **tls)
     client.stub = pb2_grpc.gRPCMef3ServerStub(client.channel)
+    # Answers are read in place, their samples not copied (see signal_chunk_codec).
+    client.stub.GetSignalRange = client.channel.unary_stream(
+        "/gRPCMef3Server/GetSignalRange",
+        request_serializer=pb2.SignalRangeRequest.SerializeToString,
+        response_deserializer=signal_chunk_codec.decode)
     if not aio:   # sync calls raise errors that say what went wrong (TLS, tokens, ...)
         client.stub = GuardedStub(client.stub, address,
                                   tls=tls.get("root_certificates") is not None)

@@ -168,7 +168,10 @@ class SignalAssembler:
             self.parts = []
             self.out = None
             return False
-        arr = np.frombuffer(chunk.array_bytes, dtype=chunk.dtype).reshape(tuple(chunk.shape))
+        arr = np.frombuffer(chunk.array_bytes, dtype=chunk.dtype)
+        if not arr.flags.aligned:       # (a view into a message whose samples start at an
+            arr = arr.copy()            # odd offset: see signal_chunk_codec)
+        arr = arr.reshape(tuple(chunk.shape))
         if self.channel_names is None:
             self.channel_names = list(chunk.channel_names)
         self.dtype = chunk.dtype

@@ -77,7 +77,7 @@ class SignalRangeRequest(_message.Message):
     def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ...) -> None: ...
 
 class SignalChunk(_message.Message):
-    __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset")
+    __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     ARRAY_BYTES_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class SignalChunk(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     array_bytes: bytes
     dtype: str
@@ -100,7 +101,8 @@ class SignalChunk(_message.Message):
     error_message: str
     total_samples: int
     sample_offset: int
-    def __init__(self, file_path: _Optional[str] = ..., array_bytes: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., fs: _Optional[float] = ..., channel_names: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., total_samples: _Optional[int] = ..., sample_offset: _Optional[int] = ...) -> None: ...
+    padding: bytes
+    def __init__(self, file_path: _Optional[str] = ..., array_bytes: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., fs: _Optional[float] = ..., channel_names: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., total_samples: _Optional[int] = ..., sample_offset: _Optional[int] = ..., padding: _Optional[bytes] = ...) -> None: ...
 
 class ListOpenFilesRequest(_message.Message):
     __slots__ = ()

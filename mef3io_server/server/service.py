@@ -372,6 +372,10 @@ class SignalChunkEncoder:
 
     ``rows``: float32 ``(n_channels, n)``; ``a``/``b``: the chunk's uUTC span;
     ``j0``: index of its first sample in the read of ``total`` samples.
+    The samples (``array_bytes``, last) start at a multiple of
+    :data:`SAMPLES_ALIGN` bytes into the message, thanks to a ``padding``
+    field of zeros before them: a client that reads them in place (see
+    :mod:`mef3io_server.signal_chunk_codec`) gets an aligned array.
     """
 
     def __init__(self, file_path: str, channel_names, fs: float, total: int):
@@ -381,10 +385,29 @@ class SignalChunkEncoder:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         per_chunk = pb2.SignalChunk(shape=rows.shape, start_uutc=a, end_uutc=b,
                                     sample_offset=j0).SerializeToString()
-        return EncodedChunk(b"".join((self._head, per_chunk, _ARRAY_BYTES_TAG,
-                                      _varint(rows.nbytes),
+        size = _varint(rows.nbytes)
+        pad = _padding(len(self._head) + len(per_chunk) + len(_ARRAY_BYTES_TAG) + len(size))
+        return EncodedChunk(b"".join((self._head, per_chunk, pad, _ARRAY_BYTES_TAG, size,
                                       memoryview(rows.reshape(-1).view(np.uint8)))),
                             rows.nbytes)
+
+
+#: Alignment of the samples in an encoded SignalChunk, bytes.
+SAMPLES_ALIGN = 16
+_PADDING_TAG = _varint((22 << 3) | 2)      # SignalChunk.padding, length-delimited
+
+
+@lru_cache(maxsize=64)
+def _padding(before: int) -> bytes:
+    """The ``padding`` field that makes ``before`` bytes a multiple of SAMPLES_ALIGN
+    (empty when they are): its tag, its length and that many zeros."""
+    need = -before % SAMPLES_ALIGN
+    if need == 0:
+        return b""
+    smallest = len(_PADDING_TAG) + 1            # tag, length 0
+    if need < smallest:
+        need += SAMPLES_ALIGN
+    return _PADDING_TAG + _varint(need - smallest) + bytes(need - smallest)
 
 
 class EncodedChunk:

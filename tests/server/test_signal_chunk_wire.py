@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
-from mef3io_server.server.service import SignalChunkEncoder, _varint, serialize_signal_chunk
+from mef3io_server.server.service import (SAMPLES_ALIGN, SignalChunkEncoder, _varint,
+                                          serialize_signal_chunk)
 from tests.conftest import T0, direct_read, random_walk
 
 
@@ -25,8 +26,13 @@ def test_encoded_chunk_parses_to_the_same_message(shape):
     enc = SignalChunkEncoder("/data/x.mefd", names, 256.0, 10_000)
     wire = enc.encode(rows, T0 + 7, T0 + 9_000_000, 123)
     assert wire.sample_bytes == rows.nbytes
-    parsed = pb2.SignalChunk.FromString(serialize_signal_chunk(wire))
+    data = serialize_signal_chunk(wire)
+    parsed = pb2.SignalChunk.FromString(data)
     ref = reference("/data/x.mefd", names, 256.0, 10_000, rows, T0 + 7, T0 + 9_000_000, 123)
+    assert set(parsed.padding) <= {0}             # zeros, only to align the samples:
+    assert data.endswith(rows.tobytes())          # they are last, at a multiple of 16
+    assert (len(data) - rows.nbytes) % SAMPLES_ALIGN == 0
+    parsed.ClearField("padding")
     assert parsed == ref
     got = np.frombuffer(parsed.array_bytes, dtype=parsed.dtype).reshape(tuple(parsed.shape))
     assert np.array_equal(got, rows, equal_nan=True)
