@@ -293,6 +293,12 @@ class TileStore:
         with self.decoder.urgent() if urgent else contextlib.nullcontext():
             for rk, fut in waits:
                 result[rk] = fut.result()
+        if waited and self._prefetched:
+            # Tiles prefetch was still decoding when asked for: read now, as hits are.
+            with self._lock:
+                for key in waited:
+                    if self._prefetched.pop(key, 0) is None:
+                        self.stats.prefetch_hits += 1
         return result
 
     def _claim(self, key: tuple, lane: str) -> cf.Future:

@@ -580,3 +580,29 @@ def test_a_steady_readers_next_windows_are_planned_once(write_recording):
         assert (st.prefetch_windows_planned, st.prefetch_windows_skipped) == (10, 6)
     finally:
         e.close()
+
+
+def test_tiles_read_while_prefetch_decoded_them_count_as_prefetch_hits(write_recording):
+    """A read that waits for tiles the background lane is decoding uses prefetched
+    tiles: they count as prefetch hits and leave the set of prefetched-unread
+    tiles (which once kept every such key until 100 000 of them)."""
+    path = write_recording("waited", {f"c{i}": random_walk(256 * 200, i) for i in range(4)})
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=1,
+                        prefetch_behind_windows=0))
+    e.store.prefetch_grace_s = 0.0
+    st = e.store.stats
+    try:
+        e.open_file("", str(path))
+        rec, _ = e._read_context("", str(path))
+        gate = e.decoder.gate
+        with gate.demand():                       # hold the background lane: the window
+            e.store.prefetch(rec, list(rec.channels), 256.0, T0, T0 + 10 * S)   # after it
+            assert len(e.store._bg_inflight) == 4     # claimed, not decoding yet
+            got = read_all(e, "", path, [], T0 + 10 * S, T0 + 20 * S)   # urgent: waits
+        assert np.array_equal(got, direct_read(path, [], T0 + 10 * S, T0 + 20 * S),
+                              equal_nan=True)
+        assert st.prefetch_hits == 4                  # 4 channels x 1 tile, all waited on
+        read_tiles = {(rec.key, f"c{i}", 256.0, 1) for i in range(4)}
+        assert not read_tiles & set(e.store._prefetched)
+    finally:
+        e.close()
