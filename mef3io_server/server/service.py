@@ -283,7 +283,8 @@ class KeptEncodings:
             self.hits += 1
             return entry[1]
 
-    def put(self, key: tuple, source: np.ndarray, msgs: list, *, when_offered_twice: bool = False) -> None:
+    def put(self, key: tuple, source: np.ndarray, msgs: list, *,
+            when_offered_twice: bool = False) -> None:
         """Keep ``msgs`` (bytes or :class:`EncodedChunk`) for ``key`` while ``source`` lives.
 
         ``when_offered_twice``: keep them only if this key was offered before
