@@ -142,7 +142,9 @@ def encode(file_path: str, channel_name: str, start_uutc=(), end_uutc=(), mins=(
     return b"".join(parts)
 
 
-def _read_varint(buf: memoryview, i: int) -> tuple[int, int]:
+def read_varint(buf: memoryview, i: int) -> tuple[int, int]:
+    """The protobuf varint at ``buf[i]``: ``(value, index after it)``; ValueError if
+    truncated or longer than 10 bytes."""
     shift = value = 0
     while True:
         if i >= len(buf):
@@ -166,10 +168,10 @@ def decode(data: bytes) -> dict:
     floats = {5: [], 6: []}
     i = 0
     while i < len(buf):
-        key, i = _read_varint(buf, i)
+        key, i = read_varint(buf, i)
         number, wt = key >> 3, key & 7
         if wt == _LEN:
-            n, i = _read_varint(buf, i)
+            n, i = read_varint(buf, i)
             payload = buf[i:i + n]
             if len(payload) != n:
                 raise ValueError("truncated message")
@@ -185,7 +187,7 @@ def decode(data: bytes) -> dict:
             elif number in floats:
                 floats[number].append(np.frombuffer(payload, dtype="<f8"))
         elif wt == _VARINT:
-            v, i = _read_varint(buf, i)
+            v, i = read_varint(buf, i)
             if number in ints:                      # an unpacked repeated int64
                 ints[number].append(np.array([v], dtype=np.uint64).view(np.int64))
         elif wt == _FIXED64:

@@ -2,9 +2,11 @@
 
 A 10 s x 64 channel answer is 655 KB of float32. The generated parser
 (``SignalChunk.FromString``) copies ``array_bytes`` out of the message gRPC
-hands over, into a new buffer: on this project's 2-core VM that new buffer
-costs about 160 page faults per read, and the copy and the faults took
-~0.3 ms of the ~1.1 ms of client CPU a warm read costs (benchmarks/decisions.md).
+hands over into a new buffer; with two such buffers made and freed per read
+the process gave memory back to the system and faulted it in again on every
+read. Reading the bare transport on this project's 2-core VM, client CPU
+per warm read went from 1.28 ms (325 page faults) to 0.60-0.71 ms (11-29)
+with this module (benchmarks/decisions.md).
 
 :func:`decode` finds ``array_bytes`` (field 2) in the wire bytes itself and
 leaves it where it is: :attr:`SignalChunkView.array_bytes` is a memoryview
@@ -16,7 +18,7 @@ wins, as in protobuf).
 """
 from __future__ import annotations
 
-from .envelope_codec import _read_varint
+from .envelope_codec import read_varint
 from .protobufs import gRPCMef3Server_pb2 as pb2
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
@@ -55,14 +57,14 @@ def decode(data: bytes) -> SignalChunkView:
         key = buf[i]          # keys and lengths are mostly one byte: read inline
         i += 1
         if key >= 0x80:
-            key, i = _read_varint(buf, start)
+            key, i = read_varint(buf, start)
         number, wt = key >> 3, key & 7
         if wt == _LEN:
             if i < size and buf[i] < 0x80:
                 n = buf[i]
                 i += 1
             else:
-                n, i = _read_varint(buf, i)
+                n, i = read_varint(buf, i)
             if i + n > size:
                 raise ValueError("truncated SignalChunk")
             if number == _ARRAY_BYTES:
@@ -71,7 +73,7 @@ def decode(data: bytes) -> SignalChunkView:
                 continue
             i += n
         elif wt == _VARINT:
-            _, i = _read_varint(buf, i)
+            _, i = read_varint(buf, i)
         elif wt == _FIXED64:
             i += 8
         elif wt == _FIXED32:

@@ -57,12 +57,12 @@ def test_messages_of_the_generated_code_in_any_field_order_read_the_same(path):
     buf = memoryview(data)
     while i < len(buf):
         start = i
-        key, i = scc._read_varint(buf, i)
+        key, i = scc.read_varint(buf, i)
         if key & 7 == 2:
-            n, i = scc._read_varint(buf, i)
+            n, i = scc.read_varint(buf, i)
             i += n
         elif key & 7 == 0:
-            _, i = scc._read_varint(buf, i)
+            _, i = scc.read_varint(buf, i)
         else:
             i += 8
         fields.append(bytes(buf[start:i]))
