@@ -252,9 +252,10 @@ class KeptEncodings:
     * Whole-channel envelopes: the block index read when the recording was
       opened (the same arrays for as long as that version of the files is
       open); encoding costs ~22 ms per day of 64 channels, sending it less.
-    * Windows the tile store keeps for everyone (a viewer redrawing, several
-      tools on one window): the read-only array from the cache; the message
-      is encoded once instead of copying the samples again on every read.
+    * Windows the tile store shares (a viewer redrawing, several tools on one
+      window): the read-only array from the cache; from the window's second
+      asker on (see :meth:`put`) the message is kept instead of copying the
+      samples again on every read.
 
     An entry holds a weak reference to the array it was encoded from, so it
     is used only while that very array is alive and is the one asked with:

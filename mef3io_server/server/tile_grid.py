@@ -94,6 +94,13 @@ def choose_tile_samples(tile_duration_s: float, fs: float,
     return L
 
 
+@lru_cache(maxsize=1 << 16)
+def _tile_start(anchor_uutc: int, fs: float, tile_samples: int, k: int) -> int:
+    """:meth:`TileGrid.tile_start`, memoized: exact ``Fraction`` arithmetic, asked
+    for every channel and tile a read or a prefetch plan touches."""
+    return anchor_uutc + round_half_up(Fraction(k * tile_samples * _MICRO) / _rate(fs))
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """One channel's tiling at one served rate."""
@@ -104,8 +111,7 @@ class TileGrid:
 
     def tile_start(self, k: int) -> int:
         """Start of tile ``k`` in uUTC (the tile window is ``[start(k), start(k+1))``)."""
-        return self.anchor_uutc + round_half_up(
-            Fraction(k * self.tile_samples * _MICRO) / _rate(self.fs))
+        return _tile_start(self.anchor_uutc, self.fs, self.tile_samples, int(k))
 
     def tile_window(self, k: int) -> tuple[int, int]:
         return self.tile_start(k), self.tile_start(k + 1)

@@ -243,15 +243,9 @@ class TileStore:
         rkey = rec.key
         result: dict[tuple[str, int], np.ndarray] = {}
         probe: list[tuple[ChannelInfo, int, tuple]] = []
-        for k in tiles:
-            k = int(k)
-            span = None
-            for ch in chans:
-                has = self._has_data_memo(rec, ch, fs, k)
-                if has is None:
-                    if span is None:
-                        span = grid.tile_window(k)
-                    has = self._has_data_store(rec, ch, fs, k, *span)
+        ks = [int(k) for k in tiles]
+        for ch in chans:
+            for k, has in zip(ks, self._has_data_tiles(rec, ch, grid, ks)):
                 if not has:
                     result[(ch.name, k)] = self._nan_tile(L)
                     continue
@@ -314,25 +308,16 @@ class TileStore:
 
     _MEMO_LIMIT = 500_000
 
-    def _has_data_memo(self, rec, ch, fs, k):
-        return self._memo.get((rec.path, rec.generation, ch.name, fs, k))
-
-    def _has_data_store(self, rec, ch, fs, k, a, b) -> bool:
-        has = rec.has_data(ch, a, b)
-        if len(self._memo) > self._MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[(rec.path, rec.generation, ch.name, fs, k)] = has
-        return has
-
-    def _has_data_tiles(self, rec, ch, fs: float, ks: list[int], spans) -> list[bool]:
-        """:meth:`Recording.has_data` of tiles ``ks`` of ``ch`` (memoized);
-        ``spans()``: their tile windows ``[(a, b), ...]``, asked only on a miss."""
+    def _has_data_tiles(self, rec: Recording, ch: ChannelInfo, grid: tg.TileGrid,
+                        ks: list[int]) -> list[bool]:
+        """Whether ``ch`` has data in each tile ``ks`` of ``grid`` (memoized;
+        :meth:`Recording.has_data_many` over the tiles missing from the memo)."""
         memo = self._memo
-        base = (rec.path, rec.generation, ch.name, fs)
+        base = (rec.path, rec.generation, ch.name, float(grid.fs))
         flags = [memo.get(base + (k,)) for k in ks]
         if None not in flags:
             return flags
-        win = spans()
+        win = [grid.tile_window(k) for k in ks]
         flags = rec.has_data_many(ch, [a for a, _ in win], [b for _, b in win])
         if len(memo) > self._MEMO_LIMIT:
             memo.clear()
@@ -729,16 +714,9 @@ class TileStore:
         rkey = rec.key
         fs = float(grid.fs)
         ks = [int(k) for k in grid.tiles_for_span(j0 + M, j1 + M)]
-        windows: list = []
-
-        def spans():        # the tile windows, computed once for every channel
-            if not windows:
-                windows.extend(grid.tile_window(k) for k in ks)
-            return windows
-
         with_data: dict[int, list[ChannelInfo]] = {k: [] for k in ks}
         for ch in chans:
-            for k, has in zip(ks, self._has_data_tiles(rec, ch, fs, ks, spans)):
+            for k, has in zip(ks, self._has_data_tiles(rec, ch, grid, ks)):
                 if has:
                     with_data[k].append(ch)
         for k in ks:

@@ -27,3 +27,18 @@ def test_has_data_many_answers_as_has_data_one_window_at_a_time(write_recording)
         assert rec.has_data_many(ch, [], []) == []
     finally:
         rec.close()
+
+
+def test_has_data_many_of_windows_beyond_int64_is_false(write_recording):
+    """Windows at the ends of the uUTC range (a fuzzer's): no data, no overflow."""
+    path = write_recording("edge", {"a": random_walk(256 * 20, 1)})
+    rec = Recording(str(path))
+    try:
+        ch = rec.channels[0]
+        big, small = 2**63 - 1, -2**63
+        got = rec.has_data_many(ch, [big - 10, small, T0], [big + 10**9, small + 10, T0 + S])
+        assert got == [False, False, True]
+        assert got[:2] == [rec.has_data(ch, big - 10, big + 10**9),
+                           rec.has_data(ch, small, small + 10)]
+    finally:
+        rec.close()

@@ -70,3 +70,25 @@ def test_served_windows_equal_direct_reads(write_recording, start_server, client
         assert res["error_message"] == ""
         ref = direct_read(path, list(chans), t0, t1)
         assert np.array_equal(res["array"], ref, equal_nan=True)
+
+
+def test_a_one_chunk_answer_reaches_the_client_in_place(write_recording, start_server,
+                                                        client_factory):
+    """Through a real server, for every channel count (so every header length): the
+    client's array is the received message's samples, aligned, not a copy, and exact."""
+    chans = {f"channel_{i}": random_walk(256 * 30, seed=i) for i in range(7)}
+    path = write_recording("inplace", chans)
+    srv = start_server()
+    c = client_factory(srv.address)
+    assert c.open_file(str(path))["file_opened"]
+    names = list(chans)
+    for n in range(1, len(names) + 1):
+        res = c.get_signal_range(str(path), names[:n], T0, T0 + 10_000_000)
+        arr = res["array"]
+        assert arr.flags.aligned and not arr.flags.owndata and not arr.flags.writeable
+        base = arr
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(base, memoryview)              # the message's bytes, in place
+        assert np.array_equal(arr, direct_read(path, names[:n], T0, T0 + 10_000_000),
+                              equal_nan=True)
