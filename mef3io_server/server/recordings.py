@@ -131,9 +131,13 @@ def _crc_before(full: str, size: int) -> Optional[int]:
 _INT64 = np.iinfo(np.int64)
 
 
-def _int64s(times) -> np.ndarray:
+def _int64s(times: list) -> np.ndarray:
     """uUTC times as int64, those beyond its range clipped to it (no block is there)."""
-    return np.array([min(max(int(t), _INT64.min), _INT64.max) for t in times], dtype=np.int64)
+    try:
+        return np.array(times, dtype=np.int64)
+    except OverflowError:
+        return np.array([min(max(int(t), _INT64.min), _INT64.max) for t in times],
+                        dtype=np.int64)
 
 
 class Recording:
@@ -316,8 +320,8 @@ class Recording:
     def has_data_many(self, ch: ChannelInfo, t0s, t1s) -> list[bool]:
         """:meth:`has_data` of each window ``[t0s[i], t1s[i])`` (uUTC), in one pass."""
         slack = int(5e5 / ch.fs) + 1
-        lo = np.searchsorted(ch.block_ends, _int64s(t - slack for t in t0s), side="right")
-        hi = np.searchsorted(ch.block_starts, _int64s(t + slack for t in t1s), side="left")
+        lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
+        hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")
         return (hi > lo).tolist()
 
     # ---- life cycle ----

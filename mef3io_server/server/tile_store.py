@@ -317,8 +317,8 @@ class TileStore:
         flags = [memo.get(base + (k,)) for k in ks]
         if None not in flags:
             return flags
-        win = [grid.tile_window(k) for k in ks]
-        flags = rec.has_data_many(ch, [a for a, _ in win], [b for _, b in win])
+        starts, ends = _tile_windows(grid, tuple(ks))
+        flags = rec.has_data_many(ch, starts, ends)
         if len(memo) > self._MEMO_LIMIT:
             memo.clear()
         for k, f in zip(ks, flags):
@@ -913,6 +913,14 @@ def decode_failure(rec: Recording, names: Sequence[str], a: int, b: int,
     kind = "" if isinstance(exc, DecodeFailed) else f"{type(exc).__name__}: "
     return DecodeFailed(f"decoding channel {shown} of {rec.path} in [{a}, {b}) uUTC "
                         f"({iso(a)} to {iso(b)}) failed: {kind}{reason}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _tile_windows(grid: tg.TileGrid, ks: tuple) -> tuple[list[int], list[int]]:
+    """Starts and ends (uUTC) of tiles ``ks`` of ``grid``: asked for every channel of
+    a read or a prefetch plan, computed once."""
+    win = [grid.tile_window(k) for k in ks]
+    return [a for a, _ in win], [b for _, b in win]
 
 
 class _TileFuture:
