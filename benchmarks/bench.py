@@ -538,7 +538,7 @@ def scen_scaling(reader, q: bool) -> dict:
         ("window_s", 10, MAIN, 64, 900, 10),
         ("window_s", 60, MAIN, 64, 1500, 60),
         ("window_s", 600, MAIN, 64, 2400, 600),
-        ("rate_hz", 256, MAIN, 64, 3000, 10),
+        ("rate_hz", 256, MAIN, 64, 1000, 10),
         ("rate_hz", 2048, "rate_64ch_5min_2kHz", 64, 150, 10),
         ("rate_hz", 32768, "rate_64ch_20s_32kHz", 64, 5, 10),
     ]

@@ -593,27 +593,49 @@ class TileStore:
         whole = list(first)
         if direct and (not q or per_chunk % q):
             whole, direct = whole + direct, []
-        whole_rows = self._direct_split(rec, [chans[i] for i in whole], t0, t1, lane) \
-            if whole else None
+        # (output rows, decoded part) per part: the parts are never joined (a
+        # copy of the whole window: 0.13-0.2 s for 84 MB, 64 ch x 10 s at 32 kHz).
+        whole_parts = []
+        if whole:
+            o = 0
+            for rows in self._direct_split(rec, [chans[i] for i in whole], t0, t1, lane):
+                idx = whole[o:o + len(rows)]
+                o += len(rows)
+                run = idx == list(range(idx[0], idx[0] + len(idx)))
+                whole_parts.append((slice(idx[0], idx[0] + len(idx)) if run else idx, rows))
         for grid, native, idxs in first_groups:       # their tiles, in the background
             self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, 0, n)
+        # Chunks whose tiles are decoding ahead of the one being sent (see DECODE_AHEAD_BYTES).
+        ahead = max(1, self.DECODE_AHEAD_BYTES // max(1, per_chunk * len(chans) * 4))
+        scheduled = 1           # chunks [0, scheduled) are decoded or decoding
         for ci, (j0, j1) in enumerate(bounds):
             out = np.empty((len(chans), j1 - j0), dtype=np.float32)
             for grid, native, idxs in sliced_groups:
                 self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane)
-            if whole:
-                out[whole] = whole_rows[:, j0:j1]
+            for idx, rows in whole_parts:
+                out[idx] = rows[:, j0:j1]
             if direct:          # off-grid channels, read chunk by chunk
                 a = t0 + int(Fraction(j0 * 10**6) / Fraction(fs))
                 b = t1 if j1 == n else t0 + int(Fraction(j1 * 10**6) / Fraction(fs))
                 out[direct] = self._direct(rec, [chans[i] for i in direct], a, b, lane)
-            if ci + 1 < len(bounds) and lane == "fg":
-                nj0, nj1 = bounds[ci + 1]
-                for grid, native, idxs in sliced_groups:
-                    self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, nj0, nj1)
+            if lane == "fg" and sliced_groups:
+                # One background job per chunk, in order: each chunk's tiles are
+                # published as soon as they are decoded (a job of many chunks
+                # would hold the next chunk back until all of them are).
+                while scheduled < min(len(bounds), ci + 1 + ahead):
+                    nj0, nj1 = bounds[scheduled]
+                    for grid, native, idxs in sliced_groups:
+                        self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, nj0, nj1)
+                    scheduled += 1
             if on_chunk is not None:
                 on_chunk(j0, j1)
             yield j0, j1, out
+
+    #: Bytes of a long window's chunks whose tiles decode in the background while
+    #: an earlier chunk is sent (:meth:`assemble_chunks`). With only the next
+    #: chunk ahead, decoding and sending took turns: a cold 600 s x 64 ch read
+    #: (38 chunks) took 1.6x a direct mef3io read (benchmarks/decisions.md).
+    DECODE_AHEAD_BYTES = 8 << 20
 
     #: A cold window is decoded directly (then its tiles in the background) when
     #: its tiles' MEF blocks hold at least this many times the window's blocks.
@@ -652,10 +674,11 @@ class TileStore:
         return not any(key in self.cache for key in keys)
 
     def _direct_split(self, rec: Recording, chans: Sequence[ChannelInfo], a: int, b: int,
-                      lane: str = "fg") -> np.ndarray:
+                      lane: str = "fg") -> list[np.ndarray]:
         """Direct read of ``[a, b)``, its channels split over parallel mef3io reads
         (see :meth:`split_channels`): the first part in this thread, the others on
-        the lane's workers. ``(len(chans), n)`` float32."""
+        the lane's workers. One ``(len(part), n)`` float32 array per part, in the
+        order of ``chans``."""
         parts = self.split_channels(list(chans))
         futs = []
         for part in parts[1:]:
@@ -669,7 +692,7 @@ class TileStore:
                 rows.append(np.asarray(fut.result(), dtype=np.float32))
             except Exception as e:  # noqa: BLE001
                 raise decode_failure(rec, [c.name for c in part], a, b, e) from e
-        return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
+        return rows
 
     def _exact_for_window(self, rec, ch, grid, phase, M, n) -> bool:
         for k in grid.tiles_for_span(M, M + n):

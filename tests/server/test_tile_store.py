@@ -606,3 +606,60 @@ def test_tiles_read_while_prefetch_decoded_them_count_as_prefetch_hits(write_rec
         assert not read_tiles & set(e.store._prefetched)
     finally:
         e.close()
+
+
+def test_a_window_first_read_split_over_the_cores_streams_its_parts_exactly(tmp_path):
+    """A window-first read of many channels is decoded as parallel mef3io reads of
+    disjoint channel sets; each chunk is cut from those parts (never joined into
+    one array first), in the order asked, NaN for NaN, whatever the chunking."""
+    from conftest import write_session
+
+    chans = {f"c{i:02d}": random_walk(512 * 40, i) for i in range(20)}
+    chans["c07"][3000:4100] = np.nan                  # a gap inside the window
+    path = write_session(tmp_path / "split_first.mefd", chans, fs=512.0, block_length=512)
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0, chunk_bytes=8192))
+    try:
+        e.open_file("", str(path))
+        rng = np.random.default_rng(5)
+        order = [f"c{i:02d}" for i in rng.permutation(20)]
+        t0, t1 = T0 + 5 * S + 3_000, T0 + 14 * S           # straddles tiles 0 and 1
+        r = e.read_signal("", str(path), order, t0, t1)
+        chunks = list(r.chunks)
+        assert e.store.stats.window_first_reads == 1 and len(chunks) > 5
+        assert len(e.store.split_channels(list(e._read_context("", str(path))[0].channels))) == 2
+        got = np.concatenate([rows for *_, rows in chunks], axis=1)
+        assert np.array_equal(got, direct_read(path, order, t0, t1), equal_nan=True)
+        assert np.isnan(got[order.index("c07")]).any()
+    finally:
+        e.close()
+
+
+def test_a_long_reads_next_chunks_decode_while_one_is_sent(write_recording):
+    """A window of many chunks: while a chunk is being sent, the tiles of the next
+    chunks (up to TileStore.DECODE_AHEAD_BYTES) are already decoding, one
+    background job per chunk, and no further; the answer is exact."""
+    path = write_recording("ahead", {f"c{i}": random_walk(256 * 200, i) for i in range(4)})
+    chunk = 4 * 2560 * 4                        # 10 s of the 4 channels: one tile each
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0, chunk_bytes=chunk))
+    try:
+        e.open_file("", str(path))
+        e.store.WINDOW_SHARE_BYTES = 0           # streamed in chunks, never shared whole
+        e.store.DECODE_AHEAD_BYTES = 4 * chunk
+        rec, _ = e._read_context("", str(path))
+        t0, t1 = T0, T0 + 150 * S                # 15 chunks, tiles 0..14
+        r = e.read_signal("", str(path), [], t0, t1)
+        it = iter(r.chunks)
+        first = next(it)
+
+        def started(k):
+            keys = [(rec.key, f"c{i}", 256.0, k) for i in range(4)]
+            with e.store._lock:
+                return all(key in e.store._inflight or key in e.cache for key in keys)
+
+        assert [k for k in range(15) if started(k)] == [0, 1, 2, 3, 4]
+        got = np.concatenate([first[-1]] + [rows for *_, rows in it], axis=1)
+        assert np.array_equal(got, direct_read(path, [], t0, t1), equal_nan=True)
+    finally:
+        e.close()
