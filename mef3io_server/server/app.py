@@ -172,9 +172,8 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     """
     settings = settings or load_settings()
     configure_logging(settings)
-    if settings.use_process_pool:
-        # Before any server thread exists (see memory.limit_malloc_arenas).
-        limit_malloc_arenas()
+    # Before any server thread exists (see memory.limit_malloc_arenas).
+    limit_malloc_arenas()
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")
     try:

@@ -1,14 +1,15 @@
-"""The server process's C allocator: fewer glibc malloc arenas with the process pool.
+"""The server process's C allocator: two glibc malloc arenas instead of ``8 x cores``.
 
 glibc gives threads of a process up to ``8 x cores`` malloc arenas, and
 memory freed in an arena stays with the process (it is reused by the same
-arena, rarely returned to the system). With ``USE_PROCESS_POOL=true`` the
-server's threads (gRPC workers, each decode pool's manager thread -- a new
-one at every pool rebuild) allocate and free decoded samples in many of
-them: in the soak with decode workers killed every 3 s, 130-150 MB sat free
-in arenas of a server whose live allocations were 10-50 MB; with two arenas
-the server's memory stayed under 130 MB (docs/reliability.md, "Decode workers
-killed"). No effect, and no error, on a C library other than glibc.
+arena, rarely returned to the system). The server's threads (16 gRPC
+workers, the decode lanes, a process pool's manager threads) allocate and
+free samples in many of them. Measured on 2 cores (docs/reliability.md):
+with ``USE_PROCESS_POOL=true`` and decode workers killed every 3 s, 130-150 MB
+sat free in arenas of a server whose live allocations were 10-50 MB; with
+thread decoding, 32 soak clients on a 128 MB cache, the server's memory was
+347-373 MB with 16 arenas and 254-292 MB with 1-4, at the same throughput.
+No effect, and no error, on a C library other than glibc.
 """
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ import os
 log = logging.getLogger("mef3io_server.memory")
 
 M_ARENA_MAX = -8          # glibc's mallopt parameter number (malloc.h)
-#: Arenas the server limits glibc to with the process pool (when
-#: ``MALLOC_ARENA_MAX`` is not set in the environment): measured on 2 cores.
-PROCESS_POOL_ARENAS = 2
+#: Arenas the server limits glibc to (when ``MALLOC_ARENA_MAX`` is not set in
+#: the environment): measured on 2 cores.
+ARENAS = 2
 
 
-def limit_malloc_arenas(arenas: int = PROCESS_POOL_ARENAS) -> bool:
+def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     """Cap glibc's malloc arenas for threads created from now on (a count).
 
     Leaves the allocator alone when ``MALLOC_ARENA_MAX`` is set (glibc has
