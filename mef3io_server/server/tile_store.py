@@ -605,8 +605,10 @@ class TileStore:
                 whole_parts.append((slice(idx[0], idx[0] + len(idx)) if run else idx, rows))
         for grid, native, idxs in first_groups:       # their tiles, in the background
             self._schedule(rec, [chans[i] for i in idxs], grid, t0, n, 0, n)
-        # Chunks whose tiles are decoding ahead of the one being sent (see DECODE_AHEAD_BYTES).
-        ahead = max(1, self.DECODE_AHEAD_BYTES // max(1, per_chunk * len(chans) * 4))
+        # Chunks whose tiles are decoding ahead of the one being sent (see
+        # DECODE_AHEAD_BYTES), never more than a quarter of the cache (as prefetch).
+        ahead = max(1, min(self.DECODE_AHEAD_BYTES, self.cache.max_bytes // 4)
+                    // max(1, per_chunk * len(chans) * 4))
         scheduled = 1           # chunks [0, scheduled) are decoded or decoding
         for ci, (j0, j1) in enumerate(bounds):
             out = np.empty((len(chans), j1 - j0), dtype=np.float32)

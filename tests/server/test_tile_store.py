@@ -635,14 +635,18 @@ def test_a_window_first_read_split_over_the_cores_streams_its_parts_exactly(tmp_
         e.close()
 
 
-def test_a_long_reads_next_chunks_decode_while_one_is_sent(write_recording):
+@pytest.mark.parametrize("cache_chunks, ahead", [(1000, 4), (8, 2)])
+def test_a_long_reads_next_chunks_decode_while_one_is_sent(write_recording, cache_chunks,
+                                                          ahead):
     """A window of many chunks: while a chunk is being sent, the tiles of the next
-    chunks (up to TileStore.DECODE_AHEAD_BYTES) are already decoding, one
-    background job per chunk, and no further; the answer is exact."""
+    chunks (up to TileStore.DECODE_AHEAD_BYTES, and a quarter of the cache) are
+    already decoding, one background job per chunk, and no further; the answer
+    is exact."""
     path = write_recording("ahead", {f"c{i}": random_walk(256 * 200, i) for i in range(4)})
     chunk = 4 * 2560 * 4                        # 10 s of the 4 channels: one tile each
     e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
-                        prefetch_behind_windows=0, chunk_bytes=chunk))
+                        prefetch_behind_windows=0, chunk_bytes=chunk,
+                        tile_cache_bytes=cache_chunks * chunk))
     try:
         e.open_file("", str(path))
         e.store.WINDOW_SHARE_BYTES = 0           # streamed in chunks, never shared whole
@@ -658,7 +662,7 @@ def test_a_long_reads_next_chunks_decode_while_one_is_sent(write_recording):
             with e.store._lock:
                 return all(key in e.store._inflight or key in e.cache for key in keys)
 
-        assert [k for k in range(15) if started(k)] == [0, 1, 2, 3, 4]
+        assert [k for k in range(15) if started(k)] == list(range(ahead + 1))
         got = np.concatenate([first[-1]] + [rows for *_, rows in it], axis=1)
         assert np.array_equal(got, direct_read(path, [], t0, t1), equal_nan=True)
     finally:
