@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
-
-
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+from .protobuf_wire import FIXED32 as _FIXED32
+from .protobuf_wire import FIXED64 as _FIXED64
+from .protobuf_wire import LEN as _LEN
+from .protobuf_wire import VARINT as _VARINT
+from .protobuf_wire import field_key as _field
+from .protobuf_wire import read_varint
+from .protobuf_wire import varint_bytes as _varint_bytes
 
 
 def encode_varints(values: np.ndarray) -> bytes:
@@ -114,10 +107,6 @@ def decode_varints(buf) -> np.ndarray:
     return vals.view(np.int64)
 
 
-def _field(number: int, wire_type: int) -> bytes:
-    return _varint_bytes((number << 3) | wire_type)
-
-
 def _len_field(number: int, payload: bytes) -> bytes:
     if not payload:
         return b""                                   # proto3 leaves empty fields out
@@ -140,23 +129,6 @@ def encode(file_path: str, channel_name: str, start_uutc=(), end_uutc=(), mins=(
         payload = error_message.encode()
         parts.append(_field(99, _LEN) + _varint_bytes(len(payload)) + payload)
     return b"".join(parts)
-
-
-def read_varint(buf: memoryview, i: int) -> tuple[int, int]:
-    """The protobuf varint at ``buf[i]``: ``(value, index after it)``; ValueError if
-    truncated or longer than 10 bytes."""
-    shift = value = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated message")
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
 
 
 def decode(data: bytes) -> dict:

@@ -18,10 +18,12 @@ wins, as in protobuf).
 """
 from __future__ import annotations
 
-from .envelope_codec import read_varint
+from .protobuf_wire import FIXED32 as _FIXED32
+from .protobuf_wire import FIXED64 as _FIXED64
+from .protobuf_wire import LEN as _LEN
+from .protobuf_wire import VARINT as _VARINT
+from .protobuf_wire import read_varint
 from .protobufs import gRPCMef3Server_pb2 as pb2
-
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 _ARRAY_BYTES = 2          # SignalChunk.array_bytes
 
 

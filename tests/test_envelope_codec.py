@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mef3io_server import envelope_codec as ec
+from mef3io_server.protobuf_wire import varint_bytes
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 
 int64s = hnp.arrays(np.int64, st.integers(0, 60), elements=st.one_of(
@@ -43,7 +44,7 @@ def test_encode_is_byte_identical_to_protobuf_and_decodes_back(path, name, s, da
 
 def test_decode_reads_unpacked_fields_from_other_writers():
     # Hand-built: start_uutc = 3 as two unpacked varints, min = 5 as one unpacked double.
-    raw = (b"\x12\x01a" + b"\x18" + ec._varint_bytes(7) + b"\x18" + ec._varint_bytes(2**40)
+    raw = (b"\x12\x01a" + b"\x18" + varint_bytes(7) + b"\x18" + varint_bytes(2**40)
            + b"\x29" + np.array([1.5]).tobytes() + b"\x38\x05")   # + unknown field 7
     got = ec.decode(raw)
     assert got["channel_name"] == "a"

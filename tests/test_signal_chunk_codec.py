@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mef3io_server import signal_chunk_codec as scc
+from mef3io_server.protobuf_wire import read_varint
 from mef3io_server import wire
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 from mef3io_server.server.service import SignalChunkEncoder, serialize_signal_chunk
@@ -57,12 +58,12 @@ def test_messages_of_the_generated_code_in_any_field_order_read_the_same(path):
     buf = memoryview(data)
     while i < len(buf):
         start = i
-        key, i = scc.read_varint(buf, i)
+        key, i = read_varint(buf, i)
         if key & 7 == 2:
-            n, i = scc.read_varint(buf, i)
+            n, i = read_varint(buf, i)
             i += n
         elif key & 7 == 0:
-            _, i = scc.read_varint(buf, i)
+            _, i = read_varint(buf, i)
         else:
             i += 8
         fields.append(bytes(buf[start:i]))

@@ -8,7 +8,7 @@ free samples in many of them. Measured on 2 cores (docs/reliability.md):
 with ``USE_PROCESS_POOL=true`` and decode workers killed every 3 s, 130-150 MB
 sat free in arenas of a server whose live allocations were 10-50 MB; with
 thread decoding, 32 soak clients on a 128 MB cache, the server's memory was
-347-373 MB with 16 arenas and 254-292 MB with 1-4, at the same throughput.
+334-373 MB with 16 arenas and 254-292 MB with 1-4, at the same throughput.
 No effect, and no error, on a C library other than glibc.
 """
 from __future__ import annotations

@@ -310,15 +310,9 @@ class Recording:
         hi = int(np.searchsorted(ch.block_starts, t1, side="left"))
         return self.block_phases(ch, grid)[lo:hi]
 
-    def has_data(self, ch: ChannelInfo, t0: int, t1: int) -> bool:
-        """Any MEF block of ``ch`` overlaps ``[t0, t1)`` (with half a sample of slack)."""
-        slack = int(5e5 / ch.fs) + 1
-        lo = int(np.searchsorted(ch.block_ends, t0 - slack, side="right"))
-        hi = int(np.searchsorted(ch.block_starts, t1 + slack, side="left"))
-        return hi > lo
-
     def has_data_many(self, ch: ChannelInfo, t0s, t1s) -> list[bool]:
-        """:meth:`has_data` of each window ``[t0s[i], t1s[i])`` (uUTC), in one pass."""
+        """For each window ``[t0s[i], t1s[i])`` (uUTC): whether any MEF block of ``ch``
+        overlaps it (with half a sample of slack). One pass over all the windows."""
         slack = int(5e5 / ch.fs) + 1
         lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
         hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")

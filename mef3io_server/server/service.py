@@ -23,6 +23,7 @@ from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from .annotations import Annotation
 from .discovery import SessionSummary
 from .. import envelope_codec
+from ..protobuf_wire import LEN, field_key, varint_bytes
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
 from .segments import runs_slices
@@ -355,10 +356,7 @@ def recording_entry_message(s: SessionSummary) -> pb2.RecordingEntry:
 # accept fields in any order, so the bytes are a valid SignalChunk for any client.
 
 
-_varint = envelope_codec._varint_bytes   # protobuf varint of a non-negative int
-
-
-_ARRAY_BYTES_TAG = bytes([(2 << 3) | 2])   # field 2, length-delimited
+_ARRAY_BYTES_TAG = field_key(2, LEN)      # SignalChunk.array_bytes
 
 
 @lru_cache(maxsize=256)
@@ -387,7 +385,7 @@ class SignalChunkEncoder:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         per_chunk = pb2.SignalChunk(shape=rows.shape, start_uutc=a, end_uutc=b,
                                     sample_offset=j0).SerializeToString()
-        size = _varint(rows.nbytes)
+        size = varint_bytes(rows.nbytes)
         pad = _padding(len(self._head) + len(per_chunk) + len(_ARRAY_BYTES_TAG) + len(size))
         return EncodedChunk(b"".join((self._head, per_chunk, pad, _ARRAY_BYTES_TAG, size,
                                       memoryview(rows.reshape(-1).view(np.uint8)))),
@@ -396,7 +394,7 @@ class SignalChunkEncoder:
 
 #: Alignment of the samples in an encoded SignalChunk, bytes.
 SAMPLES_ALIGN = 16
-_PADDING_TAG = _varint((22 << 3) | 2)      # SignalChunk.padding, length-delimited
+_PADDING_TAG = field_key(22, LEN)         # SignalChunk.padding
 
 
 @lru_cache(maxsize=64)
@@ -409,7 +407,7 @@ def _padding(before: int) -> bytes:
     smallest = len(_PADDING_TAG) + 1            # tag, length 0
     if need < smallest:
         need += SAMPLES_ALIGN
-    return _PADDING_TAG + _varint(need - smallest) + bytes(need - smallest)
+    return _PADDING_TAG + varint_bytes(need - smallest) + bytes(need - smallest)
 
 
 class EncodedChunk:

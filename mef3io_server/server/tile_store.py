@@ -824,7 +824,8 @@ class TileStore:
         with self._lock:
             for k in [k for k in self._prefetched if k[0] == key]:
                 del self._prefetched[k]
-            for k in [k for k in self._planned if k[0] == key]:
+            # (a snapshot: the planner thread adds plans without the lock)
+            for k in [k for k in list(self._planned) if k[0] == key]:
                 self._planned.pop(k, None)
         version = (rec.path, rec.generation)
         for k in [k for k in list(self._memo) if k[:2] == version]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
-from mef3io_server.server.service import (SAMPLES_ALIGN, SignalChunkEncoder, _varint,
+from mef3io_server.server.service import (SAMPLES_ALIGN, SignalChunkEncoder,
                                           serialize_signal_chunk)
 from tests.conftest import T0, direct_read, random_walk
 
@@ -44,12 +44,6 @@ def test_first_chunk_offset_zero_is_present_and_strided_rows_are_made_contiguous
         SignalChunkEncoder("p", ["a", "b", "c", "d"], 1.5, 5).encode(rows, 0, 10, 0)))
     assert parsed.HasField("sample_offset") and parsed.sample_offset == 0
     assert np.array_equal(np.frombuffer(parsed.array_bytes, np.float32).reshape(4, 5), rows)
-
-
-@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 2**21, 2**35 + 3])
-def test_varint_matches_protobuf(n):
-    # A bytes field of length n: protobuf's own encoding of the length prefix.
-    assert _varint(n) == pb2.SignalChunk(end_uutc=n).SerializeToString()[1:] or n == 0
 
 
 def test_messages_still_serialize():
