@@ -95,11 +95,12 @@ class AsyncMef3Client:
 
     async def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
                                start_uutc: int, end_uutc: int,
-                               n_points: Optional[int] = None) -> dict:
+                               n_points: Optional[int] = None,
+                               dtype: Optional[str] = None) -> dict:
         """Read ``[start_uutc, end_uutc)``; see :meth:`Mef3Client.get_signal_range`."""
-        asm = wire.SignalAssembler(n_points)
+        asm = wire.SignalAssembler(n_points, dtype)
         call = self.stub.GetSignalRange(
-            wire.signal_request(file_path, channels, start_uutc, end_uutc, n_points),
+            wire.signal_request(file_path, channels, start_uutc, end_uutc, n_points, dtype),
             **self._kw())
         try:
             async for chunk in call:

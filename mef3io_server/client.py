@@ -150,20 +150,25 @@ class Mef3Client:
     # ---- data ----
 
     def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
-                         start_uutc: int, end_uutc: int, n_points: Optional[int] = None) -> dict:
+                         start_uutc: int, end_uutc: int, n_points: Optional[int] = None,
+                         dtype: Optional[str] = None) -> dict:
         """Read channels over ``[start_uutc, end_uutc)``.
 
         ``channels``: names, or ``None``/empty for all in file order.
         ``n_points``: exactly that many points per channel (MinMaxLTTB, real
         samples); a window with fewer samples comes back unchanged.
+        ``dtype``: ``"float32"`` (default: values in the channels' units) or
+        ``"int32"``: the stored MEF sample values (raw counts) exactly, MEF's
+        NaN sentinel ``-2**31`` in gaps (not with ``n_points``).
 
         Returns a dict: ``array`` (float32, ``(n_channels, n_samples)``, NaN in
-        gaps), ``channel_names``, ``fs``, ``start_uutc``, ``end_uutc``,
-        ``dtype``, ``shape``, ``error_message`` (``array`` is None on error).
+        gaps; int32 with ``dtype="int32"``), ``channel_names``, ``fs``,
+        ``start_uutc``, ``end_uutc``, ``dtype``, ``shape``, ``error_message``
+        (``array`` is None on error).
         """
-        asm = wire.SignalAssembler(n_points)
+        asm = wire.SignalAssembler(n_points, dtype)
         call = self.stub.GetSignalRange(
-            wire.signal_request(file_path, channels, start_uutc, end_uutc, n_points),
+            wire.signal_request(file_path, channels, start_uutc, end_uutc, n_points, dtype),
             **self._kw())
         try:
             for chunk in call:

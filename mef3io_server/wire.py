@@ -127,12 +127,20 @@ def close_answer(resp: pb2.FileInfoResponse) -> dict:
 
 # ------------------------------------------------------------------ signal
 
-def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None
+#: Sample types a read can ask for (``SignalRangeRequest.dtype``).
+SIGNAL_DTYPES = ("float32", "int32")
+
+
+def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dtype=None
                    ) -> pb2.SignalRangeRequest:
     req = pb2.SignalRangeRequest(file_path=str(file_path), channel_names=_channels(channels),
                                  start_uutc=int(start_uutc), end_uutc=int(end_uutc))
     if n_points is not None:
         req.n_points = int(n_points)
+    if dtype is not None:
+        if str(dtype) not in SIGNAL_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(SIGNAL_DTYPES)}, not {dtype!r}")
+        req.dtype = str(dtype)
     return req
 
 
@@ -149,8 +157,9 @@ class SignalAssembler:
     ``array=None`` and that message, never a truncated array.
     """
 
-    def __init__(self, n_points=None):
+    def __init__(self, n_points=None, dtype=None):
         self.n_points = n_points
+        self.asked_dtype = dtype
         self.parts: list[np.ndarray] = []
         self.out: Optional[np.ndarray] = None
         self.channel_names = None
@@ -216,6 +225,10 @@ class SignalAssembler:
         if self.n_points is not None and array.shape[-1] > int(self.n_points):
             raise ServerUnsupported("the server does not support n_points (it is older than this "
                                     "client); upgrade mef3io-server or read without it")
+        if self.asked_dtype is not None and self.dtype != self.asked_dtype:
+            raise ServerUnsupported(f"the server does not support dtype={self.asked_dtype} (it "
+                                    "is older than this client) and sent "
+                                    f"{self.dtype}; upgrade mef3io-server or read without it")
         return {"array": array, **base, "shape": array.shape, "error_message": ""}
 
 

@@ -63,18 +63,20 @@ class FileInfoResponse(_message.Message):
     def __init__(self, file_path: _Optional[str] = ..., file_opened: _Optional[bool] = ..., number_of_channels: _Optional[int] = ..., channel_names: _Optional[_Iterable[str]] = ..., channel_sampling_rates: _Optional[_Iterable[float]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., duration_s: _Optional[float] = ..., channel_start_uutc: _Optional[_Iterable[int]] = ..., channel_end_uutc: _Optional[_Iterable[int]] = ..., channel_served_sampling_rates: _Optional[_Iterable[float]] = ..., cache_fs: _Optional[float] = ..., error_message: _Optional[str] = ..., channel_sampling_rates_exact: _Optional[_Iterable[float]] = ..., channel_units: _Optional[_Iterable[str]] = ..., encrypted: _Optional[bool] = ..., access_level: _Optional[str] = ...) -> None: ...
 
 class SignalRangeRequest(_message.Message):
-    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points")
+    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     START_UUTC_FIELD_NUMBER: _ClassVar[int]
     END_UUTC_FIELD_NUMBER: _ClassVar[int]
     N_POINTS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     channel_names: _containers.RepeatedScalarFieldContainer[str]
     start_uutc: int
     end_uutc: int
     n_points: int
-    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ...) -> None: ...
+    dtype: str
+    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class SignalChunk(_message.Message):
     __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding")

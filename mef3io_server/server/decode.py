@@ -19,7 +19,9 @@ foreground decode runs (:mod:`.demand_gate`), so prefetch uses idle cores
 instead of competing for busy ones.
 Every decode returns a ``float32`` array of shape ``(len(channels), n)`` with
 ``n = round_half_up((t1 - t0) * fs / 1e6)``, exactly
-``mef3io.Reader.read(channels, t0, t1, dtype="float32")``.
+``mef3io.Reader.read(channels, t0, t1, dtype="float32")``; with
+``dtype="int32"``, the stored sample values on the same grid instead (see
+:func:`read_window`).
 """
 from __future__ import annotations
 
@@ -75,10 +77,33 @@ def open_reader(path: str, password: str = "", n_threads: int = 0):
                              warn_declarations=False)
 
 
-def read_window(reader, channels: Sequence[str], t0: int, t1: int) -> np.ndarray:
-    """``reader.read(channels, t0, t1, dtype="float32")`` with warnings silenced."""
+#: What a raw (``dtype="int32"``) read holds where a channel has no data: MEF's
+#: NaN sentinel for si4 samples.
+RAW_GAP = np.iinfo(np.int32).min
+
+#: Sample types a decode can return.
+DTYPES = ("float32", "int32")
+
+
+def read_window(reader, channels: Sequence[str], t0: int, t1: int,
+                dtype: str = "float32") -> np.ndarray:
+    """``reader.read(channels, t0, t1, dtype="float32")`` with warnings silenced.
+
+    ``dtype="int32"``: the stored sample values instead, as
+    ``reader.read_raw`` returns them (one channel per call, on the same grid
+    as :meth:`read`), :data:`RAW_GAP` where ``valid`` is 0.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if dtype == "int32":
+            out = np.empty((len(channels), 0), dtype=np.int32)
+            for i, name in enumerate(channels):
+                raw = reader.read_raw(name, int(t0), int(t1))
+                if i == 0:
+                    out = np.empty((len(channels), raw["samples"].size), dtype=np.int32)
+                out[i] = raw["samples"]
+                out[i][raw["valid"] == 0] = RAW_GAP
+            return out
         out = reader.read(list(channels), int(t0), int(t1), dtype="float32")
     return np.asarray(out, dtype=np.float32).reshape(len(channels), -1)
 
@@ -89,13 +114,16 @@ class Decoder:
     kind = "abstract"
 
     def submit(self, source: Source, channels: Sequence[str], t0: int, t1: int,
-               lane: str = "fg") -> "cf.Future[np.ndarray]":
+               lane: str = "fg", dtype: str = "float32") -> "cf.Future[np.ndarray]":
         raise NotImplementedError
 
     def decode(self, source: Source, channels: Sequence[str], t0: int, t1: int,
-               lane: str = "fg") -> np.ndarray:
-        """Decode in the calling thread when cheap, else on the lane's workers; waits."""
-        return self.submit(source, channels, t0, t1, lane).result()
+               lane: str = "fg", dtype: str = "float32") -> np.ndarray:
+        """Decode in the calling thread when cheap, else on the lane's workers; waits.
+
+        ``dtype``: ``"float32"`` (values) or ``"int32"`` (stored samples), see
+        :func:`read_window`."""
+        return self.submit(source, channels, t0, t1, lane, dtype).result()
 
     def forget(self, source: Source) -> None:
         """Release any reader held for ``source`` (its file was closed or changed)."""
@@ -144,19 +172,19 @@ class ThreadDecoder(Decoder):
         self._decode_seconds = 0.0
         self._lock = threading.Lock()
 
-    def _run(self, source, channels, t0, t1, lane="fg"):
+    def _run(self, source, channels, t0, t1, lane="fg", dtype="float32"):
         if lane == "bg":
             self.gate.wait_turn()
         with self.gate.demand() if lane == "fg" else contextlib.nullcontext():
             start = time.perf_counter()
-            out = read_window(self._reader_for(source), channels, t0, t1)
+            out = read_window(self._reader_for(source), channels, t0, t1, dtype)
         with self._lock:
             self._decodes += 1
             self._decode_seconds += time.perf_counter() - start
         return out
 
-    def submit(self, source, channels, t0, t1, lane="fg"):
-        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1, lane)
+    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
+        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1, lane, dtype)
 
     def urgent(self):
         return self.gate.urgent()
@@ -164,11 +192,11 @@ class ThreadDecoder(Decoder):
     def foreground_decodes(self) -> int:
         return self.gate.demand_count
 
-    def decode(self, source, channels, t0, t1, lane="fg"):
+    def decode(self, source, channels, t0, t1, lane="fg", dtype="float32"):
         # The caller's thread is already a worker of the gRPC pool: decoding
         # here saves a hand-off; mef3io spreads one read over its own threads.
         try:
-            return self._run(source, tuple(channels), t0, t1, lane)
+            return self._run(source, tuple(channels), t0, t1, lane, dtype)
         except DecodeFailed:
             raise
         except Exception as e:  # noqa: BLE001 - mef3io raises many kinds
@@ -227,7 +255,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
+def _worker_decode(path: str, generation: int, password: str, channels, t0, t1,
+                   dtype: str = "float32"):
     key = (path, generation)
     reader = _WORKER_READERS.get(key)
     if reader is None:
@@ -237,7 +266,7 @@ def _worker_decode(path: str, generation: int, password: str, channels, t0, t1):
             _WORKER_READERS.pop(next(iter(_WORKER_READERS))).close()
         reader = open_reader(path, password, _WORKER_THREADS)
         _WORKER_READERS[key] = reader
-    return read_window(reader, channels, t0, t1)
+    return read_window(reader, channels, t0, t1, dtype)
 
 
 def _worker_noop(_index: int = 0) -> int:
@@ -302,13 +331,14 @@ class ProcessDecoder(Decoder):
             pool = self._pool(lane)
             list(pool.map(_worker_noop, range(self._sizes[lane])))
 
-    def submit(self, source, channels, t0, t1, lane="fg"):
+    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
         # Methods and functools.partial, not nested closures: a closure that
         # calls itself (the retry) is a reference cycle, and it kept every
         # finished decode's future -- and its samples -- alive until the
         # garbage collector's next pass (docs/reliability.md, "memory").
         outer: cf.Future = cf.Future()
-        args = (source.path, source.generation, source.password, tuple(channels), int(t0), int(t1))
+        args = (source.path, source.generation, source.password, tuple(channels), int(t0), int(t1),
+                dtype)
         self._attempt(outer, lane, args, time.perf_counter(), DECODE_RETRIES)
         return outer
 

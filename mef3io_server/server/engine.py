@@ -26,7 +26,7 @@ import numpy as np
 from . import tile_grid as tg
 from .annotations import read_annotations
 from .config import Settings
-from .decode import Decoder, Source, make_decoder
+from .decode import DTYPES, RAW_GAP, Decoder, Source, make_decoder
 from .discovery import SessionIndex, find_sessions
 from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
 from .paths import PathResolver
@@ -68,8 +68,9 @@ class FileInfo:
 class SignalRead:
     """A validated read, ready to stream: metadata plus a chunk iterator.
 
-    ``chunks`` yields ``(start_uutc, end_uutc, rows)`` with ``rows`` a float32
-    ``(n_channels, n)`` array; the chunks join along time to the whole window.
+    ``chunks`` yields ``(start_uutc, end_uutc, j0, rows)`` with ``rows`` a
+    ``(n_channels, n)`` array of ``dtype`` (float32 values, or int32 stored
+    samples); the chunks join along time to the whole window.
     """
 
     client_path: str
@@ -79,6 +80,7 @@ class SignalRead:
     start_uutc: int
     end_uutc: int
     chunks: Iterator[tuple[int, int, int, np.ndarray]]
+    dtype: str = "float32"
 
 
 @dataclass
@@ -397,9 +399,19 @@ class Engine:
                              f"end_uutc={t1} (windows are half-open [start, end))")
 
     def read_signal(self, client_id: str, client_path: str, channel_names: Sequence[str],
-                    t0: int, t1: int, n_points: Optional[int] = None) -> SignalRead:
-        """Validate a read and return it ready to stream (nothing decoded yet)."""
+                    t0: int, t1: int, n_points: Optional[int] = None,
+                    dtype: str = "float32") -> SignalRead:
+        """Validate a read and return it ready to stream (nothing decoded yet).
+
+        ``dtype``: ``"float32"`` (values in the channels' units, NaN in gaps)
+        or ``"int32"`` (the stored samples, see :meth:`_read_stored`).
+        """
         self._check_window(t0, t1)
+        if dtype not in DTYPES:
+            raise BadRequest(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        if dtype != "float32" and n_points is not None:
+            raise BadRequest(f"dtype={dtype} serves stored samples and cannot be combined "
+                             "with n_points (a reduction of values); ask for float32")
         if len(channel_names) > self.settings.max_channels_per_read:
             raise ResourceLimit(f"{len(channel_names)} channels in one read; the limit is "
                                 f"{self.settings.max_channels_per_read} (MAX_CHANNELS_PER_READ)")
@@ -428,6 +440,8 @@ class Engine:
             raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
                              f"{fs:g} Hz and holds no samples")
         names = [c.name for c in chans]
+        if dtype != "float32":
+            return self._read_stored(rec, chans, names, fs, n, t0, t1, dtype, client_path)
         if n_points is not None:
             src_fs = self._points_source_fs(chans, fs, t0, t1, int(n_points))
             n_src = tg.samples_in_window(t0, t1, src_fs)
@@ -435,10 +449,7 @@ class Engine:
                 return self._read_points(rec, session, chans, names, src_fs, t0, t1,
                                          int(n_points), client_path)
             fs, n = src_fs, n_src      # few enough samples: the source window, unchanged
-        per = tg.chunk_samples(len(chans), self.settings.chunk_bytes,
-                               multiple_of=tg.exact_period_samples(fs) or 1)
-        if per * len(chans) * 4 > self.settings.chunk_bytes and per > 1:
-            per = max(1, self.settings.chunk_bytes // (len(chans) * 4))
+        per = self._samples_per_chunk(len(chans), fs)
         with self._gen_lock:
             self.counters.reads += 1
 
@@ -456,6 +467,59 @@ class Engine:
             self._prefetch(rec, chans, fs, t0, t1)
 
         return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()))
+
+    def _samples_per_chunk(self, n_channels: int, fs: float) -> int:
+        """Samples per streamed chunk: at most ``CHUNK_BYTES`` of 4-byte samples, a
+        whole number of the rate's exact periods when that fits."""
+        per = tg.chunk_samples(n_channels, self.settings.chunk_bytes,
+                               multiple_of=tg.exact_period_samples(fs) or 1)
+        if per * n_channels * 4 > self.settings.chunk_bytes and per > 1:
+            per = max(1, self.settings.chunk_bytes // (n_channels * 4))
+        return per
+
+    def _read_stored(self, rec, chans, names, fs, n, t0, t1, dtype, client_path) -> SignalRead:
+        """A read of the stored samples (``dtype="int32"``), decoded chunk by chunk.
+
+        Each chunk is one raw read through the decoder (nothing cached: the
+        tiles hold values), on the window's grid as a float32 read, with
+        :data:`.decode.RAW_GAP` where a channel has no data. Only at the
+        channels' recorded rate (a session opened with a lower ``cache_fs``
+        serves values, not samples).
+        """
+        slow = [c.name for c in chans if c.fs != fs]
+        if slow:
+            raise BadRequest(f"dtype={dtype} serves the stored samples at the recorded rate, "
+                             f"but this session serves {', '.join(slow[:5])} at {fs:g} Hz "
+                             "(cache_fs); open the file without cache_fs to read samples")
+        nbytes = n * len(chans) * 4
+        if nbytes > self.settings.max_read_bytes:
+            raise ResourceLimit(
+                f"the window holds {n} samples x {len(chans)} channels = "
+                f"{nbytes / 2**20:.0f} MB of {dtype}, over the server's limit of "
+                f"{self.settings.max_read_bytes / 2**20:.0f} MB (MAX_READ_MB); read it in parts")
+        per = self._samples_per_chunk(len(chans), fs)
+        lo = min(c.start_uutc for c in chans)
+        hi = max(c.end_uutc for c in chans)
+        with self._gen_lock:
+            self.counters.reads += 1
+
+        def chunks():
+            for j0, j1 in tg.chunk_bounds(n, per):
+                a = t0 + _offset_us(j0, fs)
+                b = t1 if j1 == n else t0 + _offset_us(j1, fs)
+                if b <= lo or a >= hi:          # outside every channel: nothing to decode
+                    rows = np.full((len(names), j1 - j0), RAW_GAP, dtype=np.int32)
+                else:
+                    rows = self.decoder.decode(rec.source, names, a, b, dtype=dtype)
+                if rows.shape != (len(names), j1 - j0):
+                    raise ServerError(f"reading the stored samples of {client_path} [{a}, {b}) "
+                                      f"gave {rows.shape[1]} samples, not {j1 - j0}")
+                with self._gen_lock:
+                    self.counters.bytes_served += rows.nbytes
+                yield a, b, j0, rows
+
+        return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()),
+                          dtype=dtype)
 
     def _prefetch(self, rec, chans, fs, t0, t1) -> None:
         try:

@@ -131,8 +131,10 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             cid = client_id_of(context)
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
-                request.n_points if request.HasField("n_points") else None)
-            encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples)
+                request.n_points if request.HasField("n_points") else None,
+                dtype=request.dtype or "float32")
+            encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
+                                         read.dtype)
             for a, b, j0, rows in read.chunks:
                 if rows.flags.writeable:            # assembled for this read alone
                     yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
@@ -141,7 +143,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                 # message is kept, from its second asker on, while that very array lives.
                 source = rows if rows.base is None else rows.base
                 key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
-                       a, b, j0, rows.shape)
+                       a, b, j0, rows.shape, read.dtype)
                 kept = self._answers.get(key, source)
                 if kept is None:
                     kept = [encoder.encode(rows, a, b, j0)]
@@ -360,17 +362,19 @@ _ARRAY_BYTES_TAG = field_key(2, LEN)      # SignalChunk.array_bytes
 
 
 @lru_cache(maxsize=256)
-def _chunk_head(file_path: str, channel_names: tuple, fs: float, total: int) -> bytes:
+def _chunk_head(file_path: str, channel_names: tuple, fs: float, total: int,
+                dtype: str = "float32") -> bytes:
     """The fields shared by every chunk of a read, serialized (a viewer re-reading
     the same shape of window gets them from here)."""
-    return pb2.SignalChunk(file_path=file_path, dtype="float32", fs=fs,
+    return pb2.SignalChunk(file_path=file_path, dtype=dtype, fs=fs,
                            channel_names=channel_names, total_samples=total).SerializeToString()
 
 
 class SignalChunkEncoder:
     """Encodes the ``SignalChunk`` messages of one read as wire bytes.
 
-    ``rows``: float32 ``(n_channels, n)``; ``a``/``b``: the chunk's uUTC span;
+    ``rows``: ``(n_channels, n)`` of ``dtype`` (float32 values or int32 stored
+    samples, see ``SignalRangeRequest.dtype``); ``a``/``b``: the chunk's uUTC span;
     ``j0``: index of its first sample in the read of ``total`` samples.
     The samples (``array_bytes``, last) start at a multiple of
     :data:`SAMPLES_ALIGN` bytes into the message, thanks to a ``padding``
@@ -378,11 +382,13 @@ class SignalChunkEncoder:
     :mod:`mef3io_server.signal_chunk_codec`) gets an aligned array.
     """
 
-    def __init__(self, file_path: str, channel_names, fs: float, total: int):
-        self._head = _chunk_head(file_path, tuple(channel_names), float(fs), int(total))
+    def __init__(self, file_path: str, channel_names, fs: float, total: int,
+                 dtype: str = "float32"):
+        self._head = _chunk_head(file_path, tuple(channel_names), float(fs), int(total), dtype)
+        self._dtype = np.dtype(dtype)
 
     def encode(self, rows: np.ndarray, a: int, b: int, j0: int) -> "EncodedChunk":
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        rows = np.ascontiguousarray(rows, dtype=self._dtype)
         per_chunk = pb2.SignalChunk(shape=rows.shape, start_uutc=a, end_uutc=b,
                                     sample_offset=j0).SerializeToString()
         size = varint_bytes(rows.nbytes)
