@@ -90,6 +90,11 @@ class ServedRecording:
                                                    self.info["channel_end_uutc"], units)]
         self.by_name = {c.name: c for c in self.channels}
 
+    @property
+    def client_options(self) -> dict:
+        """The options the client was made with (empty for a given client)."""
+        return dict(self._client_kwargs)
+
     # ---- life cycle ----
 
     def _open(self) -> dict:
