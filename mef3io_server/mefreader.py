@@ -177,11 +177,10 @@ class MefReader:
             by_rate.setdefault(self._rec.by_name[n].fs, []).append(n)
         for group in by_rate.values():
             arr = self._rec.read(group, t0, t1, dtype=dtype)["array"]
-            for i, n in enumerate(group):
-                row = arr[i].astype(np.float64)
-                if dtype == "int32":
-                    row[arr[i] == RAW_GAP] = np.nan
-                out[n] = row
+            rows = arr.astype(np.float64)
+            if dtype == "int32":
+                rows[arr == RAW_GAP] = np.nan
+            out.update(zip(group, rows))
         return [out[n] for n in picked]
 
     def get_raw_data(self, channels, t_stamp1=None, t_stamp2=None) -> list:

@@ -1,4 +1,5 @@
-"""The examples of the annotations, segments, discovery and asyncio pages run as written."""
+"""The examples of the annotations, segments, discovery, asyncio, MNE, xarray and
+coming-from pages run as written."""
 from __future__ import annotations
 
 import re
@@ -9,7 +10,8 @@ import pytest
 
 from conftest import ROOT
 
-PAGES = ["annotations.md", "segments.md", "discovery.md", "aio.md"]
+PAGES = ["annotations.md", "segments.md", "discovery.md", "aio.md", "mne.md", "xarray.md",
+         "coming-from.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -180,6 +180,8 @@ def test_fixed_bugs(golden, shared_server):
         t.get_raw_data(1)
     same_values([o.get_data(1)], [truth["ch2"]])
     # an array of names reads like a list
+    with pytest.raises(ValueError):
+        t.get_data(np.array(["ch1", "ch2"]))
     same_values(o.get_data(np.array(["ch1", "ch2"])), [truth["ch1"], truth["ch2"]])
     # nothing known at all: a message that says so
     with pytest.raises(ValueError, match="none of the channels"):
