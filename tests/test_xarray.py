@@ -6,8 +6,6 @@ through the Dask adapter); the time coordinate is the samples' UTC times;
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -82,16 +80,8 @@ def test_n_points(recs, shared_server, client_factory):
     assert da.time.values[1] - da.time.values[0] == np.timedelta64(200, "ms")
 
 
-def test_errors(recs, shared_server, tmp_path):
+def test_errors(recs, shared_server):
     with pytest.raises(ValueError, match="256 Hz: s .*512 Hz: f"):
         mx.read_dataarray(shared_server.address, str(recs["mixed"]))
     with pytest.raises(ValueError, match="inverted"):
         mx.read_dataarray(shared_server.address, str(recs["main"]), start=T0 + S, end=T0)
-    script = tmp_path / "no_xarray.py"
-    script.write_text("import sys\nsys.modules['xarray'] = None\n"
-                      "from mef3io_server.xarray import read_dataarray\n"
-                      "try:\n    read_dataarray('localhost:1', '/x.mefd')\n"
-                      "except ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=60)
-    assert "mef3io-server[xarray]" in out.stdout, out.stderr
