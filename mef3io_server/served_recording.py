@@ -14,6 +14,7 @@ object (used as it is, never closed here).
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -66,6 +67,9 @@ class ServedRecording:
             self.client = Mef3Client(source, **client_kwargs)
             self._owned = True
         else:
+            if inspect.iscoroutinefunction(getattr(source, "get_signal_range", None)):
+                raise TypeError("these adapters read synchronously: give a Mef3Client or an "
+                                "address, not an asyncio client")
             if client_kwargs:
                 raise TypeError("client options apply to an address, not to a client: "
                                 f"{', '.join(client_kwargs)}")
