@@ -17,6 +17,7 @@ import pytest
 from conftest import T0, golden_cases
 from legacy_writer import write_legacy_session
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # pymef on windows past the data
 mef_tools_io = pytest.importorskip("mef_tools.io")
 from mef3io_server.mefreader import MefReader  # noqa: E402
 

@@ -145,3 +145,22 @@ def test_int32_through_worker_processes(recordings):
                                       direct_raw(path, ["a", "b"], T0 - S, T0 + 9 * S))
     finally:
         h.stop()
+
+
+def test_int32_through_the_asyncio_client(server, recordings):
+    import asyncio
+
+    from mef3io_server.aio import AsyncMef3Client
+
+    path = str(recordings["gaps"])
+
+    async def read():
+        async with AsyncMef3Client(server.address) as c:
+            await c.open_file(path)
+            return await c.get_signal_range(path, ["b", "a"], T0 + 4 * S, T0 + 8 * S,
+                                            dtype="int32")
+
+    res = asyncio.run(read())
+    assert res["dtype"] == "int32"
+    np.testing.assert_array_equal(res["array"], direct_raw(path, ["b", "a"], T0 + 4 * S,
+                                                           T0 + 8 * S))
