@@ -9,8 +9,9 @@ adapters recover it from one window read both ways:
 
 * every pair ``(count, value)`` with a count other than 0 bounds the factor
   to the few float64 numbers whose product rounds to that float32 value;
-* the factor is the shortest decimal (fewest significant digits) for which
-  ``float32(count * factor) == value`` holds for every pair of the window.
+* the factor is the shortest decimal (fewest significant digits), near the
+  middle of those bounds, for which ``float32(count * factor) == value``
+  holds for every pair of the window.
 
 Writers store factors such as ``0.001`` or ``1e-2`` (``10**-precision``),
 which this recovers exactly. A factor that is no short decimal comes back
@@ -37,10 +38,15 @@ def infer_factor(counts: np.ndarray, values: np.ndarray) -> Optional[float]:
         return None
     c = counts[keep].astype(np.float64)
     v = values[keep]
-    k = int(np.argmax(np.abs(c)))           # the largest count bounds the factor best
-    ratio = float(v[k]) / c[k]
+    # Each pair bounds the factor: count * factor lies within half a float32 step of value.
+    half = np.spacing(np.abs(v)).astype(np.float64) / 2
+    a = (v.astype(np.float64) - half) / c
+    b = (v.astype(np.float64) + half) / c
+    lo = float(np.max(np.minimum(a, b)))
+    hi = float(np.min(np.maximum(a, b)))
+    mid = (lo + hi) / 2 if lo <= hi else float(v[np.argmax(np.abs(c))]) / c[np.argmax(np.abs(c))]
     for digits in range(1, 18):
-        candidate = float(f"{ratio:.{digits}g}")
+        candidate = float(f"{mid:.{digits}g}")
         if np.array_equal((c * candidate).astype(np.float32), v):
             return candidate
-    return ratio
+    return mid
