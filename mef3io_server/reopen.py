@@ -12,9 +12,9 @@ single server when the session expired (``SESSION_TTL_S``, ``MAX_SESSIONS``).
 :func:`reopened_once` wraps a client method about a file so that such an
 answer makes it call ``open_file`` again with those arguments, then call
 itself once more. A call cut off because its replica went away
-(``UNAVAILABLE``, or the stream reset by the balancer) is also made once
-more. Answers are whole or not at all, so a retried read is as exact as
-any other: nothing of a failed attempt is kept.
+(see :func:`was_cut_off`) is also made once more. Answers are whole or not at all,
+so a retried read is as exact as any other: nothing of a failed attempt is
+kept.
 
 Only files the client opened itself are re-opened: a read of a file some
 other client opened fails as before when it is gone.
@@ -32,12 +32,14 @@ import grpc
 #: file here" (see server/errors.py: NotOpen, PasswordRequired).
 NOT_OPEN_MARKS = (" is not open", "open it yourself with its password")
 
-#: Statuses of a call cut off by a replica going away (the balancer answers
-#: UNAVAILABLE when it cannot reach one; a stream it was relaying when the
-#: replica died ends INTERNAL or UNKNOWN with a reset).
-CUT_OFF = frozenset({grpc.StatusCode.UNAVAILABLE})
-_RESET_MARKS = ("RST_STREAM", "Stream removed", "Socket closed", "Connection reset",
-                "upstream", "Received http2 header with status: 50")
+#: How a call cut off by its replica going away ends: UNAVAILABLE when the
+#: balancer cannot reach the replica (nginx: HTTP 502) or refuses the stream
+#: (HAProxy: RST_STREAM REFUSED_STREAM); UNKNOWN or INTERNAL with gRPC's
+#: "Stream removed" when the balancer ends a stream it was relaying without
+#: a gRPC status (HAProxy, the replica killed mid-answer).
+CUT_OFF = grpc.StatusCode.UNAVAILABLE
+STREAM_REMOVED = (frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}),
+                  "Stream removed")
 
 
 class OpenedFiles:
@@ -91,11 +93,9 @@ def was_cut_off(err: BaseException) -> bool:
     code = getattr(err, "code", None)
     if not callable(code):
         return False
-    if code() in CUT_OFF:
-        return True
     details = err.details() if callable(getattr(err, "details", None)) else ""
-    return code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) \
-        and any(m in (details or "") for m in _RESET_MARKS)
+    codes, phrase = STREAM_REMOVED
+    return code() == CUT_OFF or (code() in codes and (details or "").startswith(phrase))
 
 
 class _Outcome:
