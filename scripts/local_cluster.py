@@ -233,6 +233,9 @@ class LocalCluster:
     port: int = 0
     python: str = sys.executable
     detach: bool = False
+    #: ``(listen port, replica addresses) -> configuration text`` instead of the
+    #: shipped one (benchmarks compare other balancing)
+    render: Optional[object] = None
     replicas: list = field(default_factory=list)
     balancer_proc: Optional[subprocess.Popen] = None
 
@@ -275,12 +278,12 @@ class LocalCluster:
         log = open(self.run_dir / f"{self.balancer}.log", "ab")
         if self.balancer == "nginx":
             conf = self.run_dir / "nginx.conf"
-            conf.write_text(render_nginx(self.port, addrs))
+            conf.write_text((self.render or render_nginx)(self.port, addrs))
             cmd = [binary, "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr",
                    "-g", "daemon off;"]
         else:
             conf = self.run_dir / "haproxy.cfg"
-            conf.write_text(render_haproxy(self.port, addrs))
+            conf.write_text((self.render or render_haproxy)(self.port, addrs))
             cmd = [binary, "-f", str(conf), "-db"]
         with log:
             self.balancer_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
