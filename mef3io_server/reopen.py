@@ -12,7 +12,8 @@ single server when the session expired (``SESSION_TTL_S``, ``MAX_SESSIONS``).
 :func:`reopened_once` wraps a client method about a file so that such an
 answer makes it call ``open_file`` again with those arguments, then call
 itself once more. A call cut off because its replica went away
-(see :func:`was_cut_off`) is also made once more. Answers are whole or not at all,
+(see :func:`was_cut_off`) is also made once more, after
+:data:`CUT_OFF_PAUSE_S`. Answers are whole or not at all,
 so a retried read is as exact as any other: nothing of a failed attempt is
 kept.
 
@@ -21,9 +22,11 @@ other client opened fails as before when it is gone.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import threading
+import time
 from typing import Optional
 
 import grpc
@@ -40,6 +43,9 @@ NOT_OPEN_MARKS = (" is not open", "open it yourself with its password")
 CUT_OFF = grpc.StatusCode.UNAVAILABLE
 STREAM_REMOVED = (frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}),
                   "Stream removed")
+#: Seconds before a cut-off call is made again: time for the balancer to see the
+#: replica gone (its next health check, or its next connection refused).
+CUT_OFF_PAUSE_S = 0.5
 
 
 class OpenedFiles:
@@ -150,6 +156,7 @@ def reopened_once(method):
         async def run_async(self, file_path, *args, **kwargs):
             outcome = await _async_attempt(method, self, file_path, *args, **kwargs)
             if outcome.cut_off and file_path in self._opened:
+                await asyncio.sleep(CUT_OFF_PAUSE_S)
                 outcome = await _async_attempt(method, self, file_path, *args, **kwargs)
             if outcome.not_open:
                 open_kwargs = self._opened.open_args(file_path)
@@ -164,6 +171,7 @@ def reopened_once(method):
     def run(self, file_path, *args, **kwargs):
         outcome = _sync_attempt(method, self, file_path, *args, **kwargs)
         if outcome.cut_off and file_path in self._opened:
+            time.sleep(CUT_OFF_PAUSE_S)
             outcome = _sync_attempt(method, self, file_path, *args, **kwargs)
         if outcome.not_open:
             open_kwargs = self._opened.open_args(file_path)

