@@ -395,3 +395,36 @@ def test_the_published_client_works_through_the_balancer(cluster, recordings, tm
     got = np.load(out)
     for i, p in enumerate(recordings[:4]):
         assert np.array_equal(got[f"a{i}"], direct_read(p, [], *WINDOWS[1]), equal_nan=True)
+
+
+def test_the_cluster_command_starts_and_stops_everything(recordings, tmp_path):
+    """``scripts/cluster.sh up 2`` (scripts/local_cluster.py) as a user runs it: replicas
+    and nginx on loopback, reads through them, ``down`` leaves no process behind."""
+    import json
+    import psutil
+
+    _balancer_or_skip("nginx")
+    run = tmp_path / "run"
+    port = local_cluster.free_port()
+    cmd = [sys.executable, str(ROOT / "scripts" / "local_cluster.py"), "--run-dir", str(run)]
+    up = subprocess.run(cmd + ["up", "2", "--port", str(port), "--data",
+                               str(Path(recordings[0]).parent)],
+                        capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((run / "state.json").read_text())
+        pids = [state["balancer_pid"]] + [r["pid"] for r in state["replicas"]]
+        listening = {c.laddr for pid in pids for p in [psutil.Process(pid)]
+                     for c in p.net_connections("tcp") if c.status == "LISTEN"}
+        assert listening and all(a.ip in ("127.0.0.1", "::ffff:127.0.0.1") for a in listening)
+        with Mef3Client(f"127.0.0.1:{port}") as c:
+            assert c.open_file(recordings[0])["file_opened"]
+            got = c.get_signal_range(recordings[0], CHANNELS, *WINDOWS[2])["array"]
+            assert np.array_equal(got, direct_read(recordings[0], CHANNELS, *WINDOWS[2]),
+                                  equal_nan=True)
+        assert "up" in subprocess.run(cmd + ["status"], capture_output=True, text=True).stdout
+    finally:
+        down = subprocess.run(cmd + ["down"], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in pids)

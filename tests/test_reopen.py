@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import numpy as np
 import pytest
 
 from conftest import T0, direct_read, launch_server, random_walk, write_session
 from mef3io_server.aio import AsyncMef3Client
 from mef3io_server.client import Mef3Client
-from mef3io_server.reopen import OpenedFiles, says_not_open
+from mef3io_server.reopen import OpenedFiles, says_not_open, was_cut_off
 
 N = 256 * 60
 W0, W1 = T0 + 10_000_000, T0 + 20_000_000     # a 10 s window
@@ -134,3 +135,25 @@ def test_opened_files_remember_the_last_successful_open():
                                                                   "password": None}
     opened.remember("/a.mefd", {"file_opened": False, "error_message": "gone"}, cache_fs=None)
     assert "/a.mefd" not in opened and opened.open_args("/a.mefd") is None
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+def test_what_counts_as_a_call_cut_off():
+    """What the balancers answer when a replica goes away (seen in test_cluster.py)."""
+    assert was_cut_off(_Failed(grpc.StatusCode.UNAVAILABLE,
+                               "Received http2 header with status: 502"))
+    assert was_cut_off(_Failed(grpc.StatusCode.UNKNOWN,
+                               "Stream removed (Data frame with END_STREAM flag received)"))
+    assert not was_cut_off(_Failed(grpc.StatusCode.UNKNOWN, "Exception iterating responses"))
+    assert not was_cut_off(_Failed(grpc.StatusCode.UNAUTHENTICATED, "no token"))
+    assert not was_cut_off(RuntimeError("x is not open"))
