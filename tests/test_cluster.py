@@ -382,6 +382,7 @@ np.savez(out, **arrays)
 """
 
 
+@pytest.mark.timeout(900)      # the first run installs the published package
 def test_the_published_client_works_through_the_balancer(cluster, recordings, tmp_path):
     """The published 3.1.0 client sends no routing key, only its client id: the balancer
     keeps all its calls on one replica, so its opens and reads meet; values exact."""
