@@ -324,7 +324,7 @@ class LocalCluster:
             self.admin_port = free_port()
             conf.write_text((self.render or render_envoy)(self.port, addrs, self.admin_port))
             cmd = [binary, "-c", str(conf), "--log-level", "warn", "--concurrency", "1",
-                   "--use-dynamic-base-id"]
+                   "--disable-hot-restart"]   # (hot restart ties it to its parent)
         with log:
             self.balancer_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                                   stderr=log, cwd=str(self.run_dir),
@@ -470,7 +470,7 @@ def cmd_up(args) -> int:
         cluster.start()
     except BaseException as e:
         cluster.stop()
-        print(f"cannot start the cluster: {e}", file=sys.stderr)
+        print(f"cannot start the cluster: {e} (logs in {run_dir})", file=sys.stderr)
         return 1
     state_file.write_text(json.dumps(cluster.state(), indent=2))
     print(f"{args.balancer} on {cluster.address} in front of {args.replicas} replicas:")
