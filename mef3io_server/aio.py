@@ -32,6 +32,7 @@ import grpc
 from . import wire
 from .client import connect
 from .protobufs import gRPCMef3Server_pb2 as pb2
+from .reopen import reopened_once
 from .wire import ServerUnsupported  # noqa: F401  (re-exported)
 
 
@@ -74,8 +75,11 @@ class AsyncMef3Client:
         """Open a recording; see :meth:`Mef3Client.open_file`."""
         resp = await self.stub.OpenFile(
             wire.open_file_request(file_path, cache_fs, allow_mixed_rates, password), **self._kw())
-        return wire.check_open_answer(resp, cache_fs)
+        return self._opened.remember(file_path, wire.check_open_answer(resp, cache_fs),
+                                     cache_fs=cache_fs, allow_mixed_rates=allow_mixed_rates,
+                                     password=password)
 
+    @reopened_once
     async def get_file_info(self, file_path: str) -> dict:
         """Metadata of an open file; see :meth:`Mef3Client.get_file_info`."""
         return wire.file_info_to_dict(
@@ -83,6 +87,7 @@ class AsyncMef3Client:
 
     async def close_file(self, file_path: str) -> dict:
         """End this client's session on the file; see :meth:`Mef3Client.close_file`."""
+        self._opened.forget(file_path)
         return wire.close_answer(
             await self.stub.CloseFile(wire.file_info_request(file_path), **self._kw()))
 
@@ -93,6 +98,7 @@ class AsyncMef3Client:
 
     # ---- data ----
 
+    @reopened_once
     async def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
                                start_uutc: int, end_uutc: int,
                                n_points: Optional[int] = None,
@@ -110,6 +116,7 @@ class AsyncMef3Client:
             call.cancel()
         return asm.result()
 
+    @reopened_once
     async def get_envelope(self, file_path: str, channels: Optional[Sequence[str]] = None,
                            start_uutc: Optional[int] = None,
                            end_uutc: Optional[int] = None) -> dict:
@@ -122,6 +129,7 @@ class AsyncMef3Client:
 
     # ---- annotations, data layout, discovery ----
 
+    @reopened_once
     async def get_records(self, file_path: str, channels: Optional[Sequence[str]] = None,
                           start_uutc: Optional[int] = None,
                           end_uutc: Optional[int] = None) -> list:
@@ -135,6 +143,7 @@ class AsyncMef3Client:
             raise wire.unsupported_or(e, "GetRecords") from None
         return out
 
+    @reopened_once
     async def get_segments(self, file_path: str,
                            channels: Optional[Sequence[str]] = None) -> dict:
         """Runs and gaps per channel; see :meth:`Mef3Client.get_segments`."""

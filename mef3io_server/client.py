@@ -23,9 +23,10 @@ from typing import Optional, Sequence, Union
 
 import grpc
 
-from . import envelope_codec, signal_chunk_codec, wire
+from . import envelope_codec, routing, signal_chunk_codec, wire
 from .protobufs import gRPCMef3Server_pb2 as pb2
 from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+from .reopen import OpenedFiles, reopened_once
 from .rpc_errors import GuardedStub, NotAuthenticated, ServerUnreachable  # noqa: F401
 from .wire import ServerUnsupported  # noqa: F401  (re-exported)
 
@@ -38,16 +39,21 @@ def _read_bytes(value: Union[None, str, bytes]) -> Optional[bytes]:
 
 
 def make_channel(address: str, *, root_certificates=None, private_key=None,
-                 certificate_chain=None, aio: bool = False):
+                 certificate_chain=None, aio: bool = False, interceptors=()):
     """A gRPC channel to ``address``: TLS when ``root_certificates`` is given."""
     mod = grpc.aio if aio else grpc
+    extra = {"interceptors": list(interceptors)} if aio and interceptors else {}
     if root_certificates is not None:
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read_bytes(root_certificates),
             private_key=_read_bytes(private_key),
             certificate_chain=_read_bytes(certificate_chain))
-        return mod.secure_channel(address, creds, options=wire.channel_options(aio))
-    return mod.insecure_channel(address, options=wire.channel_options(aio))
+        channel = mod.secure_channel(address, creds, options=wire.channel_options(aio), **extra)
+    else:
+        channel = mod.insecure_channel(address, options=wire.channel_options(aio), **extra)
+    if interceptors and not aio:
+        channel = grpc.intercept_channel(channel, *interceptors)
+    return channel
 
 
 def connect(client, address: str, client_id: Optional[str], token: Optional[str],
@@ -57,7 +63,10 @@ def connect(client, address: str, client_id: Optional[str], token: Optional[str]
     client.client_id = wire.check_client_id(client_id)
     client._metadata = wire.call_metadata(client.client_id, token)
     client._timeout = timeout
-    client.channel = make_channel(address, aio=aio, **tls)
+    client._opened = OpenedFiles()   # re-opened after a move (see reopen, routing)
+    client.channel = make_channel(address, aio=aio, **tls,
+                                  interceptors=routing.interceptors(client._opened.__contains__,
+                                                                    aio=aio))
     client.stub = pb2_grpc.gRPCMef3ServerStub(client.channel)
     # Answers are read in place, their samples not copied (see signal_chunk_codec).
     client.stub.GetSignalRange = client.channel.unary_stream(
@@ -130,8 +139,11 @@ class Mef3Client:
         """
         resp = self.stub.OpenFile(
             wire.open_file_request(file_path, cache_fs, allow_mixed_rates, password), **self._kw())
-        return wire.check_open_answer(resp, cache_fs)
+        return self._opened.remember(file_path, wire.check_open_answer(resp, cache_fs),
+                                     cache_fs=cache_fs, allow_mixed_rates=allow_mixed_rates,
+                                     password=password)
 
+    @reopened_once
     def get_file_info(self, file_path: str) -> dict:
         """Metadata of an open file (parallel per-channel lists, global span)."""
         return wire.file_info_to_dict(
@@ -139,6 +151,7 @@ class Mef3Client:
 
     def close_file(self, file_path: str) -> dict:
         """End this client's session on the file (other clients' sessions stay)."""
+        self._opened.forget(file_path)
         return wire.close_answer(
             self.stub.CloseFile(wire.file_info_request(file_path), **self._kw()))
 
@@ -149,6 +162,7 @@ class Mef3Client:
 
     # ---- data ----
 
+    @reopened_once
     def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
                          start_uutc: int, end_uutc: int, n_points: Optional[int] = None,
                          dtype: Optional[str] = None) -> dict:
@@ -178,6 +192,7 @@ class Mef3Client:
             call.cancel()
         return asm.result()
 
+    @reopened_once
     def get_envelope(self, file_path: str, channels: Optional[Sequence[str]] = None,
                      start_uutc: Optional[int] = None, end_uutc: Optional[int] = None) -> dict:
         """Per-MEF-block min and max of channels, from the block index alone.
@@ -201,6 +216,7 @@ class Mef3Client:
 
     # ---- annotations, data layout, discovery ----
 
+    @reopened_once
     def get_records(self, file_path: str, channels: Optional[Sequence[str]] = None,
                     start_uutc: Optional[int] = None, end_uutc: Optional[int] = None) -> list:
         """MEF records (annotations) of an open file, in time order.
@@ -225,6 +241,7 @@ class Mef3Client:
             raise wire.unsupported_or(e, "GetRecords") from None
         return out
 
+    @reopened_once
     def get_segments(self, file_path: str, channels: Optional[Sequence[str]] = None) -> dict:
         """Where an open file has data: contiguous runs and gaps per channel.
 

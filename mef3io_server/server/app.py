@@ -135,7 +135,7 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
-    address = f"[::]:{settings.port}"
+    address = f"{settings.bind_address}:{settings.port}"
     if credentials is not None:
         port = server.add_secure_port(address, credentials)
     else:
@@ -151,7 +151,8 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         if settings.metrics_port is not None:
             from .metrics import MetricsServer
 
-            running.metrics = MetricsServer(engine, observer, settings.metrics_port)
+            running.metrics = MetricsServer(engine, observer, settings.metrics_port,
+                                            addr=metrics_address(settings.bind_address))
     except Exception:
         server.stop(0)
         engine.close()
@@ -159,6 +160,11 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
     if mark_serving:
         running.set_serving()
     return running
+
+
+def metrics_address(bind_address: str) -> str:
+    """The metrics server's address for BIND_ADDRESS (every interface stays 0.0.0.0)."""
+    return "0.0.0.0" if bind_address == "[::]" else bind_address.strip("[]")
 
 
 def configure_logging(settings: Settings) -> None:

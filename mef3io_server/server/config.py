@@ -31,6 +31,8 @@ class Settings:
 
     # --- gRPC ---
     port: int = 50051                      # PORT
+    bind_address: str = "[::]"             # BIND_ADDRESS: the address PORT and METRICS_PORT
+                                           # listen on ("[::]": every interface)
     max_workers: int = 16                  # MAX_WORKERS: gRPC handler threads (3.1.0: 4; one
                                            # streaming call holds one, so 4 made a 5th viewer wait)
     # --- tiles and cache ---
@@ -203,9 +205,23 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _bind_address(raw: str) -> str:
+    """An IP address to listen on: ``127.0.0.1``, ``[::1]``, ``0.0.0.0``, ``[::]``."""
+    import ipaddress
+
+    v = raw.strip()
+    bare = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        raise ValueError("not an IP address (e.g. 127.0.0.1, [::1], 0.0.0.0, [::])") from None
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
 #: variable name -> (field name, parser)
 VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "PORT": ("port", _int(0, 65535)),
+    "BIND_ADDRESS": ("bind_address", _bind_address),
     "MAX_WORKERS": ("max_workers", _int(1, 1024)),
     "TILE_DURATION_S": ("tile_duration_s", _float(0.0, 86400.0, lo_open=True)),
     "TILE_CACHE_MB": ("tile_cache_bytes", _mb()),

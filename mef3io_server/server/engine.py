@@ -262,6 +262,20 @@ class Engine:
         except ServerError:
             return False
 
+    def require_session(self, client_id: str, client_path: str) -> None:
+        """Raise :class:`NotOpen` unless the caller has a session of its own on the file.
+
+        For clients that say they opened the file themselves: without their
+        session a read would go through another client's (or none), without
+        their ``cache_fs`` or password; after a move behind a load balancer,
+        a restart or an expiry they open it again instead (see docs/cluster.md).
+        """
+        path = self.paths.resolve_session(client_path)
+        if self.sessions.session(client_id, path) is None:
+            raise NotOpen(f"{client_path} is not open by this client here (its session "
+                          "expired, or the server that had it stopped or no longer serves "
+                          "this file): open it again")
+
     def file_info(self, client_id: str, client_path: str) -> FileInfo:
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)

@@ -31,6 +31,7 @@ from .segments import runs_slices
 log = logging.getLogger("mef3io_server.service")
 
 CLIENT_ID_KEY = "x-mef3io-client-id"
+SESSION_REQUIRED_KEY = "x-mef3io-session-required"   # = mef3io_server.routing's
 ENVELOPE_ROWS_PER_MESSAGE = 50_000
 RECORDS_PER_MESSAGE = 1_000
 RUNS_PER_MESSAGE = 50_000
@@ -45,6 +46,12 @@ def client_id_of(context: grpc.ServicerContext) -> str:
                 raise BadRequest(f"{CLIENT_ID_KEY} must be 1 to 128 printable characters")
             return value
     return ""
+
+
+def session_required(context: grpc.ServicerContext) -> bool:
+    """True when the caller says it opened the file itself (``x-mef3io-session-required``):
+    a missing session of its own is then answered "not open", not read around."""
+    return any(k == SESSION_REQUIRED_KEY for k, _ in context.invocation_metadata() or ())
 
 
 def _internal(what: str, exc: BaseException) -> str:
@@ -75,6 +82,14 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         self.engine = engine
         self._envelopes = KeptEncodings(ENVELOPES_KEPT_BYTES)
         self._answers = KeptEncodings(ANSWERS_KEPT_BYTES)
+
+    def _caller(self, context, client_path: str) -> str:
+        """The caller's client id; when it says it opened the file itself, only if
+        its session on the file is here (else NotOpen: see Engine.require_session)."""
+        cid = client_id_of(context)
+        if session_required(context):
+            self.engine.require_session(cid, client_path)
+        return cid
 
     # ---- unary ----
 
@@ -108,7 +123,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def FileInfo(self, request, context):
         try:
-            cid = client_id_of(context)
+            cid = self._caller(context, request.file_path)
             return file_info_message(self.engine.file_info(cid, request.file_path))
         except ServerError as e:
             return pb2.FileInfoResponse(file_path=request.file_path, file_opened=False,
@@ -128,7 +143,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
     def GetSignalRange(self, request, context) -> Iterator[pb2.SignalChunk]:
         path = request.file_path
         try:
-            cid = client_id_of(context)
+            cid = self._caller(context, path)
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
                 request.n_points if request.HasField("n_points") else None,
@@ -163,7 +178,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         """``GetEnvelope`` sending wire bytes built by :mod:`..envelope_codec` (no lists)."""
         path = request.file_path
         try:
-            cid = client_id_of(context)
+            cid = self._caller(context, path)
             t0 = request.start_uutc if request.HasField("start_uutc") else None
             t1 = request.end_uutc if request.HasField("end_uutc") else None
             step = self.engine.settings.envelope_rows_per_message
@@ -201,7 +216,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
 
         def produce():
-            found = self.engine.records(client_id_of(context), path, list(request.channel_names),
+            cid = self._caller(context, path)
+            found = self.engine.records(cid, path, list(request.channel_names),
                                         _optional(request, "start_uutc"),
                                         _optional(request, "end_uutc"))
             for i in range(0, max(len(found), 1), RECORDS_PER_MESSAGE):
@@ -215,8 +231,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
 
         def produce():
-            for runs in self.engine.segments(client_id_of(context), path,
-                                             list(request.channel_names)):
+            cid = self._caller(context, path)
+            for runs in self.engine.segments(cid, path, list(request.channel_names)):
                 for i0, i1 in runs_slices(runs, RUNS_PER_MESSAGE):
                     yield pb2.ChannelSegments(
                         file_path=path, channel_name=runs.name, sampling_rate=runs.fs,

@@ -51,6 +51,7 @@ def good_values(tmp_path, a_file) -> dict:
     """Variable -> (raw value, expected parsed field value)."""
     return {
         "PORT": ("6000", 6000),
+        "BIND_ADDRESS": (" ::1 ", "[::1]"),
         "MAX_WORKERS": (" 8 ", 8),
         "TILE_DURATION_S": ("2.5", 2.5),
         "TILE_CACHE_MB": ("1.5", int(1.5 * MIB)),
@@ -88,6 +89,7 @@ def good_values(tmp_path, a_file) -> dict:
 
 BAD_VALUES = {
     "PORT": ["abc", "-1", "70000"],
+    "BIND_ADDRESS": ["localhost", "127.0.0.300", ""],
     "MAX_WORKERS": ["0", "1.5"],
     "TILE_DURATION_S": ["0", "-3", "nan", "inf", "ten"],
     "TILE_CACHE_MB": ["0", "-1", "lots"],

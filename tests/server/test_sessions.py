@@ -137,7 +137,15 @@ def test_max_sessions_closes_least_recently_used(start_server, client_factory, t
     assert read_ok(a, three[0])          # a is now more recent than b
     assert c.open_file(str(three[2]))["file_opened"]
     assert c.list_open_files() == [str(three[0]), str(three[2])]
-    assert "not open" in b.get_signal_range(str(three[1]), ["a"], T0, T0 + S)["error_message"]
+    # b's session is gone: a bare read says so (b's client itself would open it again)
+    ch, stub = anonymous_stub(h.address)
+    try:
+        (chunk,) = stub.GetSignalRange(pb2.SignalRangeRequest(
+            file_path=str(three[1]), channel_names=["a"], start_uutc=T0, end_uutc=T0 + S),
+            metadata=(("x-mef3io-client-id", "b"),))
+        assert "not open" in chunk.error_message
+    finally:
+        ch.close()
     assert read_ok(a, three[0])
 
 
