@@ -25,10 +25,13 @@ import numpy as np
 
 from . import tile_grid as tg
 from .annotations import read_annotations
+from .callers import Caller, as_caller
 from .config import Settings
 from .decode import Decoder, Source, make_decoder
 from .discovery import SessionIndex, find_sessions
-from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
+from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, ResourceLimit,
+                     ServerError, ShuttingDown)
+from .password_throttle import PasswordThrottle
 from .paths import PathResolver
 from .recordings import ChannelInfo, Recording
 from .segments import channel_runs
@@ -106,6 +109,7 @@ class Engine:
                                         session_ttl_s=settings.session_ttl_s,
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = EngineCounters()
+        self.passwords = PasswordThrottle(clock)
         self._generation = 0
         self._gen_lock = threading.RLock()   # re-entrant: _TrackedChunks may finalize under it
         # Weak: a recording opened only to check a password, or refused after
@@ -231,19 +235,37 @@ class Engine:
                     "open with allow_mixed_rates to serve those channels at their own rate")
         return check
 
-    def open_file(self, client_id: str, client_path: str, *, cache_fs: Optional[float] = None,
-                  allow_mixed_rates: bool = False, password: str = "") -> FileInfo:
-        """Open (or refresh) the caller's session on a file; returns its metadata."""
+    def open_file(self, client_id, client_path: str, *, cache_fs: Optional[float] = None,
+                  allow_mixed_rates: bool = False, password: str = "",
+                  protected: bool = False) -> FileInfo:
+        """Open (or refresh) the caller's session on a file; returns its metadata.
+
+        ``client_id``: the :class:`~.callers.Caller` (or a bare client id).
+        ``protected``: a session of the server's own, never pushed out by
+        ``MAX_SESSIONS`` (the recording preloaded at start-up). Wrong passwords
+        are counted and slowed (:mod:`.password_throttle`).
+        """
         self._check_open_for_work()
+        caller = as_caller(client_id)
         path = self.paths.resolve_session(client_path)
         check = self._validate_cache_fs(cache_fs, allow_mixed_rates)
-        session, rec = self.sessions.open(client_id, path, client_path, password=password,
-                                          cache_fs=cache_fs, allow_mixed_rates=allow_mixed_rates,
-                                          validate=check)
+        if password:
+            self.passwords.check(caller, path, client_path)
+        try:
+            session, rec = self.sessions.open(caller, path, client_path, password=password,
+                                              cache_fs=cache_fs,
+                                              allow_mixed_rates=allow_mixed_rates,
+                                              validate=check, protected=protected)
+        except PasswordRequired:
+            if password:
+                self.passwords.failed(caller, path, client_path)
+            raise
+        if password:
+            self.passwords.succeeded(caller, path)
         rec = self._refreshed(rec, force=False)
         return self._info(rec, session, client_path)
 
-    def close_file(self, client_id: str, client_path: str) -> bool:
+    def close_file(self, client_id, client_path: str) -> bool:
         """End the caller's session; True when the file is still open for others."""
         # A session whose files vanished (or stopped resolving) is still found
         # under the path it was opened with: HOST_ROOT joined, then resolved.
@@ -260,14 +282,15 @@ class Engine:
         except ServerError:
             return False
 
-    def file_info(self, client_id: str, client_path: str) -> FileInfo:
+    def file_info(self, client_id, client_path: str) -> FileInfo:
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
         rec = self._refreshed(rec)
         return self._info(rec, session, client_path)
 
-    def list_open_files(self) -> list[str]:
-        return self.sessions.open_paths()
+    def list_open_files(self, caller: Optional[Caller] = None) -> list[str]:
+        """The open files ``caller`` may see (all when None; see :mod:`.sessions`)."""
+        return self.sessions.open_paths(caller.identity if caller is not None else None)
 
     def _info(self, rec: Recording, session: Optional[Session], client_path: str) -> FileInfo:
         cache_fs = session.cache_fs if session else None
@@ -380,7 +403,7 @@ class Engine:
 
     # ------------------------------------------------------------ reads
 
-    def _read_context(self, client_id: str, client_path: str):
+    def _read_context(self, client_id, client_path: str):
         self._check_open_for_work()
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
@@ -396,7 +419,7 @@ class Engine:
             raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
                              f"end_uutc={t1} (windows are half-open [start, end))")
 
-    def read_signal(self, client_id: str, client_path: str, channel_names: Sequence[str],
+    def read_signal(self, client_id, client_path: str, channel_names: Sequence[str],
                     t0: int, t1: int, n_points: Optional[int] = None) -> SignalRead:
         """Validate a read and return it ready to stream (nothing decoded yet)."""
         self._check_window(t0, t1)
@@ -556,7 +579,7 @@ class Engine:
 
     # ------------------------------------------------------------ envelope
 
-    def envelope(self, client_id: str, client_path: str, channel_names: Sequence[str],
+    def envelope(self, client_id, client_path: str, channel_names: Sequence[str],
                  t0: Optional[int] = None, t1: Optional[int] = None):
         """Per-MEF-block (start, end, min, max) of each channel, from the block index only.
 
@@ -622,7 +645,7 @@ class Engine:
 
     # ------------------------------------------------------------ annotations, runs, discovery
 
-    def records(self, client_id: str, client_path: str, channel_names: Sequence[str],
+    def records(self, client_id, client_path: str, channel_names: Sequence[str],
                 t0: Optional[int] = None, t1: Optional[int] = None) -> list:
         """The MEF records of an open file in time order (see :mod:`.annotations`).
 
@@ -660,7 +683,7 @@ class Engine:
                 per_rec[level] = index
         return index.select(names, t0, t1)
 
-    def segments(self, client_id: str, client_path: str, channel_names: Sequence[str]):
+    def segments(self, client_id, client_path: str, channel_names: Sequence[str]):
         """Contiguous runs of each channel asked (all when empty), from the block index.
 
         Yields :class:`.segments.ChannelRuns` in the order asked.

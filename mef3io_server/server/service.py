@@ -20,7 +20,9 @@ import numpy as np
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
 from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+from . import callers
 from .annotations import Annotation
+from .callers import Caller
 from .discovery import SessionSummary
 from .. import envelope_codec
 from ..protobuf_wire import LEN, field_key, varint_bytes
@@ -45,6 +47,20 @@ def client_id_of(context: grpc.ServicerContext) -> str:
                 raise BadRequest(f"{CLIENT_ID_KEY} must be 1 to 128 printable characters")
             return value
     return ""
+
+
+def origin_of(context: grpc.ServicerContext) -> str:
+    """The caller's address without its port ("ipv4:10.0.0.7:5123" -> "ipv4:10.0.0.7")."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return kind + ":" + rest.rsplit(":", 1)[0]
+    return peer
+
+
+def caller_of(context: grpc.ServicerContext) -> Caller:
+    """The caller: identity (set by the admission), client id, origin."""
+    return Caller(callers.current().identity, client_id_of(context), origin_of(context))
 
 
 def _internal(what: str, exc: BaseException) -> str:
@@ -80,7 +96,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def OpenFile(self, request, context):
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             info = self.engine.open_file(
                 cid, request.file_path,
                 cache_fs=request.cache_fs if request.HasField("cache_fs") else None,
@@ -96,7 +112,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def CloseFile(self, request, context):
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             self.engine.close_file(cid, request.file_path)
             return pb2.FileInfoResponse(file_path=request.file_path, file_opened=False)
         except ServerError as e:
@@ -108,7 +124,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def FileInfo(self, request, context):
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             return file_info_message(self.engine.file_info(cid, request.file_path))
         except ServerError as e:
             return pb2.FileInfoResponse(file_path=request.file_path, file_opened=False,
@@ -119,7 +135,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def ListOpenFiles(self, request, context):
         try:
-            return pb2.ListOpenFilesResponse(file_paths=self.engine.list_open_files())
+            return pb2.ListOpenFilesResponse(
+                file_paths=self.engine.list_open_files(callers.current()))
         except Exception as e:  # noqa: BLE001
             return pb2.ListOpenFilesResponse(error_message=_internal("ListOpenFiles", e))
 
@@ -128,7 +145,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
     def GetSignalRange(self, request, context) -> Iterator[pb2.SignalChunk]:
         path = request.file_path
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
                 request.n_points if request.HasField("n_points") else None)
@@ -161,7 +178,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         """``GetEnvelope`` sending wire bytes built by :mod:`..envelope_codec` (no lists)."""
         path = request.file_path
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             t0 = request.start_uutc if request.HasField("start_uutc") else None
             t1 = request.end_uutc if request.HasField("end_uutc") else None
             step = self.engine.settings.envelope_rows_per_message
@@ -199,7 +216,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
 
         def produce():
-            found = self.engine.records(client_id_of(context), path, list(request.channel_names),
+            found = self.engine.records(caller_of(context), path, list(request.channel_names),
                                         _optional(request, "start_uutc"),
                                         _optional(request, "end_uutc"))
             for i in range(0, max(len(found), 1), RECORDS_PER_MESSAGE):
@@ -213,7 +230,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
 
         def produce():
-            for runs in self.engine.segments(client_id_of(context), path,
+            for runs in self.engine.segments(caller_of(context), path,
                                              list(request.channel_names)):
                 for i0, i1 in runs_slices(runs, RUNS_PER_MESSAGE):
                     yield pb2.ChannelSegments(

@@ -1,6 +1,7 @@
 """Logs: one line per call (text or JSON) on stderr, never a password or a token."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -52,16 +53,17 @@ def test_json_call_lines_without_secrets(golden, tmp_path, start_server):
     assert not other, other
     calls = [r["call"] for r in records if "call" in r]
     read = next(c for c in calls if c["rpc"] == "GetSignalRange")
-    assert read == {"rpc": "GetSignalRange", "client": "viewer-7", "file": enc,
-                    "start_uutc": t0, "end_uutc": t0 + 2_000_000, "channels": 1,
+    identity = "token-" + hashlib.sha256(TOKEN.encode()).hexdigest()[:8]   # the token unnamed
+    assert read == {"rpc": "GetSignalRange", "identity": identity, "client": "viewer-7",
+                    "file": enc, "start_uutc": t0, "end_uutc": t0 + 2_000_000, "channels": 1,
                     "bytes": 512 * 4, "duration_ms": read["duration_ms"], "outcome": "ok"}
     assert read["duration_ms"] > 0
-    outcomes = [(c["rpc"], c["client"], c["outcome"]) for c in calls]
+    outcomes = [(c["rpc"], c.get("client"), c["outcome"]) for c in calls]
     assert ("OpenFile", "viewer-8", "error") in outcomes
     assert ("OpenFile", "viewer-8", "ok") in outcomes
     assert any(o[0] == "OpenFile" and o[2] == "unauthenticated" for o in outcomes)
     assert ("Check", "", "ok") in outcomes                       # health, at DEBUG
-    wrong = next(c for c in calls if c["client"] == "viewer-8" and c["outcome"] == "error")
+    wrong = next(c for c in calls if c.get("client") == "viewer-8" and c["outcome"] == "error")
     assert "password given is wrong" in wrong["error"]
 
 

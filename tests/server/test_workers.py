@@ -1,0 +1,151 @@
+"""Threads that run calls (issue 19, items 1 and 5): no caller holds everyone else's.
+
+* Health ``Watch`` streams opened without a token hold no worker thread.
+* Streams whose client stops reading hold only their own identity's threads,
+  while small calls and health keep answering, and are cancelled after
+  ``STREAM_STALL_TIMEOUT_S``.
+"""
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import T0, direct_read, random_walk, write_session
+from mef3io_server import wire
+from mef3io_server.client import Mef3Client
+from mef3io_server.healthcheck import check
+from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+
+SEC = 1_000_000
+FS = 256.0
+HOUR = 3600
+ATTACKER, VICTIM = "tok-attacker-5c1e0a9f77b2", "tok-victim-93d2aa40c6e1"
+
+
+@pytest.fixture(scope="module")
+def hour(tmp_path_factory):
+    """8 channels x 1 h at 256 Hz: a whole-file read is 29 MB of float32, far more than
+    gRPC buffers for a client that does not read."""
+    path = tmp_path_factory.mktemp("hour") / "hour.mefd"
+    n = int(HOUR * FS)
+    return write_session(path, {f"c{i}": random_walk(n, i) for i in range(8)}, fs=FS)
+
+
+@pytest.fixture
+def tokens(tmp_path):
+    p = tmp_path / "tokens"
+    p.write_text(f"{ATTACKER}\n{VICTIM}\n")     # unnamed: two identities all the same
+    return p
+
+
+def _stalled_streams(address, path, n, token=None):
+    """``n`` whole-file reads whose answers are never read (one message taken from each,
+    so each stream is surely running on the server)."""
+    channel = grpc.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
+    stub = pb2_grpc.gRPCMef3ServerStub(channel)
+    md = wire.call_metadata("stalled", token)
+    assert stub.OpenFile(wire.open_file_request(str(path)), metadata=md,
+                         timeout=30).error_message == ""
+    calls = [stub.GetSignalRange(wire.signal_request(str(path), None, T0, T0 + HOUR * SEC),
+                                 metadata=md, timeout=120) for _ in range(n)]
+    for call in calls:
+        assert next(call).error_message == ""
+    return channel, calls
+
+
+def _victim_pages(address, path, token=None, pages=3, timeout=10.0):
+    """Small calls and a few 10 s pages by another caller, each within ``timeout`` s."""
+    with Mef3Client(address, client_id="victim", token=token, timeout=timeout) as c:
+        assert c.open_file(str(path))["file_opened"]
+        assert str(path) in c.list_open_files()
+        assert c.get_file_info(str(path))["number_of_channels"] == 8
+        for k in range(pages):
+            t0 = T0 + (100 + 10 * k) * SEC
+            got = c.get_signal_range(str(path), ["c0", "c1"], t0, t0 + 10 * SEC)
+            assert np.array_equal(got["array"], direct_read(path, ["c0", "c1"], t0, t0 + 10 * SEC),
+                                  equal_nan=True)
+
+
+def test_token_less_health_watches_hold_no_worker(hour, tokens, start_server):
+    h = start_server(AUTH_TOKENS_FILE=tokens)         # MAX_WORKERS: its default, 16
+    channel = grpc.insecure_channel(h.address)
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        watches = [stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)
+                   for _ in range(24)]
+        for w in watches:
+            assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+        start = time.monotonic()
+        _victim_pages(h.address, hour, VICTIM, timeout=5.0)
+        assert check(h.address) == "SERVING"
+        assert time.monotonic() - start < 10
+    finally:
+        channel.close()
+
+
+def test_stalled_readers_hold_only_their_own_identitys_workers(hour, tokens, start_server):
+    h = start_server(AUTH_TOKENS_FILE=tokens, STREAM_STALL_TIMEOUT_S=6)
+    channel, calls = _stalled_streams(h.address, hour, 16, ATTACKER)
+    try:
+        start = time.monotonic()
+        _victim_pages(h.address, hour, VICTIM, timeout=5.0)     # another identity: served
+        assert check(h.address) == "SERVING"
+        assert time.monotonic() - start < 5       # ... well before the stall timeout
+        # The attacker's own small calls answer too (they run apart from its streams).
+        with Mef3Client(h.address, token=ATTACKER, timeout=5) as c:
+            assert c.list_open_files() == [str(hour)]
+        # Past STREAM_STALL_TIMEOUT_S the stalled streams are cancelled by the server:
+        # a client reading now gets what was buffered, then CANCELLED.
+        time.sleep(max(0.0, start + 6 + 3 - time.monotonic()))
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as ei:
+                for _ in call:
+                    pass
+            assert ei.value.code() == grpc.StatusCode.CANCELLED
+        assert time.monotonic() - start < 60
+    finally:
+        channel.close()
+    with Mef3Client(h.address, client_id="later", token=ATTACKER, timeout=10) as c:
+        assert c.open_file(str(hour))["file_opened"]
+        assert c.get_signal_range(str(hour), ["c0"], T0, T0 + SEC)["array"].shape == (1, 256)
+    h.stop()
+    assert "took no message for 6 s (STREAM_STALL_TIMEOUT_S)" in h.stderr_text()
+
+
+def test_stalled_readers_without_tokens_leave_small_calls_and_health(hour, start_server):
+    h = start_server(STREAM_STALL_TIMEOUT_S=5)
+    channel, calls = _stalled_streams(h.address, hour, 16)
+    try:
+        start = time.monotonic()
+        with Mef3Client(h.address, client_id="small", timeout=3) as c:
+            assert c.open_file(str(hour))["file_opened"]
+            assert c.get_file_info(str(hour))["number_of_channels"] == 8
+            assert c.list_open_files() == [str(hour)]
+        assert check(h.address) == "SERVING"
+        assert time.monotonic() - start < 3
+        # Without tokens every caller is one identity: the stalled streams hold its
+        # stream threads until the server cancels them; then reads are served again.
+        _victim_pages(h.address, hour, timeout=30.0)
+        assert time.monotonic() - start < 30
+    finally:
+        channel.close()
+
+
+def test_stall_watchdog_cancels_only_what_waits_too_long():
+    from mef3io_server.server.workers import StallWatchdog
+
+    cancelled = []
+    w = StallWatchdog(None)          # no thread: checked by hand
+    w.timeout_s = 2.0
+    a, b = object(), object()
+    w.handed(a, lambda: cancelled.append("a"))
+    w.handed(b, lambda: cancelled.append("b"))
+    w.taken(b)                                 # b's message went out
+    now = time.monotonic()
+    assert w.check(now + 1.0) == 0
+    assert w.check(now + 2.5) == 1 and cancelled == ["a"]
+    assert w.check(now + 10.0) == 0 and w.stalled == 1
