@@ -35,7 +35,8 @@ from .password_throttle import PasswordThrottle
 from .paths import PathResolver
 from .recordings import ChannelInfo, Recording
 from .segments import channel_runs
-from .reduction import PointReducer
+from .memory_budget import MemoryBudget
+from .reduction import STATE_BYTES_PER_POINT, PointReducer
 from .sessions import Session, SessionRegistry
 from .tile_cache import TileCache
 from .tile_store import TileStore
@@ -110,6 +111,7 @@ class Engine:
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = EngineCounters()
         self.passwords = PasswordThrottle(clock)
+        self.points_memory = MemoryBudget(settings.points_memory_bytes, "POINTS_MEMORY_MB")
         self._generation = 0
         self._gen_lock = threading.RLock()   # re-entrant: _TrackedChunks may finalize under it
         # Weak: a recording opened only to check a password, or refused after
@@ -537,42 +539,59 @@ class Engine:
         source bucket ``k`` (samples ``[floor(k*N/n), floor((k+1)*N/n))`` of
         the ``N``-sample source window), NaN when that bucket holds no data;
         ``fs = n_points / window_seconds``.
+
+        A channel asked for more than once is reduced once (its rows are
+        repeated as asked when sent). Memory outside the cache -- the
+        reduction's state per point, its answer and one source chunk -- is
+        reserved from ``POINTS_MEMORY_MB`` (:mod:`.memory_budget`): a read
+        that could never fit is refused, others wait for their turn.
         """
         n_src = tg.samples_in_window(t0, t1, src_fs)
         out_fs = n_points / ((t1 - t0) / 1e6)
         q = tg.exact_period_samples(src_fs) or 1
-        per = tg.chunk_samples(len(chans), self.settings.points_source_bytes, multiple_of=q)
+        unique = list({c.name: c for c in chans}.values())
+        rows = None if len(unique) == len(chans) \
+            else np.array([[c.name for c in unique].index(c.name) for c in chans])
+        per = tg.chunk_samples(len(unique), self.settings.points_source_bytes, multiple_of=q)
+        need = n_points * len(unique) * (STATE_BYTES_PER_POINT + 4) \
+            + min(per, n_src) * len(unique) * 4
+        what = f"n_points={n_points} x {len(unique)} channels"
+        self.points_memory.check(need, what)
         with self._gen_lock:
             self.counters.reads += 1
 
         # The answer is cached like a tile (same budget, TTL and eviction: the
         # recording's key first, so closes, appends and changes drop it too).
-        result_key = (rec.key, ("points",) + tuple(names), float(src_fs), int(t0), int(t1),
-                      int(n_points))
+        result_key = (rec.key, ("points",) + tuple(c.name for c in unique), float(src_fs),
+                      int(t0), int(t1), int(n_points))
 
         def chunks():
             reduced = self.cache.get(result_key)
             if reduced is None:
-                reducer = PointReducer(len(chans), n_src, n_points)
-                s0, s1, a, b = self._points_data_span(chans, src_fs, t0, t1, n_src)
-                reducer.skip(s0)        # before the data: nothing to read
-                if s1 > s0:
-                    for _, _, rows in self.store.read_chunks(rec, chans, src_fs, a, b, per,
-                                                             limit_bytes=False):
-                        reducer.feed(rows)
-                reducer.skip(n_src - s1)   # after the data
-                _, reduced = reducer.result()
+                with self.points_memory.reserve(need, what):
+                    reducer = PointReducer(len(unique), n_src, n_points)
+                    s0, s1, a, b = self._points_data_span(unique, src_fs, t0, t1, n_src)
+                    reducer.skip(s0)        # before the data: nothing to read
+                    if s1 > s0:
+                        for _, _, src in self.store.read_chunks(rec, unique, src_fs, a, b, per,
+                                                                limit_bytes=False):
+                            reducer.feed(src)
+                    reducer.skip(n_src - s1)   # after the data
+                    _, reduced = reducer.result()
+                    del reducer
                 reduced.flags.writeable = False
                 if not rec.closed:
                     self.cache.put(result_key, reduced)
-                self._prefetch(rec, chans, src_fs, t0, t1)
-            with self._gen_lock:
-                self.counters.bytes_served += reduced.nbytes
+                self._prefetch(rec, unique, src_fs, t0, t1)
             per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
             for j0, j1 in tg.chunk_bounds(n_points, per_chunk):
                 a = t0 + (j0 * (t1 - t0)) // n_points
                 b = t0 + (j1 * (t1 - t0)) // n_points
-                yield a, b, j0, np.ascontiguousarray(reduced[:, j0:j1])
+                out = np.ascontiguousarray(reduced[:, j0:j1] if rows is None
+                                           else reduced[rows, j0:j1])
+                with self._gen_lock:
+                    self.counters.bytes_served += out.nbytes
+                yield a, b, j0, out
 
         return SignalRead(client_path, names, out_fs, n_points, t0, t1,
                           self._tracked(rec, chunks()))
