@@ -19,11 +19,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import logging
+
 import numpy as np
 
 from . import tile_grid as tg
 from .decode import Source, open_reader
 from .errors import PasswordRequired, RecordingNotFound, RecordingUnreadable, UnknownChannel
+
+log = logging.getLogger("mef3io_server.recordings")
 
 
 @dataclass
@@ -41,6 +45,9 @@ class ChannelInfo:
     block_samples: int = 0                         # the channel's (first) block length
     block_min: Optional[np.ndarray] = field(default=None, repr=False)   # float64, per block
     block_max: Optional[np.ndarray] = field(default=None, repr=False)   # (units; NaN: unset)
+    # Block starts and ends in time order, as a MEF index is: where it is not
+    # (a damaged .tidx), nothing is concluded from it (see Recording).
+    index_ordered: bool = True
 
 
 def _classify_open_error(path: str, exc: Exception, password_given: bool = False) -> Exception:
@@ -57,6 +64,34 @@ def _classify_open_error(path: str, exc: Exception, password_given: bool = False
     if "must end with .mefd" in text:
         return RecordingUnreadable(f"{path} is not a MEF session (the name must end in .mefd)")
     return RecordingUnreadable(f"{path} is not a readable MEF 3.0 session: {text}")
+
+
+def index_in_order(starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether a channel's block starts and ends (uUTC) both run in time order, each
+    block ending at or after its start: what searching the index by time needs."""
+    return bool(np.all(starts[1:] >= starts[:-1]) and np.all(ends[1:] >= ends[:-1])
+                and np.all(ends >= starts))
+
+
+#: mef3io.Validator's checks of the block index, run on channels whose index is
+#: out of order so the log says what mef3io finds wrong with it.
+INDEX_CHECKS = ("crc.index", "index.block-offsets", "index.data-coverage",
+                "index.entry-counts")
+
+
+def index_findings(path: str, password: str, channels: Sequence[str]) -> str:
+    """``"; mef3io.Validator: ..."`` for the log, or "" (nothing found, or it failed)."""
+    try:
+        import mef3io
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = mef3io.Validator(path, password=password, channels=list(channels[:10]),
+                                      exact_difference_bytes=False).validate(INDEX_CHECKS)
+        found = [str(f).splitlines()[0] for f in report.findings][:5]
+    except Exception as e:  # noqa: BLE001 - a diagnosis only
+        return f"; mef3io.Validator could not check it ({type(e).__name__})"
+    return ("; mef3io.Validator: " + " | ".join(found)) if found else ""
 
 
 def session_signature(path: str) -> tuple:
@@ -226,7 +261,14 @@ class Recording:
                     units=str(info.get("units_description") or ""),
                     block_starts=starts, block_ends=ends, block_samples=max(0, block),
                     block_min=np.asarray(e["min"], dtype=np.float64),
-                    block_max=np.asarray(e["max"], dtype=np.float64)))
+                    block_max=np.asarray(e["max"], dtype=np.float64),
+                    index_ordered=index_in_order(starts, ends)))
+        damaged = [c.name for c in out if not c.index_ordered]
+        if damaged:
+            log.warning("%s: the block index of channel(s) %s is not in time order (a damaged "
+                        ".tidx); they are read straight through mef3io, uncached%s", self.path,
+                        ", ".join(damaged[:10]) + (" ..." if len(damaged) > 10 else ""),
+                        index_findings(self.path, self._password, damaged))
         return out
 
     @property
@@ -300,7 +342,10 @@ class Recording:
         return p
 
     def on_grid(self, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
-        """Every block of ``ch`` starts within tolerance of ``grid``'s samples."""
+        """Every block of ``ch`` starts within tolerance of ``grid``'s samples (never
+        said of a channel whose index is out of order)."""
+        if not ch.index_ordered:
+            return False
         p = self.block_phases(ch, grid)
         return bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
 
@@ -312,7 +357,10 @@ class Recording:
 
     def has_data_many(self, ch: ChannelInfo, t0s, t1s) -> list[bool]:
         """For each window ``[t0s[i], t1s[i])`` (uUTC): whether any MEF block of ``ch``
-        overlaps it (with half a sample of slack). One pass over all the windows."""
+        overlaps it (with half a sample of slack). One pass over all the windows.
+        A channel whose index is out of order may have data anywhere: all True."""
+        if not ch.index_ordered:
+            return [True] * len(t0s)
         slack = int(5e5 / ch.fs) + 1
         lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
         hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")

@@ -560,6 +560,8 @@ class TileStore:
                 ch = chans[i]
                 if grid.fs < native:
                     keep.append(i)          # reduced rates are defined by their tiles
+                elif not ch.index_ordered:
+                    direct.append(i)        # its index cannot say where blocks are
                 elif grid_ok and self._on_grid(rec, ch, grid):
                     keep.append(i)
                 elif self._exact_for_window(rec, ch, grid, phase, M, n):
