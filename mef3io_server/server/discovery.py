@@ -2,7 +2,10 @@
 
 :func:`find_sessions` walks a directory for ``.mefd`` folders (never entering
 them) and ``.mefd.tar`` archives, in sorted order, skipping anything whose
-real path leaves the served roots (a symlink pointing out). A
+real path leaves the served roots (a symlink pointing out) or cannot be
+resolved (``/proc`` holds links that cannot be read), optionally staying on
+one filesystem, and stopping as soon as its caller no longer wants the
+answer (the client gave up: a walk that finds nothing still notices). A
 :class:`SessionIndex` summarises each session with mef3io without a
 password (metadata files only, no ``.tdat`` and no record read) and keeps the
 summary until the session's files change (its
@@ -50,33 +53,52 @@ def is_session_name(name: str) -> bool:
     return name.endswith(".mefd") or name.endswith(".mefd.tar")
 
 
+class WalkCancelled(Exception):
+    """The caller of a walk stopped wanting it (see :func:`find_sessions`)."""
+
+
 def find_sessions(directory: str, recursive: bool = True,
-                  allowed: Callable[[str], bool] = lambda p: True) -> Iterator[str]:
+                  allowed: Callable[[str], bool] = lambda p: True,
+                  wanted: Callable[[], bool] = lambda: True,
+                  device: Optional[int] = None) -> Iterator[str]:
     """Paths (under ``directory``, as walked) of the sessions in it, sorted per folder.
 
     ``allowed(realpath)`` filters out entries whose real path is refused;
-    unreadable folders are skipped.
+    unreadable folders and entries whose real path cannot be found are
+    skipped. ``wanted()`` is asked before each folder and every 256 entries:
+    False ends the walk (:class:`WalkCancelled`). ``device``: do not enter
+    folders on another filesystem (``st_dev``).
     """
+    if not wanted():
+        raise WalkCancelled()
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError:
         return
     subdirs = []
-    for e in entries:
+    for i, e in enumerate(entries):
+        if i % 256 == 255 and not wanted():
+            raise WalkCancelled()
         try:
             is_dir = e.is_dir()
+            real = os.path.realpath(e.path)
         except OSError:
             continue
-        if not allowed(os.path.realpath(e.path)):
+        if not allowed(real):
             continue
         if e.name.endswith(".mefd") and is_dir:
             yield e.path
         elif e.name.endswith(".mefd.tar") and not is_dir:
             yield e.path
         elif is_dir and recursive and not e.is_symlink():
+            try:
+                if device is not None and e.stat(follow_symlinks=False).st_dev != device:
+                    continue
+            except OSError:
+                continue
             subdirs.append(e.path)
     for d in subdirs:
-        yield from find_sessions(d, recursive, allowed)
+        yield from find_sessions(d, recursive, allowed, wanted, device)
 
 
 def summarize(path: str) -> SessionSummary:

@@ -28,7 +28,7 @@ from .annotations import read_annotations
 from .callers import Caller, as_caller
 from .config import Settings
 from .decode import Decoder, Source, make_decoder
-from .discovery import SessionIndex, find_sessions
+from .discovery import SessionIndex, WalkCancelled, find_sessions
 from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, ResourceLimit,
                      ServerError, ShuttingDown)
 from .password_throttle import PasswordThrottle
@@ -119,6 +119,7 @@ class Engine:
         self._readers: "weakref.WeakValueDictionary[tuple[str, int], Recording]" = \
             weakref.WeakValueDictionary()
         self._refresh_locks: dict[str, threading.Lock] = {}
+        self._walk_locks: dict[str, threading.Lock] = {}    # identity -> its one walk
         self._stop = threading.Event()
         self._draining = False
         self._sweeper: Optional[threading.Thread] = None
@@ -711,17 +712,25 @@ class Engine:
         for ch in rec.resolve_channels(channel_names):
             yield channel_runs(rec.reader, ch)
 
-    def list_recordings(self, client_root: Optional[str], recursive: bool = True):
+    def list_recordings(self, client_root: Optional[str], recursive: bool = True,
+                        wanted: Callable[[], bool] = lambda: True,
+                        caller: Optional[Caller] = None):
         """Summaries of the sessions under a served directory (every root when None).
 
         Yields :class:`.discovery.SessionSummary` with client-visible paths,
         read from metadata only and cached until each session's files change.
+        The walk stops as soon as ``wanted()`` is False (the client gave up).
+        One walk per identity runs at a time (the others wait, while wanted).
+        Without ``DATA_ROOTS`` a walk stays on the filesystem of the folder
+        asked (so ``/`` does not walk ``/proc`` or network mounts).
         """
         self._check_open_for_work()
         with self._gen_lock:
             index = getattr(self, "_session_index", None)
             if index is None:
                 index = self._session_index = SessionIndex()
+            lock = self._walk_locks.setdefault(caller.identity if caller else "",
+                                               threading.Lock())
         if client_root is None or client_root == "":
             if not self.paths.data_roots:
                 raise BadRequest("no DATA_ROOTS are configured on this server, so there is no "
@@ -729,11 +738,23 @@ class Engine:
             tops = [(r, self._client_path_of(r)) for r in self.paths.data_roots]
         else:
             tops = [(self.paths.resolve_dir(client_root), os.path.normpath(client_root))]
-        for local_top, client_top in tops:
-            for found in find_sessions(local_top, recursive, self.paths.within_roots):
-                summary = index.summary(found)
-                rel = os.path.relpath(found, local_top)
-                yield replace(summary, path=os.path.join(client_top, rel))
+        while not lock.acquire(timeout=0.25):
+            if not wanted():
+                return
+        try:
+            for local_top, client_top in tops:
+                device = None if self.paths.data_roots else os.stat(local_top).st_dev
+                for found in find_sessions(local_top, recursive, self.paths.within_roots,
+                                           wanted, device):
+                    if not wanted():
+                        return
+                    summary = index.summary(found)
+                    rel = os.path.relpath(found, local_top)
+                    yield replace(summary, path=os.path.join(client_top, rel))
+        except WalkCancelled:
+            return
+        finally:
+            lock.release()
 
     def _client_path_of(self, local: str) -> str:
         """The client's name for a local path (``HOST_ROOT`` taken off)."""

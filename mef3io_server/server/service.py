@@ -247,7 +247,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         def produce():
             recursive = request.recursive if request.HasField("recursive") else True
             batch = []
-            for s in self.engine.list_recordings(_optional(request, "root"), recursive):
+            for s in self.engine.list_recordings(_optional(request, "root"), recursive,
+                                                 context.is_active, callers.current()):
                 batch.append(recording_entry_message(s))
                 if len(batch) >= RECORDINGS_PER_MESSAGE:
                     yield pb2.RecordingsChunk(recordings=batch)
