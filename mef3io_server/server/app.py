@@ -30,6 +30,7 @@ from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
 from .memory import limit_malloc_arenas
+from .pinning import raise_open_files_limit
 from .service import Mef3Service, add_to_server
 from .tls import server_credentials
 from .workers import StallWatchdog, WorkerPools
@@ -186,6 +187,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     configure_logging(settings)
     # Before any server thread exists (see memory.limit_malloc_arenas).
     limit_malloc_arenas()
+    raise_open_files_limit()      # pinned recordings hold their files open (see pinning)
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")
     try:

@@ -28,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
+from .errors import ServerError
+from .pinning import Pinner
 from .recordings import session_signature
 
 #: Session summaries kept (least recently used dropped first).
@@ -154,12 +156,29 @@ class SessionIndex:
     (its signature), far less than re-reading its metadata.
     """
 
-    def __init__(self, max_entries: int = INDEX_ENTRIES):
+    def __init__(self, max_entries: int = INDEX_ENTRIES, pinner: Optional[Pinner] = None):
         self.max_entries = max_entries
+        self.pinner = pinner
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[tuple, SessionSummary]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+
+    def _summarize(self, path: str) -> SessionSummary:
+        """:func:`summarize` through a pinned view (with ``DATA_ROOTS``, see .pinning):
+        a session with a folder or file leading out of the roots is listed with
+        that error, and nothing of it read."""
+        if self.pinner is None:
+            return summarize(path)
+        try:
+            pinned = self.pinner.pin(path, shown_as=os.path.basename(path))
+        except ServerError as e:
+            return SessionSummary(path, error=str(e))
+        try:
+            s = summarize(pinned.view)
+            return replace(s, path=path, error=s.error and s.error.replace(pinned.view, path))
+        finally:
+            pinned.close()
 
     def summary(self, path: str) -> SessionSummary:
         """The summary of the session at ``path`` (a local path), cached."""
@@ -174,7 +193,7 @@ class SessionIndex:
                 self.hits += 1
                 return hit[1]
             self.misses += 1
-        summary = replace(summarize(path), size_bytes=sum(e[1] for e in sig))
+        summary = replace(self._summarize(path), size_bytes=sum(e[1] for e in sig))
         with self._lock:
             self._entries[path] = (sig, summary)
             self._entries.move_to_end(path)

@@ -33,6 +33,7 @@ from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, R
                      ServerError, ShuttingDown)
 from .password_throttle import PasswordThrottle
 from .paths import PathResolver
+from .pinning import Pinner
 from .recordings import ChannelInfo, Recording
 from .segments import channel_runs
 from .memory_budget import MemoryBudget
@@ -99,6 +100,8 @@ class Engine:
         self.settings = settings
         self._clock = clock
         self.paths = PathResolver(settings.host_root, settings.data_roots)
+        # With DATA_ROOTS, recordings are opened through pinned views (see .pinning).
+        self.pinner = Pinner(self.paths.within_roots) if settings.data_roots else None
         self.cache = TileCache(settings.tile_cache_bytes, settings.cache_ttl_s)
         self.decoder = decoder or make_decoder(settings, self._reader_for)
         self.store = TileStore(self.cache, self.decoder,
@@ -138,7 +141,7 @@ class Engine:
         rec = Recording(path, password, generation=self._next_generation(),
                         cache_epoch=cache_epoch, decode_threads=s.decode_threads,
                         tile_duration_s=s.tile_duration_s,
-                        respect_mef_blocks=s.respect_mef_blocks)
+                        respect_mef_blocks=s.respect_mef_blocks, pinner=self.pinner)
         if s.decode_threads == 0 and self.decoder.kind == "threads" \
                 and self.store.split_ways > 1:
             # Automatic: the tile store already runs one mef3io read per core
@@ -148,7 +151,7 @@ class Engine:
             rec.reader.n_threads = 1
         rec.last_checked = self._clock()
         with self._gen_lock:
-            self._readers[(rec.path, rec.generation)] = rec
+            self._readers[(rec.source.path, rec.generation)] = rec
         return rec
 
     def _reader_for(self, source: Source):
@@ -160,8 +163,8 @@ class Engine:
 
     def _recording_closed(self, rec: Recording) -> None:
         with self._gen_lock:
-            if self._readers.get((rec.path, rec.generation)) is rec:
-                del self._readers[(rec.path, rec.generation)]
+            if self._readers.get((rec.source.path, rec.generation)) is rec:
+                del self._readers[(rec.source.path, rec.generation)]
         rec.close()
         self.store.forget(rec)
         self.decoder.forget(rec.source)
@@ -208,6 +211,8 @@ class Engine:
         self.store.close()
         self.sessions.close_all()
         self.decoder.close()
+        if self.pinner is not None:
+            self.pinner.close()
 
     def _check_open_for_work(self) -> None:
         if self._draining:
@@ -656,8 +661,8 @@ class Engine:
             idle = [r for r in retired if r.active_reads <= 0]
             self._retired = [r for r in retired if r.active_reads > 0]
             for r in idle:
-                if self._readers.get((r.path, r.generation)) is r:
-                    del self._readers[(r.path, r.generation)]
+                if self._readers.get((r.source.path, r.generation)) is r:
+                    del self._readers[(r.source.path, r.generation)]
         for r in idle:
             r.close()
             self.decoder.forget(r.source)
@@ -693,9 +698,9 @@ class Engine:
         if index is None:
             try:
                 if own:
-                    index = read_annotations(None, rec.path, session.password)
+                    index = read_annotations(None, rec.open_path, session.password)
                 else:
-                    index = read_annotations(rec.reader, rec.path, rec.password)
+                    index = read_annotations(rec.reader, rec.open_path, rec.password)
             except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
                 raise ServerError(f"reading the records of {client_path} failed: "
                                   f"{type(exc).__name__}: {exc}") from None
@@ -728,7 +733,7 @@ class Engine:
         with self._gen_lock:
             index = getattr(self, "_session_index", None)
             if index is None:
-                index = self._session_index = SessionIndex()
+                index = self._session_index = SessionIndex(pinner=self.pinner)
             lock = self._walk_locks.setdefault(caller.identity if caller else "",
                                                threading.Lock())
         if client_root is None or client_root == "":

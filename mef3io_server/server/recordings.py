@@ -25,6 +25,7 @@ import numpy as np
 
 from . import tile_grid as tg
 from .decode import Source, open_reader
+from .pinning import Pinner
 from .errors import PasswordRequired, RecordingNotFound, RecordingUnreadable, UnknownChannel
 
 log = logging.getLogger("mef3io_server.recordings")
@@ -50,9 +51,10 @@ class ChannelInfo:
     index_ordered: bool = True
 
 
-def _classify_open_error(path: str, exc: Exception, password_given: bool = False) -> Exception:
+def _classify_open_error(path: str, exc: Exception, password_given: bool = False,
+                         opened_as: str = "") -> Exception:
     name = type(exc).__name__
-    text = str(exc)
+    text = str(exc).replace(opened_as, path) if opened_as else str(exc)
     if name == "PasswordError":
         if password_given:
             return PasswordRequired(f"{path} is encrypted and the password given is wrong")
@@ -190,7 +192,8 @@ class Recording:
 
     def __init__(self, path: str, password: str = "", *, generation: int = 0,
                  cache_epoch: Optional[int] = None, decode_threads: int = 0,
-                 tile_duration_s: float = 10.0, respect_mef_blocks: bool = False):
+                 tile_duration_s: float = 10.0, respect_mef_blocks: bool = False,
+                 pinner: Optional[Pinner] = None):
         self.path = path
         self.generation = generation
         # Tiles are keyed by (path, cache_epoch): an append keeps the epoch
@@ -204,21 +207,37 @@ class Recording:
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
+        self.closed = False
         start = time.perf_counter()
         self.signature = session_signature(path)
         self.check_cost_s = time.perf_counter() - start    # seconds one change check takes
-        self.tail_marks = tail_marks(path, self.signature)
+        # With DATA_ROOTS, mef3io only ever opens the pinned files (see .pinning).
+        self.pinned = pinner.pin(path) if pinner is not None else None
+        #: The path mef3io opens: the pinned view, or the session itself.
+        self.open_path = self.pinned.view if self.pinned is not None else path
         try:
-            self.reader = open_reader(path, self._password, decode_threads)
+            self._open(path, decode_threads)
+        except BaseException:
+            if self.pinned is not None:
+                self.pinned.close()
+            raise
+
+    def _open(self, path: str, decode_threads: int) -> None:
+        self.tail_marks = tail_marks(self.open_path, self.signature)
+
+        def failed(e: Exception, password_given: bool = False) -> Exception:
+            return _classify_open_error(path, e, password_given, self.open_path)
+        try:
+            self.reader = open_reader(self.open_path, self._password, decode_threads)
         except Exception as e:  # noqa: BLE001 - mef3io's errors are classified below
-            raise _classify_open_error(path, e, bool(self._password)) from None
+            raise failed(e, bool(self._password)) from None
         impl = getattr(self.reader, "_impl", None)
         self.encrypted = bool(impl.password_protected()) if impl is not None else False
         try:
             names = list(self.reader.channels)
         except Exception as e:  # noqa: BLE001
             self.reader.close()
-            raise _classify_open_error(path, e) from None
+            raise failed(e) from None
         if not names:
             self.reader.close()
             raise RecordingUnreadable(f"{path} is not a MEF 3.0 session: it holds no channels")
@@ -226,7 +245,7 @@ class Recording:
             self.channels = self._load_channels(names)
         except Exception as e:  # noqa: BLE001
             self.reader.close()
-            raise _classify_open_error(path, e) from None
+            raise failed(e) from None
         self.by_name = {c.name: c for c in self.channels}
         self.access_level = "none"
         if self.encrypted:
@@ -234,7 +253,6 @@ class Recording:
             self.access_level = "level2" if info0.get("section3_available") else "level1"
         self.start_uutc = min(c.start_uutc for c in self.channels)
         self.end_uutc = max(c.end_uutc for c in self.channels)
-        self.closed = False
         # Set when a re-open after a change on disk replaced this version: its
         # tiles must no longer enter the cache, and its reader closes once the
         # reads already using it (``active_reads``) are done.
@@ -277,7 +295,8 @@ class Recording:
 
     @property
     def source(self) -> Source:
-        return Source(self.path, self.generation, self._password)
+        """What a decoder opens: the path mef3io may open (the pinned view)."""
+        return Source(self.open_path, self.generation, self._password)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -388,20 +407,23 @@ class Recording:
         if os.path.isfile(self.path):
             return False
         for rel, (ino, size, crc) in self.tail_marks.items():
-            full = os.path.join(self.path, rel)
             try:
-                st = os.stat(full)
+                st = os.stat(os.path.join(self.path, rel))
             except OSError:
                 return False
+            # The same file as at open: its bytes are read where mef3io reads them
+            # (the pinned view), never through a path that may now lead elsewhere.
             if st.st_ino != ino or st.st_size < size or crc is None \
-                    or _crc_before(full, size) != crc:
+                    or _crc_before(os.path.join(self.open_path, rel), size) != crc:
                 return False
         return True
 
     def close(self) -> None:
-        """Close the shared reader and drop the password."""
+        """Close the shared reader, drop the password, let the pinned files go."""
         self.closed = True
         try:
             self.reader.close()
         finally:
             self._password = ""
+            if self.pinned is not None:
+                self.pinned.close()

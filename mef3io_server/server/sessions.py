@@ -214,7 +214,7 @@ class SessionRegistry:
         if hmac.compare_digest(password.encode("utf-8"), rec.password.encode("utf-8")):
             return True, rec.access_level
         try:
-            probe = open_reader(rec.path, password)
+            probe = open_reader(rec.open_path, password)
         except Exception as e:  # noqa: BLE001 - mef3io's PasswordError and others
             if type(e).__name__ == "PasswordError":
                 raise PasswordRequired(

@@ -51,9 +51,12 @@ def read_exact(client, path, chans, t0, t1):
     return res["array"]
 
 
-@pytest.fixture
-def server(start_server):
-    return start_server(REFRESH_INTERVAL_S=REFRESH, TILE_DURATION_S=10)
+@pytest.fixture(params=["unconfined", "in DATA_ROOTS"])
+def server(request, start_server, tmp_path):
+    """The server, without DATA_ROOTS and with them (recordings then read through their
+    pinned views, see mef3io_server.server.pinning, re-pinned as they change)."""
+    roots = {"DATA_ROOTS": str(tmp_path)} if request.param != "unconfined" else {}
+    return start_server(REFRESH_INTERVAL_S=REFRESH, TILE_DURATION_S=10, **roots)
 
 
 def test_append_in_segment_is_seen_and_old_tail_tile_not_stale(tmp_path, server, client_factory):
