@@ -29,7 +29,7 @@ from .config import Settings, load_settings
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
-from .memory import limit_malloc_arenas
+from .memory import fix_mmap_threshold, limit_malloc_arenas
 from .pinning import raise_open_files_limit
 from .service import Mef3Service, add_to_server
 from .tls import server_credentials
@@ -187,6 +187,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     configure_logging(settings)
     # Before any server thread exists (see memory.limit_malloc_arenas).
     limit_malloc_arenas()
+    fix_mmap_threshold()
     raise_open_files_limit()      # pinned recordings hold their files open (see pinning)
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")

@@ -65,9 +65,9 @@ def find_sessions(directory: str, recursive: bool = True,
                   device: Optional[int] = None) -> Iterator[str]:
     """Paths (under ``directory``, as walked) of the sessions in it, sorted per folder.
 
-    ``allowed(realpath)`` filters out entries whose real path is refused;
-    unreadable folders and entries whose real path cannot be found are
-    skipped. ``wanted()`` is asked before each folder and every 256 entries:
+    ``allowed(realpath)`` filters out links whose real path is refused
+    (``directory`` itself must be allowed: nothing else below it can lead
+    out); unreadable folders and links that cannot be resolved are skipped. ``wanted()`` is asked before each folder and every 256 entries:
     False ends the walk (:class:`WalkCancelled`). ``device``: do not enter
     folders on another filesystem (``st_dev``).
     """
@@ -83,10 +83,10 @@ def find_sessions(directory: str, recursive: bool = True,
             raise WalkCancelled()
         try:
             is_dir = e.is_dir()
-            real = os.path.realpath(e.path)
+            # Below an allowed folder only a link can lead elsewhere: resolve only those.
+            if e.is_symlink() and not allowed(os.path.realpath(e.path)):
+                continue
         except OSError:
-            continue
-        if not allowed(real):
             continue
         if e.name.endswith(".mefd") and is_dir:
             yield e.path

@@ -61,6 +61,17 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
     W = int(widths.max())
     if W == 0:
         return lo_pos, lo_val, hi_pos, hi_val
+    if rows * W * 4 > _BLOCK_BYTES and nb == 1 and W > 1:
+        return _split_extremes(x, int(starts[0]), int(starts[0] + widths[0]))
+    per = max(1, _BLOCK_BYTES // (rows * W * 4))
+    if nb > per or rows * W * 4 > _BLOCK_BYTES:
+        # In blocks of buckets (a very wide bucket alone): the work copies stay small.
+        out = (lo_pos, lo_val, hi_pos, hi_val)
+        for i in range(0, nb, per):
+            part = bucket_extremes(x, edges[i:i + per + 1])
+            for whole, piece in zip(out, part):
+                whole[:, i:i + per] = piece
+        return out
     narrow = W <= _NARROW
     if int(widths.min()) == W and not narrow:
         # Uniform wide buckets: a strided view, no gather.
@@ -91,6 +102,30 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
 
 
 _NARROW = 32   # buckets up to this wide are scanned column by column
+#: Samples (bytes of float32) :func:`bucket_extremes` works on at once: its copies
+#: (gathered buckets, NaN masks, their index) are a few times this, whatever the input.
+_BLOCK_BYTES = 4 << 20
+
+
+def combine_extremes(first, then):
+    """Extremes of two consecutive ranges, each ``(lo_pos, lo_val, hi_pos, hi_val)``
+    of arrays of the same shape (``-1``/NaN: no finite sample): the first range's
+    extreme wins a tie, so a minimum or maximum is still its first occurrence."""
+    lo = (then[0] >= 0) & ((first[0] < 0) | (then[1] < first[1]))
+    hi = (then[2] >= 0) & ((first[2] < 0) | (then[3] > first[3]))
+    return (np.where(lo, then[0], first[0]), np.where(lo, then[1], first[1]),
+            np.where(hi, then[2], first[2]), np.where(hi, then[3], first[3]))
+
+
+def _split_extremes(x: np.ndarray, a: int, b: int):
+    """:func:`bucket_extremes` of the one bucket ``[a, b)``, too wide to work on at
+    once: cut into pieces of at most :data:`_BLOCK_BYTES`, combined in order."""
+    step = max(1, _BLOCK_BYTES // (x.shape[0] * 4))
+    acc = None
+    for s in range(a, b, step):
+        part = bucket_extremes(x, np.array([s, min(b, s + step)]))
+        acc = part if acc is None else combine_extremes(acc, part)
+    return acc
 
 
 def _first_extreme(v: np.ndarray, better, narrow: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -201,15 +236,7 @@ class PointReducer:
                                          np.array([0, stop - start - a]))
         part = (np.where(lp[:, 0] >= 0, lp[:, 0] + start + a, -1), lv[:, 0],
                 np.where(hp[:, 0] >= 0, hp[:, 0] + start + a, -1), hv[:, 0])
-        if self._open is None:
-            self._open = part
-            return
-        o_lp, o_lv, o_hp, o_hv = self._open
-        # The open part came first: on a tie its (earlier) extreme stays.
-        new_lo = (part[0] >= 0) & ((o_lp < 0) | (part[1] < o_lv))
-        new_hi = (part[2] >= 0) & ((o_hp < 0) | (part[3] > o_hv))
-        self._open = (np.where(new_lo, part[0], o_lp), np.where(new_lo, part[1], o_lv),
-                      np.where(new_hi, part[2], o_hp), np.where(new_hi, part[3], o_hv))
+        self._open = part if self._open is None else combine_extremes(self._open, part)
 
     def _close_open(self) -> None:
         """The open bucket is complete (or the window ends): store its extremes."""

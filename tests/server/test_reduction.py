@@ -182,11 +182,20 @@ def test_points_follow_the_line_shape():
 
 
 @FAST
-@given(signals(min_len=1, max_len=200), st.data())
-def test_bucket_extremes_on_uneven_edges(x, data):
+@given(signals(min_len=1, max_len=200), st.data(), st.sampled_from([None, 8, 24, 100]))
+def test_bucket_extremes_on_uneven_edges(x, data, block_bytes):
+    """... also when worked on in blocks of buckets, and very wide buckets in pieces
+    (``block_bytes``: the work size, made tiny so small inputs take those paths)."""
+    import mef3io_server.server.reduction as reduction
+
     cuts = sorted(data.draw(st.lists(st.integers(0, x.shape[1]), min_size=1, max_size=10)))
     edges = np.array([0] + cuts + [x.shape[1]])
-    lp, lv, hp, hv = bucket_extremes(x, edges)
+    saved = reduction._BLOCK_BYTES
+    reduction._BLOCK_BYTES = block_bytes or saved
+    try:
+        lp, lv, hp, hv = bucket_extremes(x, edges)
+    finally:
+        reduction._BLOCK_BYTES = saved
     for r in range(x.shape[0]):
         for i in range(edges.size - 1):
             seg = x[r, edges[i]:edges[i + 1]]
