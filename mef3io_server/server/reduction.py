@@ -64,7 +64,7 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
     if rows * W * 4 > _BLOCK_BYTES and nb == 1 and W > 1:
         return _split_extremes(x, int(starts[0]), int(starts[0] + widths[0]))
     per = max(1, _BLOCK_BYTES // (rows * W * 4))
-    if nb > per or rows * W * 4 > _BLOCK_BYTES:
+    if nb > per:
         # In blocks of buckets (a very wide bucket alone): the work copies stay small.
         out = (lo_pos, lo_val, hi_pos, hi_val)
         for i in range(0, nb, per):
