@@ -15,9 +15,11 @@ behind them) and without one, does at once:
 
 a victim with its own token pages through a recording (10 s x 16 channels,
 one page every 50 ms, like a viewer scrolling). Its 95th percentile page time
-stays within 3x of the same paging on the idle server measured first in the
-same test, its session survives, and the server's memory stays within
-``TILE_CACHE_MB`` + 250 MB.
+stays within 3x of the same paging on the idle server, measured in the same
+test before and after the attack (pooled: the machine may be busy with other
+work too), its session survives, and the server's memory stays within
+``TILE_CACHE_MB`` + 250 MB. The victim runs in a process of its own, so its
+times are the server's, not those of the attackers' threads in this one.
 """
 from __future__ import annotations
 
@@ -60,10 +62,29 @@ def served(tmp_path_factory):
     return root, rec, tokens
 
 
-def _pages(client, path, first_s: int, times: list) -> None:
-    """``PAGES`` consecutive pages from ``first_s`` s into the recording, timed, checked."""
+def victim_pages(address: str, path: str, first_s: int, pages: int = PAGES) -> list:
+    """In the victim's own process: ``pages`` consecutive pages from ``first_s`` s into
+    the recording (its session opened first: a refresh when it is already open)."""
+    times: list = []
+    with Mef3Client(address, client_id="ward-viewer", token=VICTIM, timeout=60) as victim:
+        assert victim.open_file(path)["file_opened"]
+        _pages(victim, path, first_s, times, pages)
+    return times
+
+
+def victim_sees(address: str, path: str) -> list:
+    """The victim's open files, and a page read without opening anything."""
+    with Mef3Client(address, client_id="ward-viewer", token=VICTIM, timeout=60) as victim:
+        seen = victim.list_open_files()
+        _pages(victim, path, 3 * PAGES * PAGE_S, [], 3)
+    return seen
+
+
+def _pages(client, path, first_s: int, times: list, pages: int = PAGES) -> None:
+    """``pages`` consecutive pages from ``first_s`` s into the recording, timed, checked."""
+    path = str(path)
     names = [f"c{i:02d}" for i in range(CHANNELS)]
-    for k in range(PAGES):
+    for k in range(pages):
         t0 = T0 + (first_s + k * PAGE_S) * SEC
         start = time.perf_counter()
         res = client.get_signal_range(str(path), names, t0, t0 + PAGE_S * SEC)
@@ -172,14 +193,15 @@ class Attack:
 
 @pytest.mark.slow
 def test_a_victim_keeps_its_pace_while_an_attacker_does_everything(served, start_server):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     root, rec, tokens = served
     h = start_server(DATA_ROOTS=str(root), AUTH_TOKENS_FILE=tokens, TILE_CACHE_MB=CACHE_MB,
                      MAX_SESSIONS=200)
     proc = psutil.Process(h.proc.pid)
-    with Mef3Client(h.address, client_id="ward-viewer", token=VICTIM, timeout=60) as victim:
-        assert victim.open_file(str(rec))["file_opened"]
-        idle: list[float] = []
-        _pages(victim, rec, 0, idle)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as victim:
+        idle = victim.submit(victim_pages, h.address, str(rec), 0, PAGES // 2).result()
 
         attack = Attack(h.address, root, rec)
         rss: list[int] = []
@@ -193,23 +215,23 @@ def test_a_victim_keeps_its_pace_while_an_attacker_does_everything(served, start
         try:
             attack.start()
             time.sleep(2.0)                      # every attack running
-            attacked: list[float] = []
-            _pages(victim, rec, PAGES * PAGE_S, attacked)
+            attacked = victim.submit(victim_pages, h.address, str(rec), PAGES * PAGE_S // 2,
+                                     PAGES).result()
+            # Its session survived the flood: the victim's identity still has the file
+            # open, and reads without opening it again.
+            seen = victim.submit(victim_sees, h.address, str(rec)).result()
         finally:
             watching.set()
             mem.join()
             attack.end()
-        assert not attack.errors, attack.errors
-        assert all(attack.counts.values()), attack.counts
-        order = np.argsort(attacked)[::-1][:8]
-        print("slowest attacked pages", [(int(i), round(attacked[i] * 1e3, 1)) for i in order])
-        print("slowest idle pages", sorted([round(x * 1e3, 1) for x in idle])[-6:])
-        p95_idle = float(np.percentile(idle, 95))
-        p95_attacked = float(np.percentile(attacked, 95))
-        print(f"victim p95: idle {p95_idle * 1e3:.1f} ms, attacked {p95_attacked * 1e3:.1f} ms; "
-              f"server RSS max {max(rss) / 2**20:.0f} MB; attack {attack.counts}")
-        assert p95_attacked <= 3 * p95_idle, (p95_idle, p95_attacked)
-        assert max(rss) <= (CACHE_MB + 250) * 2**20, f"{max(rss) / 2**20:.0f} MB"
-        # Its session survived the flood (no new open needed), and it still reads.
-        assert victim.list_open_files() == [str(rec)]
-        _pages(victim, rec, 2 * PAGES * PAGE_S, [])
+        idle += victim.submit(victim_pages, h.address, str(rec), 2 * PAGES * PAGE_S,
+                              PAGES // 2).result()
+    assert not attack.errors, attack.errors
+    assert all(attack.counts.values()), attack.counts
+    assert seen == [str(rec)]
+    p95_idle = float(np.percentile(idle, 95))
+    p95_attacked = float(np.percentile(attacked, 95))
+    print(f"victim p95: idle {p95_idle * 1e3:.1f} ms, attacked {p95_attacked * 1e3:.1f} ms; "
+          f"server RSS max {max(rss) / 2**20:.0f} MB; attack {attack.counts}")
+    assert p95_attacked <= 3 * p95_idle, (p95_idle, p95_attacked)
+    assert max(rss) <= (CACHE_MB + 250) * 2**20, f"{max(rss) / 2**20:.0f} MB"
