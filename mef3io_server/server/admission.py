@@ -2,7 +2,10 @@
 
 :class:`CallerInterceptor` sits inside the call observer (:mod:`.calls`):
 
-* Health calls pass without a token and run on the health threads.
+* Health calls pass without a token and run on the health threads; at most
+  :data:`MAX_HEALTH_WATCHES` ``Watch`` streams are open at once (more are
+  refused ``RESOURCE_EXHAUSTED``): a ``Watch`` holds no thread, but memory
+  and a stream, and anyone may open one.
 * With ``AUTH_TOKENS_FILE`` set, a call without an accepted bearer token is
   refused with ``UNAUTHENTICATED`` and a message saying whether the token was
   missing, malformed or unknown. Its request is never parsed, and it runs on
@@ -18,14 +21,19 @@ from __future__ import annotations
 
 from typing import Optional
 
+import threading
+
 import grpc
 
 from .auth import TokenFile, bearer_token
 from .callers import Caller, calling_as
-from .method_handlers import behavior_of, on_pool, rebuilt
+from .method_handlers import behavior_of, non_blocking, on_pool, rebuilt
 from .workers import WorkerPools
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+WATCH_METHOD = "/grpc.health.v1.Health/Watch"
+#: Health Watch streams open at once, from everyone together.
+MAX_HEALTH_WATCHES = 1024
 
 #: What a refused call's request is parsed into: nothing (it is never looked at).
 NOT_PARSED = object()
@@ -51,13 +59,28 @@ class CallerInterceptor(grpc.ServerInterceptor):
     def __init__(self, pools: WorkerPools, tokens: Optional[TokenFile] = None):
         self.pools = pools
         self.tokens = tokens
+        self._watches = threading.BoundedSemaphore(MAX_HEALTH_WATCHES)
+
+    def _bounded_watch(self, behavior):
+        """``Watch`` counted against :data:`MAX_HEALTH_WATCHES` while its stream is open."""
+        def watch(request, context, send_response_callback=None):
+            if not self._watches.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{MAX_HEALTH_WATCHES} health watches are open already")
+            context.add_callback(self._watches.release)
+            return behavior(request, context, send_response_callback)
+        watch.experimental_non_blocking = True
+        return watch
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
-            return rebuilt(handler, on_pool(behavior_of(handler), self.pools.health))
+            behavior = behavior_of(handler)
+            if handler_call_details.method == WATCH_METHOD and non_blocking(behavior):
+                behavior = self._bounded_watch(behavior)
+            return rebuilt(handler, on_pool(behavior, self.pools.health))
         identity = ""
         if self.tokens is not None:
             token, problem = bearer_token(handler_call_details.invocation_metadata)

@@ -149,3 +149,34 @@ def test_stall_watchdog_cancels_only_what_waits_too_long():
     assert w.check(now + 1.0) == 0
     assert w.check(now + 2.5) == 1 and cancelled == ["a"]
     assert w.check(now + 10.0) == 0 and w.stalled == 1
+
+
+def test_health_watches_are_bounded(start_server):
+    """Anyone may open a Watch: past MAX_HEALTH_WATCHES they are refused, and freed ones
+    can be opened again."""
+    from mef3io_server.server.admission import MAX_HEALTH_WATCHES
+
+    h = start_server()
+    channels = [grpc.insecure_channel(h.address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(MAX_HEALTH_WATCHES // 90 + 1)]
+    try:
+        watches = []
+        for i in range(MAX_HEALTH_WATCHES):
+            stub = health_pb2_grpc.HealthStub(channels[i // 90])
+            watches.append(stub.Watch(health_pb2.HealthCheckRequest(), timeout=120))
+        for w in watches:
+            assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+        extra = health_pb2_grpc.HealthStub(channels[-1]).Watch(health_pb2.HealthCheckRequest(),
+                                                                timeout=30)
+        with pytest.raises(grpc.RpcError) as ei:
+            next(extra)
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert check(h.address) == "SERVING"          # Check is not a Watch
+        watches[0].cancel()
+        time.sleep(0.5)
+        again = health_pb2_grpc.HealthStub(channels[-1]).Watch(health_pb2.HealthCheckRequest(),
+                                                                timeout=30)
+        assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for ch in channels:
+            ch.close()
