@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -73,6 +74,7 @@ def find_sessions(directory: str, recursive: bool = True,
     """
     if not wanted():
         raise WalkCancelled()
+    time.sleep(0)       # let waiting threads have the GIL: a walk is pure Python for long
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError:

@@ -102,6 +102,7 @@ class SessionRegistry:
         self._open_locks: dict[str, threading.Lock] = {}
         self._sessions: "OrderedDict[tuple[Caller, str], Session]" = OrderedDict()
         self._files: dict[str, OpenFile] = {}
+        self._pushed_out: list[tuple[str, int]] = []    # (who, sessions held): to log
 
     # ---------------------------------------------------------------- opening
 
@@ -195,6 +196,8 @@ class SessionRegistry:
                 break
         for r in closed:
             self._on_closed(r)
+        if self._pushed_out:
+            self._log_pushed_out()
         if refusal is not None:
             raise refusal
         return s, rec
@@ -350,10 +353,17 @@ class SessionRegistry:
                                if not sess.protected), None)
             key, sess = victim
             self._sessions.pop(key)
-            log.info("MAX_SESSIONS reached: closed the least recently used session of %s "
-                     "(%d sessions)", sess.caller.describe(), most)
+            self._pushed_out.append((sess.caller.describe(), most))
             closed.extend(self._detach_locked(key))
         return closed, False
+
+    def _log_pushed_out(self) -> None:
+        """Log the sessions :meth:`_make_room_locked` closed (outside the lock)."""
+        with self._lock:
+            pushed, self._pushed_out = self._pushed_out, []
+        for who, most in pushed:
+            log.info("MAX_SESSIONS reached: closed the least recently used session of %s "
+                     "(%d sessions)", who, most)
 
     def expire(self, now: Optional[float] = None) -> int:
         """Close sessions idle longer than ``SESSION_TTL_S`` (never the default session)."""

@@ -149,9 +149,9 @@ def test_many_sessions_stream_in_pages(tmp_path, start_server, client_factory):
 
 @pytest.fixture(scope="module")
 def maze(tmp_path_factory):
-    """60 000 empty folders and no session: a walk that finds nothing, for seconds."""
+    """30 000 empty folders and no session: a walk that finds nothing, for seconds."""
     root = tmp_path_factory.mktemp("maze")
-    for i in range(60):
+    for i in range(30):
         for j in range(1000):
             os.makedirs(root / f"d{i:02d}" / f"e{j:04d}")
     return root

@@ -9,17 +9,21 @@ behind them) and without one, does at once:
    millions of points and with channel names repeated hundreds of times
    (moved by a microsecond each time, so nothing comes from the cache);
 5. whole-file ``GetSignalRange`` streams it never reads (16);
-6. ``ListRecordings`` of a folder of 20 000 empty folders with 2 s deadlines
+6. ``ListRecordings`` of a folder of 5 000 empty folders with 2 s deadlines
    (16 at a time, again and again);
 7. ``OpenFile`` with a new client id each time, past ``MAX_SESSIONS``;
 
 a victim with its own token pages through a recording (10 s x 16 channels,
 one page every 50 ms, like a viewer scrolling). Its 95th percentile page time
-stays within 3x of the same paging on the idle server, measured in the same
-test before and after the attack (pooled: the machine may be busy with other
-work too), its session survives, and the server's memory stays within
-``TILE_CACHE_MB`` + 250 MB. The victim runs in a process of its own, so its
-times are the server's, not those of the attackers' threads in this one.
+stays within 3x of the same paging on the idle server, its session survives,
+and the server's memory stays within ``TILE_CACHE_MB`` + 250 MB.
+
+The idle paging is measured in the same test, in alternation with the
+attacked paging (4 rounds each: the attacker's busy loops pause and resume,
+its open streams stay), so whatever else this shared machine does falls on
+both alike. Victim and attacker run in processes of their own (the
+attacker's at a lower CPU priority, as if on a machine of its own), so the
+victim's times are the server's, not those of the attacker's client threads.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ CHANNELS = 16
 CACHE_MB = 128
 ATTACKER, ATTACKER2 = "tok-attacker-0f9e8d7c6b5a", "tok-attacker-2-77e1c09a3b"
 VICTIM = "tok-victim-a1b2c3d4e5f6"
-PAGES = 80
+PAGES = 25
 PAGE_S = 10
 PAUSE_S = 0.05
 
@@ -54,11 +58,11 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     rec = write_session(root / "ward.mefd", {f"c{i:02d}": random_walk(int(HOUR * 256), i)
                                              for i in range(CHANNELS)})
-    for i in range(20):
+    for i in range(5):
         for j in range(1000):
             os.makedirs(root / "maze" / f"d{i:02d}" / f"e{j:04d}")
     tokens = root.parent / "tokens"
-    tokens.write_text(f"attacker {ATTACKER}\nattacker-2 {ATTACKER2}\nvictim {VICTIM}\n")
+    tokens.write_text(f"{ATTACKER}\n{ATTACKER2}\n{VICTIM}\n")      # three identities
     return root, rec, tokens
 
 
@@ -76,7 +80,7 @@ def victim_sees(address: str, path: str) -> list:
     """The victim's open files, and a page read without opening anything."""
     with Mef3Client(address, client_id="ward-viewer", token=VICTIM, timeout=60) as victim:
         seen = victim.list_open_files()
-        _pages(victim, path, 3 * PAGES * PAGE_S, [], 3)
+        _pages(victim, path, HOUR - 40, [], 3)
     return seen
 
 
@@ -102,6 +106,8 @@ class Attack:
     def __init__(self, address, root, rec):
         self.address, self.root, self.rec = address, root, rec
         self.stop = threading.Event()
+        self.active = threading.Event()      # the busy loops run while set
+        self.active.set()
         self.threads: list[threading.Thread] = []
         self.channels: list[grpc.Channel] = []
         self.counts = {"watches": 0, "points": 0, "stalled": 0, "listings": 0, "opens": 0}
@@ -115,6 +121,8 @@ class Attack:
     def _loop(self, fn):
         def run():
             while not self.stop.is_set():
+                if not self.active.wait(0.2):
+                    continue
                 try:
                     fn()
                 except grpc.RpcError:
@@ -185,10 +193,39 @@ class Attack:
 
     def end(self) -> None:
         self.stop.set()
+        self.active.set()
         for t in self.threads:
             t.join(timeout=30)
         for ch in self.channels:
             ch.close()
+
+
+def attack_process(address: str, root: str, rec: str, commands, replies) -> None:
+    """The attacker, in a process of its own: started, then its busy loops paused and
+    resumed on command ("pause", "resume"), until "stop" (replies: "running" once
+    started, then its counts and errors)."""
+    from pathlib import Path
+
+    os.nice(10)
+    attack = Attack(address, Path(root), Path(rec))
+    try:
+        attack.start()
+    except Exception as e:  # noqa: BLE001 - reported by the test
+        attack.errors.append(f"{type(e).__name__}: {e}")
+    replies.put("running")
+    while True:
+        command = commands.get()
+        if command == "pause":
+            attack.active.clear()
+        elif command == "resume":
+            attack.active.set()
+        else:
+            break
+    attack.end()
+    replies.put((dict(attack.counts), attack.errors))
+
+
+ROUNDS = 4
 
 
 @pytest.mark.slow
@@ -197,41 +234,61 @@ def test_a_victim_keeps_its_pace_while_an_attacker_does_everything(served, start
     from concurrent.futures import ProcessPoolExecutor
 
     root, rec, tokens = served
+    # (Stalled streams are kept for the whole test: their cancellation is tested apart.)
     h = start_server(DATA_ROOTS=str(root), AUTH_TOKENS_FILE=tokens, TILE_CACHE_MB=CACHE_MB,
-                     MAX_SESSIONS=200)
+                     MAX_SESSIONS=200, STREAM_STALL_TIMEOUT_S=600)
     proc = psutil.Process(h.proc.pid)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as victim:
-        idle = victim.submit(victim_pages, h.address, str(rec), 0, PAGES // 2).result()
+    spawn = multiprocessing.get_context("spawn")
+    commands, replies = spawn.Queue(), spawn.Queue()
+    attacker = spawn.Process(target=attack_process, daemon=True,
+                             args=(h.address, str(root), str(rec), commands, replies))
+    rss: list[int] = []
+    watching = threading.Event()
 
-        attack = Attack(h.address, root, rec)
-        rss: list[int] = []
-        watching = threading.Event()
+    def watch_memory():
+        while not watching.wait(0.05):
+            rss.append(proc.memory_info().rss)
+    mem = threading.Thread(target=watch_memory, daemon=True)
+    mem.start()
+    idle: list[float] = []
+    attacked: list[float] = []
+    first = 0
+    counts, errors, seen = {}, ["the attacker did not report"], None
+    try:
+        with ProcessPoolExecutor(1, mp_context=spawn) as victim:
+            def pages(into: list) -> None:
+                nonlocal first
+                into += victim.submit(victim_pages, h.address, str(rec), first, PAGES).result()
+                first += PAGES * PAGE_S
 
-        def watch_memory():
-            while not watching.wait(0.05):
-                rss.append(proc.memory_info().rss)
-        mem = threading.Thread(target=watch_memory, daemon=True)
-        mem.start()
-        try:
-            attack.start()
-            time.sleep(2.0)                      # every attack running
-            attacked = victim.submit(victim_pages, h.address, str(rec), PAGES * PAGE_S // 2,
-                                     PAGES).result()
+            pages(idle)
+            attacker.start()
+            assert replies.get(timeout=120) == "running"
+            time.sleep(4.0)                      # every attack running, past its first reads
+            for k in range(ROUNDS):
+                pages(attacked)
+                commands.put("pause")
+                time.sleep(0.5)
+                if k < ROUNDS - 1:
+                    pages(idle)
+                    commands.put("resume")
+                    time.sleep(0.5)
             # Its session survived the flood: the victim's identity still has the file
             # open, and reads without opening it again.
             seen = victim.submit(victim_sees, h.address, str(rec)).result()
-        finally:
-            watching.set()
-            mem.join()
-            attack.end()
-        idle += victim.submit(victim_pages, h.address, str(rec), 2 * PAGES * PAGE_S,
-                              PAGES // 2).result()
-    assert not attack.errors, attack.errors
-    assert all(attack.counts.values()), attack.counts
+            commands.put("stop")
+            counts, errors = replies.get(timeout=120)
+    finally:
+        commands.put("stop")
+        attacker.join(60)
+        watching.set()
+        mem.join()
+    assert not errors, errors
+    assert all(counts.values()), counts
     assert seen == [str(rec)]
     p95_idle = float(np.percentile(idle, 95))
     p95_attacked = float(np.percentile(attacked, 95))
     print(f"victim p95: idle {p95_idle * 1e3:.1f} ms, attacked {p95_attacked * 1e3:.1f} ms; "
-          f"server RSS max {max(rss) / 2**20:.0f} MB; attack {attack.counts}")
+          f"server RSS max {max(rss) / 2**20:.0f} MB; attack {counts}")
     assert p95_attacked <= 3 * p95_idle, (p95_idle, p95_attacked)
     assert max(rss) <= (CACHE_MB + 250) * 2**20, f"{max(rss) / 2**20:.0f} MB"
