@@ -12,9 +12,9 @@
 * **Origin**: the caller's network address without the port, used only where
   there is no identity (the password throttle without tokens).
 
-The gRPC front end sets the current :class:`Caller` for the duration of each
-call (:func:`calling_as`); the core reads it with :func:`current`. Nothing
-here imports gRPC.
+The gRPC front end sets the current :class:`Caller` of each call
+(:func:`calling_as`) and reads it (:func:`current`); the core takes callers as
+arguments. Nothing here imports gRPC.
 """
 from __future__ import annotations
 
@@ -56,10 +56,7 @@ def current() -> Caller:
     return _current.get()
 
 
-def calling_as(caller: Caller) -> contextvars.Token:
-    """Make ``caller`` the current caller (until :func:`done_calling` with the token)."""
-    return _current.set(caller)
-
-
-def done_calling(token: contextvars.Token) -> None:
-    _current.reset(token)
+def calling_as(caller: Caller) -> None:
+    """Make ``caller`` the current caller of this context (gRPC gives each call a
+    context of its own, in which the interceptors and the call run)."""
+    _current.set(caller)

@@ -68,9 +68,10 @@ def find_sessions(directory: str, recursive: bool = True,
 
     ``allowed(realpath)`` filters out links whose real path is refused
     (``directory`` itself must be allowed: nothing else below it can lead
-    out); unreadable folders and links that cannot be resolved are skipped. ``wanted()`` is asked before each folder and every 256 entries:
-    False ends the walk (:class:`WalkCancelled`). ``device``: do not enter
-    folders on another filesystem (``st_dev``).
+    out); unreadable folders and links that cannot be resolved are skipped.
+    ``wanted()`` is asked before each folder and every 256 entries: False
+    ends the walk (:class:`WalkCancelled`). ``device``: do not enter folders
+    on another filesystem (``st_dev``).
     """
     if not wanted():
         raise WalkCancelled()

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import T0, direct_read, random_walk, write_session
-from mef3io_server.client import Mef3Client
+from conftest import T0, direct_read, random_walk, start_with_tokens, two_clients, write_session
 
 SEC = 1_000_000
 TOK1, TOK2 = "tok-ward-one-0d7c1e5a93", "tok-ward-two-b7f4a10e62"
@@ -20,17 +19,15 @@ PW1, PW2 = "level-one-pw", "level-two-pw"
 
 @pytest.fixture
 def enc(tmp_path):
-    return write_session(tmp_path / "enc.mefd", {"a": random_walk(256 * 30), "b": random_walk(256 * 30, 1)},
+    return write_session(tmp_path / "enc.mefd",
+                         {"a": random_walk(256 * 30), "b": random_walk(256 * 30, 1)},
                          password1=PW1, password2=PW2)
 
 
 def test_a_client_id_grants_nothing_of_another_identity(enc, tmp_path, start_server):
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{TOK1}\n{TOK2}\n")
-    h = start_server(AUTH_TOKENS_FILE=tokens)
+    h = start_with_tokens(start_server, tmp_path, f"{TOK1}\n{TOK2}\n")
     path = str(enc)
-    with Mef3Client(h.address, client_id="ward-3", token=TOK1) as one, \
-            Mef3Client(h.address, client_id="ward-3", token=TOK2) as two:
+    with two_clients(h.address, ("ward-3", TOK1), ("ward-3", TOK2)) as (one, two):
         assert one.open_file(path, password=PW1)["file_opened"]
         want = direct_read(enc, ["a"], T0, T0 + SEC, password=PW1)
         assert np.array_equal(one.get_signal_range(path, ["a"], T0, T0 + SEC)["array"], want)
@@ -53,12 +50,10 @@ def test_a_client_id_grants_nothing_of_another_identity(enc, tmp_path, start_ser
 
 
 def test_logs_name_the_identity_never_the_token(enc, tmp_path, start_server):
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"# name token\nneurology-viewer {TOK1}\n{TOK2}\n")
-    h = start_server(AUTH_TOKENS_FILE=tokens)
+    h = start_with_tokens(start_server, tmp_path,
+                          f"# name token\nneurology-viewer {TOK1}\n{TOK2}\n")
     path = str(enc)
-    with Mef3Client(h.address, client_id="ward-3", token=TOK1) as one, \
-            Mef3Client(h.address, client_id="ward-3", token=TOK2) as two:
+    with two_clients(h.address, ("ward-3", TOK1), ("ward-3", TOK2)) as (one, two):
         assert one.open_file(path, password=PW1)["file_opened"]
         assert one.get_signal_range(path, ["a"], T0, T0 + SEC)["error_message"] == ""
         assert two.get_signal_range(path, ["a"], T0, T0 + SEC)["error_message"]

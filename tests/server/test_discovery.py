@@ -144,7 +144,7 @@ def test_many_sessions_stream_in_pages(tmp_path, start_server, client_factory):
     assert all(e["error_message"] for e in entries)
 
 
-# ---------------------------------------------------------------- hostile listings (issue 19, item 6)
+# ------------------------------------------------- hostile listings (issue 19, item 6)
 
 
 @pytest.fixture(scope="module")

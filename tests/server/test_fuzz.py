@@ -253,7 +253,8 @@ def test_non_utf8_paths(live, raw):
                 list(call(body, metadata=md, timeout=CALL_TIMEOUT))
             except grpc.RpcError as e:
                 # protobuf refuses invalid UTF-8 in a string field: answered as such.
-                assert e.code() in TRANSPORT_CODES | {grpc.StatusCode.INVALID_ARGUMENT}, e.code()
+                assert e.code() in TRANSPORT_CODES | {grpc.StatusCode.INVALID_ARGUMENT}, \
+                    e.code()
                 assert e.code() != grpc.StatusCode.INVALID_ARGUMENT \
                     or f"the {method} request could not be parsed" in e.details()
         else:
@@ -263,7 +264,8 @@ def test_non_utf8_paths(live, raw):
                 resp = call(body, metadata=md, timeout=CALL_TIMEOUT)
                 assert resp.error_message or method != "OpenFile" or resp.file_opened is False
             except grpc.RpcError as e:
-                assert e.code() in TRANSPORT_CODES | {grpc.StatusCode.INVALID_ARGUMENT}, e.code()
+                assert e.code() in TRANSPORT_CODES | {grpc.StatusCode.INVALID_ARGUMENT}, \
+                    e.code()
 
 
 def test_oversized_requests(live):

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from conftest import random_walk, write_session
-from mef3io_server.client import Mef3Client
+from conftest import random_walk, start_with_tokens, two_clients, write_session
 from mef3io_server.server.errors import PasswordRequired
 
 GUESSER, OWNER = "tok-guesser-6a1f0c9e2d", "tok-owner-b35e7a0d41"
@@ -22,12 +21,9 @@ def enc(tmp_path):
 
 @pytest.mark.parametrize("already_open", [False, True], ids=["closed", "open"])
 def test_guessing_is_slowed_and_logged(enc, tmp_path, start_server, already_open):
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{GUESSER}\n{OWNER}\n")
-    h = start_server(AUTH_TOKENS_FILE=tokens)
+    h = start_with_tokens(start_server, tmp_path, f"{GUESSER}\n{OWNER}\n")
     path = str(enc)
-    with Mef3Client(h.address, client_id="owner", token=OWNER) as owner, \
-            Mef3Client(h.address, client_id="guess", token=GUESSER) as guesser:
+    with two_clients(h.address, ("owner", OWNER), ("guess", GUESSER)) as (owner, guesser):
         if already_open:   # a second client's password is checked by a probe open
             assert owner.open_file(path, password=PW1)["file_opened"]
         checked = throttled = 0

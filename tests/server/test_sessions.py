@@ -164,7 +164,7 @@ def test_a_session_flood_pushes_out_only_the_flooders_own(tmp_path, write_record
                 r = stub.OpenFile(pb2.OpenFileRequest(file_path=str(plain)), timeout=10,
                                   metadata=wire.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
                 assert r.file_opened, r.error_message
-            assert read_ok(victim, enc, password="p-one")               # still unlocked: no password again
+            assert read_ok(victim, enc, password="p-one")   # still unlocked: no password again
             for cid in ids:                           # the flooder goes away
                 stub.CloseFile(pb2.FileInfoRequest(file_path=str(plain)), timeout=10,
                                metadata=wire.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
