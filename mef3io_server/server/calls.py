@@ -17,9 +17,9 @@ with that status and a message naming the RPC, without a traceback in the
 log); a gRPC status name in lower case (``unauthenticated``, ...) when the
 call was aborted with one; ``internal`` for an unexpected exception.
 
-Gaps and control characters of what a client sent (client id, file path,
+Control and format characters of what a client sent (client id, file path,
 error text quoting them) are recorded as ``?``, so no log line can be forged
-or reordered. Only these fields are recorded: never a password, a token or
+or disguised. Only these fields are recorded: never a password, a token or
 other metadata.
 """
 from __future__ import annotations

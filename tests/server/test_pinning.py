@@ -133,3 +133,33 @@ def test_pinned_recordings_read_exactly_with_either_decoder(layout, start_server
     assert c.close_file(str(root / "alias.mefd"))["error_message"] == ""
     h.stop()
     assert not os.path.exists(os.path.join(tempfile.gettempdir(), views[0]))
+
+
+def test_links_inside_the_roots_are_followed_and_pins_are_bounded(layout):
+    """Engine level: a channel folder linked to another session's inside the roots reads
+    exactly; past the descriptor budget an open is refused, and nothing stays held."""
+    from mef3io_server.server.config import Settings
+    from mef3io_server.server.engine import Engine
+    from mef3io_server.server.errors import ResourceLimit
+
+    root, _, _ = layout
+    other = write_session(root / "other.mefd", {"a": random_walk(256 * 60, 7)})
+    linked = write_session(root / "linked.mefd", {"a": random_walk(256 * 60, 1)})
+    shutil.rmtree(linked / "a.timd")
+    os.symlink(other / "a.timd", linked / "a.timd")
+    engine = Engine(Settings(data_roots=(str(root),)))
+    try:
+        engine.open_file("c", str(linked))
+        read = engine.read_signal("c", str(linked), ["a"], T0, T0 + 5 * SEC)
+        got = np.concatenate([rows for *_, rows in read.chunks], axis=1)
+        assert np.array_equal(got, direct_read(other, ["a"], T0, T0 + 5 * SEC))
+        held = engine.pinner.held
+        assert held >= 5                          # the session's folders and files
+        engine.pinner.max_fds = held + 2          # room for less than another session
+        with pytest.raises(ResourceLimit, match="RLIMIT_NOFILE"):
+            engine.open_file("c", str(other))
+        assert engine.pinner.held == held
+        engine.close_file("c", str(linked))
+        assert engine.pinner.held == 0
+    finally:
+        engine.close()
