@@ -67,7 +67,8 @@ class CallerInterceptor(grpc.ServerInterceptor):
             if not self._watches.acquire(blocking=False):
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"{MAX_HEALTH_WATCHES} health watches are open already")
-            context.add_callback(self._watches.release)
+            if not context.add_callback(self._watches.release):   # already over
+                self._watches.release()
             return behavior(request, context, send_response_callback)
         watch.experimental_non_blocking = True
         return watch
