@@ -76,7 +76,7 @@ class RunningServer:
             left = 0.5      # data calls done: only health watches and refusals remain
         self.server.stop(max(0.0, min(left, deadline - time.monotonic()))).wait()
         if self.observer is not None:
-            self.observer.watchdog.close()
+            self.observer.close()
         if self.pools is not None:
             self.pools.close()
         if self.metrics is not None:
@@ -151,7 +151,7 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         port = server.add_insecure_port(address)
     if port == 0 and settings.port != 0:
         engine.close()
-        observer.watchdog.close()
+        observer.close()
         pools.close()
         raise OSError(f"cannot listen on port {settings.port} (PORT): is it in use?")
     server.start()
@@ -166,7 +166,7 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
     except Exception:
         server.stop(0)
         engine.close()
-        observer.watchdog.close()
+        observer.close()
         pools.close()
         raise
     if mark_serving:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -154,9 +155,15 @@ class CallObserver(grpc.ServerInterceptor):
         self.listeners = list(listeners)
         self.watchdog = watchdog or StallWatchdog(None)
         self.watchdog.on_stall = self._stalled
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="watch-send")
         self._lock = threading.Lock()
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
+
+    def close(self) -> None:
+        """Stop the stall watchdog and the thread sending callback streams' answers."""
+        self.watchdog.close()
+        self._sender.shutdown(wait=False, cancel_futures=True)
 
     # ---- in-flight data calls (the drain waits for them) ----
 
@@ -284,7 +291,14 @@ class CallObserver(grpc.ServerInterceptor):
 
     def _callback_stream(self, behavior, details, identity):
         """A non-blocking streaming behaviour (health ``Watch``): answers come through
-        ``send_response_callback`` from any thread; ``None`` ends the call."""
+        ``send_response_callback`` from any thread; ``None`` ends the call.
+
+        The answers are sent by :attr:`_sender`, one thread, in order: gRPC's
+        callback waits until the message is sent, and the health service calls
+        it holding its lock, which the end of another watch (run on gRPC's own
+        thread, the one that would finish that send) needs too: sending there
+        could wait for ever (seen while a server drained with watches closing).
+        """
         def wrapped(request, context, send_response_callback=None):
             rec, finish = self._begin(details, identity, request, context)
             if isinstance(request, Malformed):
@@ -295,7 +309,10 @@ class CallObserver(grpc.ServerInterceptor):
                     finish(None)
                 else:
                     self._note(rec, message)
-                send_response_callback(message)
+                try:
+                    self._sender.submit(send_response_callback, message)
+                except RuntimeError:        # shut down: the call is ending anyway
+                    pass
             try:
                 return behavior(request, context, send)
             except BaseException as e:

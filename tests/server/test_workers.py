@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -80,57 +81,60 @@ def test_token_less_health_watches_hold_no_worker(hour, tokens, start_server):
         for w in watches:
             assert next(w).status == health_pb2.HealthCheckResponse.SERVING
         start = time.monotonic()
-        _victim_pages(h.address, hour, VICTIM, timeout=5.0)
+        _victim_pages(h.address, hour, VICTIM, timeout=10.0)   # (on main: DEADLINE_EXCEEDED)
         assert check(h.address) == "SERVING"
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 30
     finally:
         channel.close()
 
 
 def test_stalled_readers_hold_only_their_own_identitys_workers(hour, tokens, start_server):
-    h = start_server(AUTH_TOKENS_FILE=tokens, STREAM_STALL_TIMEOUT_S=6)
+    h = start_server(AUTH_TOKENS_FILE=tokens, STREAM_STALL_TIMEOUT_S=15)
     channel, calls = _stalled_streams(h.address, hour, 16, ATTACKER)
     try:
         start = time.monotonic()
-        _victim_pages(h.address, hour, VICTIM, timeout=5.0)     # another identity: served
+        _victim_pages(h.address, hour, VICTIM, timeout=10.0)    # another identity: served
         assert check(h.address) == "SERVING"
-        assert time.monotonic() - start < 5       # ... well before the stall timeout
+        assert time.monotonic() - start < 12      # ... before the stall timeout
         # The attacker's own small calls answer too (they run apart from its streams).
         with Mef3Client(h.address, token=ATTACKER, timeout=5) as c:
             assert c.list_open_files() == [str(hour)]
-        # Past STREAM_STALL_TIMEOUT_S the stalled streams are cancelled by the server:
-        # a client reading now gets what was buffered, then CANCELLED.
-        time.sleep(max(0.0, start + 6 + 3 - time.monotonic()))
+        # Past STREAM_STALL_TIMEOUT_S (from each stream's last message handed to gRPC,
+        # which a loaded machine may take a while to produce) the server cancels the
+        # stalled streams: a client reading then gets what was buffered, then CANCELLED.
+        stalled = "took no message for 15 s (STREAM_STALL_TIMEOUT_S)"
+        while h.stderr_text().count(stalled) < len(calls) and time.monotonic() - start < 90:
+            time.sleep(0.2)
         for call in calls:
             with pytest.raises(grpc.RpcError) as ei:
                 for _ in call:
                     pass
             assert ei.value.code() == grpc.StatusCode.CANCELLED
-        assert time.monotonic() - start < 60
+        assert time.monotonic() - start < 90
     finally:
         channel.close()
     with Mef3Client(h.address, client_id="later", token=ATTACKER, timeout=10) as c:
         assert c.open_file(str(hour))["file_opened"]
         assert c.get_signal_range(str(hour), ["c0"], T0, T0 + SEC)["array"].shape == (1, 256)
     h.stop()
-    assert "took no message for 6 s (STREAM_STALL_TIMEOUT_S)" in h.stderr_text()
+    assert h.stderr_text().count("took no message for 15 s (STREAM_STALL_TIMEOUT_S)") == 16
 
 
 def test_stalled_readers_without_tokens_leave_small_calls_and_health(hour, start_server):
-    h = start_server(STREAM_STALL_TIMEOUT_S=5)
+    h = start_server(STREAM_STALL_TIMEOUT_S=12)
     channel, calls = _stalled_streams(h.address, hour, 16)
     try:
         start = time.monotonic()
-        with Mef3Client(h.address, client_id="small", timeout=3) as c:
+        with Mef3Client(h.address, client_id="small", timeout=8) as c:
             assert c.open_file(str(hour))["file_opened"]
             assert c.get_file_info(str(hour))["number_of_channels"] == 8
             assert c.list_open_files() == [str(hour)]
         assert check(h.address) == "SERVING"
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 10       # while the streams are still stalled
         # Without tokens every caller is one identity: the stalled streams hold its
         # stream threads until the server cancels them; then reads are served again.
-        _victim_pages(h.address, hour, timeout=30.0)
-        assert time.monotonic() - start < 30
+        _victim_pages(h.address, hour, timeout=60.0)
+        assert time.monotonic() - start < 60
     finally:
         channel.close()
 
@@ -177,6 +181,10 @@ def test_health_watches_are_bounded(start_server):
         again = health_pb2_grpc.HealthStub(channels[-1]).Watch(health_pb2.HealthCheckRequest(),
                                                                 timeout=30)
         assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+        # Draining tells every open watch NOT_SERVING while some are closing: it ends.
+        threading.Thread(target=lambda: [ch.close() for ch in channels[:6]], daemon=True).start()
+        start = time.monotonic()
+        assert h.stop() == 0 and time.monotonic() - start < 20
     finally:
         for ch in channels:
             ch.close()
