@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -192,3 +193,20 @@ def client_factory():
     yield make
     for c in clients:
         c.shutdown()
+
+
+def start_with_tokens(start_server, tmp_path, lines: str, **env) -> ServerHandle:
+    """A server requiring the bearer tokens of ``lines`` (``AUTH_TOKENS_FILE``'s text)."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(lines)
+    return start_server(AUTH_TOKENS_FILE=tokens, **env)
+
+
+@contextmanager
+def two_clients(address: str, first: tuple, second: tuple):
+    """Two Mef3Clients, each ``(client_id, token)``."""
+    from mef3io_server.client import Mef3Client
+
+    with Mef3Client(address, client_id=first[0], token=first[1]) as a, \
+            Mef3Client(address, client_id=second[0], token=second[1]) as b:
+        yield a, b

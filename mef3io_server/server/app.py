@@ -22,15 +22,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
-from .auth import TokenAuthInterceptor, TokenFile
+from .admission import CallerInterceptor
+from .auth import TokenFile
 from .calls import CallObserver
 from .config import Settings, load_settings
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
-from .memory import limit_malloc_arenas
+from .memory import fix_mmap_threshold, limit_malloc_arenas
+from .pinning import raise_open_files_limit
 from .service import Mef3Service, add_to_server
 from .tls import server_credentials
+from .workers import StallWatchdog, WorkerPools
 
 log = logging.getLogger("mef3io_server")
 
@@ -50,6 +53,7 @@ class RunningServer:
     observer: Optional[CallObserver] = None
     metrics: Optional[object] = None      # metrics.MetricsServer when METRICS_PORT is set
     service: Optional[Mef3Service] = None
+    pools: Optional[WorkerPools] = None
 
     def set_serving(self) -> None:
         """Health SERVING (after start-up: workers warm, preloaded recording open)."""
@@ -71,6 +75,10 @@ class RunningServer:
         if self.observer is not None and self.observer.wait_idle(grace):
             left = 0.5      # data calls done: only health watches and refusals remain
         self.server.stop(max(0.0, min(left, deadline - time.monotonic()))).wait()
+        if self.observer is not None:
+            self.observer.close()
+        if self.pools is not None:
+            self.pools.close()
         if self.metrics is not None:
             self.metrics.close()
         self.engine.close()
@@ -115,13 +123,14 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
     if credentials is None:
         credentials = server_credentials(settings)
     engine = Engine(settings)
-    observer = CallObserver((CallLog(),))
-    chain = [observer]
-    if settings.auth_tokens_file:
-        chain.append(TokenAuthInterceptor(TokenFile(settings.auth_tokens_file)))
+    observer = CallObserver((CallLog(),), StallWatchdog(settings.stream_stall_timeout_s))
+    pools = WorkerPools(settings.max_workers)
+    tokens = TokenFile(settings.auth_tokens_file) if settings.auth_tokens_file else None
+    chain = [observer, CallerInterceptor(pools, tokens)]
+    # Every call runs on the pools of workers.WorkerPools; this one runs only what
+    # gRPC itself handles (unknown methods).
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers,
-                                   thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="grpc"),
         interceptors=chain + list(interceptors), options=server_options(settings))
     service = Mef3Service(engine)
     add_to_server(service, server)   # = the generated one, fast GetSignalRange
@@ -142,10 +151,12 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         port = server.add_insecure_port(address)
     if port == 0 and settings.port != 0:
         engine.close()
+        observer.close()
+        pools.close()
         raise OSError(f"cannot listen on port {settings.port} (PORT): is it in use?")
     server.start()
     running = RunningServer(server, engine, health_servicer, port, settings, observer,
-                            service=service)
+                            service=service, pools=pools)
     try:
         engine.start()
         if settings.metrics_port is not None:
@@ -156,6 +167,8 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
     except Exception:
         server.stop(0)
         engine.close()
+        observer.close()
+        pools.close()
         raise
     if mark_serving:
         running.set_serving()
@@ -180,6 +193,8 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     configure_logging(settings)
     # Before any server thread exists (see memory.limit_malloc_arenas).
     limit_malloc_arenas()
+    fix_mmap_threshold()
+    raise_open_files_limit()      # pinned recordings hold their files open (see pinning)
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")
     try:
@@ -189,7 +204,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
         return 1
     if preload:
         try:
-            info = running.engine.open_file("", preload)
+            info = running.engine.open_file("", preload, protected=True)
         except Exception as e:  # noqa: BLE001
             print(f"mef3io-server: cannot serve {preload}: {e}", file=sys.stderr)
             running.stop(0)

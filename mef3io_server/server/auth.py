@@ -1,14 +1,22 @@
-"""Bearer tokens: ``AUTH_TOKENS_FILE`` and the interceptor that checks them.
+"""Bearer tokens: ``AUTH_TOKENS_FILE``, and the identity each accepted token stands for.
 
-* The file holds one accepted token per line; ``#`` starts a comment line,
-  blank lines are ignored, surrounding whitespace is stripped.
+* The file holds one accepted token per line, optionally preceded by a name
+  for it (``name token``, separated by white space; a token holds none);
+  ``#`` starts a comment line, blank lines are ignored, surrounding white
+  space is stripped. The name is the *identity* of whoever presents the
+  token (:mod:`.callers`): what the logs show, and what sessions, listings,
+  worker threads and password throttling are bound to. Lines with the same
+  name are one identity (an old and a new token while rotating). A token
+  without a name is the identity ``token-<first 8 hex digits of its
+  SHA-256>``: stable, and it reveals nothing usable of the token.
 * It is re-read when it changes (its size, mtime or inode differ from the last
   read: one ``stat`` per call), so tokens can be added or revoked while the
   server runs. A file that cannot be read, or holds no token, refuses every
   call (fails closed) and says so in the log, once per change.
 * A client sends ``authorization: Bearer <token>`` metadata. A missing,
   malformed or unknown token ends the call with gRPC status
-  ``UNAUTHENTICATED`` and a message saying which of the three it was.
+  ``UNAUTHENTICATED`` and a message saying which of the three it was
+  (:mod:`.admission`).
 * Only SHA-256 digests of the tokens are kept in memory, and a presented
   token is compared with each of them with :func:`hmac.compare_digest`
   (constant time, no early exit across tokens). Tokens are never logged.
@@ -24,16 +32,50 @@ import os
 import threading
 from typing import Optional
 
-import grpc
-
 log = logging.getLogger("mef3io_server.auth")
 
 AUTH_KEY = "authorization"
-OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+MAX_NAME_CHARS = 64
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def _entry(line: str) -> Optional[tuple[bytes, str]]:
+    """``(digest, identity)`` of one line of the file; None for a comment or blank line.
+
+    Raises ValueError (without quoting the line) for one that is neither
+    ``token`` nor ``name token``.
+    """
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    parts = line.split()
+    if len(parts) > 2:
+        raise ValueError("more than a name and a token")
+    digest = _digest(parts[-1])
+    if len(parts) == 1:
+        return digest, "token-" + digest.hex()[:8]
+    name = parts[0]
+    if not name.isprintable() or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"a name must be at most {MAX_NAME_CHARS} printable characters")
+    return digest, name
+
+
+def _entries(lines: list[str], path: str) -> tuple[tuple[bytes, str], ...]:
+    """The accepted ``(digest, identity)`` pairs; a bad line is skipped, and logged
+    by its number only (it may hold a token)."""
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            e = _entry(line)
+        except ValueError as problem:
+            log.warning("AUTH_TOKENS_FILE %s line %d ignored: %s", path, number, problem)
+            continue
+        if e is not None:
+            out.append(e)
+    return tuple(out)
 
 
 class TokenFile:
@@ -43,7 +85,7 @@ class TokenFile:
         self.path = path
         self._lock = threading.Lock()
         self._stamp: Optional[tuple] = None
-        self._digests: tuple[bytes, ...] = ()
+        self._digests: tuple[tuple[bytes, str], ...] = ()
         self.reloads = 0
         self._refresh()
 
@@ -58,12 +100,11 @@ class TokenFile:
         with self._lock:
             if stamp is not None and stamp == self._stamp:
                 return
-            digests: tuple[bytes, ...] = ()
+            digests: tuple[tuple[bytes, str], ...] = ()
             try:
                 with open(self.path, encoding="utf-8") as f:
                     lines = f.read().splitlines()
-                digests = tuple(_digest(t) for t in (ln.strip() for ln in lines)
-                                if t and not t.startswith("#"))
+                digests = _entries(lines, self.path)
             except (OSError, UnicodeDecodeError) as e:
                 if self._stamp != ("unreadable",):
                     log.error("AUTH_TOKENS_FILE %s cannot be read (%s): every call is refused",
@@ -80,14 +121,22 @@ class TokenFile:
             self._stamp = stamp
             self.reloads += 1
 
-    def accepts(self, token: str) -> bool:
-        """True when ``token`` is one of the file's tokens (constant-time comparison)."""
+    def identity_of(self, token: str) -> Optional[str]:
+        """The identity (name) of ``token``, None when it is not one of the file's tokens.
+
+        Every digest is compared, in constant time, whichever matches.
+        """
         self._refresh()
         presented = _digest(token)
-        ok = False
-        for d in self._digests:
-            ok |= hmac.compare_digest(presented, d)
-        return ok
+        found = None
+        for d, name in self._digests:
+            if hmac.compare_digest(presented, d):
+                found = name
+        return found
+
+    def accepts(self, token: str) -> bool:
+        """True when ``token`` is one of the file's tokens (constant-time comparison)."""
+        return self.identity_of(token) is not None
 
 
 def bearer_token(metadata) -> tuple[Optional[str], str]:
@@ -103,38 +152,3 @@ def bearer_token(metadata) -> tuple[Optional[str], str]:
     if scheme.lower() != "bearer" or not token.strip():
         return None, "the authorization metadata must be 'Bearer <token>'"
     return token.strip(), ""
-
-
-def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that ends the call UNAUTHENTICATED."""
-
-    def deny(request_or_iterator, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    kw = {"request_deserializer": handler.request_deserializer,
-          "response_serializer": handler.response_serializer}
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny, **kw)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(deny, **kw)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(deny, **kw)
-    return grpc.unary_unary_rpc_method_handler(deny, **kw)
-
-
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Refuses calls without an accepted bearer token (health checks excepted)."""
-
-    def __init__(self, tokens: TokenFile):
-        self.tokens = tokens
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
-            return handler
-        token, problem = bearer_token(handler_call_details.invocation_metadata)
-        if token is not None:
-            if self.tokens.accepts(token):
-                return handler
-            problem = "the bearer token was not accepted by this server"
-        return _refusal(handler, problem)

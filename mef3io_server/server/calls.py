@@ -1,28 +1,42 @@
 """Call observation: one :class:`CallRecord` per gRPC call, for the metrics and the log.
 
 :class:`CallObserver` is the outermost server interceptor. For every call it
-notes who asked (client id), what (RPC, file, window, channel count), how
-much was streamed (sample bytes), how long it took and how it ended, and
-hands the finished record to its listeners (:mod:`.metrics`, :mod:`.logs`).
-It also counts the data calls in flight, which the drain waits for.
+notes who asked (identity and client id, see :mod:`.callers`), what (RPC,
+file, window, channel count), how much was streamed (sample bytes), how long
+it took and how it ended, and hands the finished record to its listeners
+(:mod:`.metrics`, :mod:`.logs`). It also counts the data calls in flight,
+which the drain waits for, and tells the :class:`~.workers.StallWatchdog`
+when a streaming call's messages are handed to gRPC and taken by the client.
 
 Outcomes: ``ok``; ``error`` (the answer carried an ``error_message``, as the
-protocol reports bad requests); ``cancelled`` (the client went away before
-the end); a gRPC status name in lower case (``unauthenticated``, ...) when
-the call was aborted with one; ``internal`` for an unexpected exception.
+protocol reports bad requests, even if the client then went away);
+``cancelled`` (the client went away before the end); ``stalled`` (cancelled
+because the client took no message for ``STREAM_STALL_TIMEOUT_S``);
+``invalid_argument`` (the request could not be parsed: the call is answered
+with that status and a message naming the RPC, without a traceback in the
+log); a gRPC status name in lower case (``unauthenticated``, ...) when the
+call was aborted with one; ``internal`` for an unexpected exception.
 
-Only these fields are recorded: never a password, a token or other metadata.
+Control and format characters of what a client sent (client id, file path,
+error text quoting them) are recorded as ``?``, so no log line can be forged
+or disguised. Only these fields are recorded: never a password, a token or
+other metadata.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import grpc
 import numpy as np
+
+from . import callers
+from .method_handlers import behavior_of, non_blocking, rebuilt, with_flags
+from .workers import StallWatchdog
 
 log = logging.getLogger("mef3io_server.calls")
 
@@ -37,6 +51,7 @@ class CallRecord:
 
     method: str                         # full gRPC method, "/pkg.Service/Rpc"
     client_id: str = ""
+    identity: str = ""                  # the token's name (callers); "" without tokens
     file: str = ""
     window: Optional[tuple[int, int]] = None   # [start_uutc, end_uutc) when the call has one
     channels: Optional[int] = None      # channel names asked for (0 = all)
@@ -57,11 +72,31 @@ class CallRecord:
 
 
 def _printable(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, control characters shown as "?" (no log injection)."""
+    """``text`` cut to ``limit`` characters, control and format characters (line and
+    paragraph separators, bidirectional overrides, ...) shown as "?" (no log injection)."""
     text = text[:limit]
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class Malformed:
+    """What a request that could not be parsed becomes (gRPC would log a traceback)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _tolerant(deserialize: Callable) -> Callable:
+    """``deserialize`` returning :class:`Malformed` instead of raising."""
+    def parse(raw: bytes):
+        try:
+            return deserialize(raw)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the client's
+            return Malformed(f"{type(e).__name__}: {e}")
+    return parse
 
 
 def _client_id(metadata) -> str:
@@ -115,11 +150,20 @@ def _sample_bytes(message) -> int:
 class CallObserver(grpc.ServerInterceptor):
     """Wraps every handler to build a :class:`CallRecord` (see module docstring)."""
 
-    def __init__(self, listeners: tuple[Callable[[CallRecord], None], ...] = ()):
+    def __init__(self, listeners: tuple[Callable[[CallRecord], None], ...] = (),
+                 watchdog: Optional[StallWatchdog] = None):
         self.listeners = list(listeners)
+        self.watchdog = watchdog or StallWatchdog(None)
+        self.watchdog.on_stall = self._stalled
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="watch-send")
         self._lock = threading.Lock()
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
+
+    def close(self) -> None:
+        """Stop the stall watchdog and the thread sending callback streams' answers."""
+        self.watchdog.close()
+        self._sender.shutdown(wait=False, cancel_futures=True)
 
     # ---- in-flight data calls (the drain waits for them) ----
 
@@ -141,9 +185,10 @@ class CallObserver(grpc.ServerInterceptor):
 
     # ---- records ----
 
-    def _begin(self, details, request, context) -> tuple[CallRecord, Callable[[], None]]:
+    def _begin(self, details, identity: str, request, context
+               ) -> tuple[CallRecord, Callable[[Optional[str]], None]]:
         rec = CallRecord(details.method, _client_id(details.invocation_metadata),
-                         started=time.perf_counter())
+                         identity=identity, started=time.perf_counter())
         if request is not None:
             _describe_request(rec, request)
         counted = not rec.infrastructure
@@ -161,8 +206,10 @@ class CallObserver(grpc.ServerInterceptor):
                     self._in_flight -= 1
                     if not self._in_flight:
                         self._idle.notify_all()
-            if outcome is not None:
-                rec.outcome = outcome
+            self.watchdog.taken(rec)
+            if outcome is not None and not (outcome == "cancelled"
+                                            and rec.outcome in ("error", "stalled")):
+                rec.outcome = outcome      # (an error answered stays an error)
             rec.duration_s = time.perf_counter() - rec.started
             for listener in self.listeners:
                 try:
@@ -178,7 +225,7 @@ class CallObserver(grpc.ServerInterceptor):
         rec.messages += 1
         err = getattr(message, "error_message", "")
         if err:
-            rec.outcome, rec.error = "error", err[:1000]
+            rec.outcome, rec.error = "error", _printable(err, 1000)
         rec.bytes += _sample_bytes(message)
 
     @staticmethod
@@ -188,11 +235,27 @@ class CallObserver(grpc.ServerInterceptor):
             return code.name.lower()
         return "internal"
 
+    @staticmethod
+    def _refuse_malformed(rec: CallRecord, request: Malformed, context, finish) -> None:
+        rec.error = _printable(f"the {rec.rpc} request could not be parsed "
+                               f"({request.reason})", 1000)
+        finish("invalid_argument")
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, rec.error)
+
+    def _stalled(self, rec: CallRecord) -> None:
+        rec.outcome = "stalled"
+        log.warning("%s identity=%s client=%s cancelled: the client took no message for "
+                    "%g s (STREAM_STALL_TIMEOUT_S)", rec.rpc, rec.identity or "-",
+                    rec.client_id or "-", self.watchdog.timeout_s)
+
     # ---- wrapping ----
 
-    def _unary_response(self, behavior, details, request_streaming: bool):
+    def _unary_response(self, behavior, details, identity, request_streaming: bool):
         def wrapped(request, context):
-            rec, finish = self._begin(details, None if request_streaming else request, context)
+            rec, finish = self._begin(details, identity,
+                                      None if request_streaming else request, context)
+            if isinstance(request, Malformed):
+                self._refuse_malformed(rec, request, context, finish)
             try:
                 response = behavior(request, context)
             except BaseException as e:
@@ -201,15 +264,22 @@ class CallObserver(grpc.ServerInterceptor):
             self._note(rec, response)
             finish(None)
             return response
-        return wrapped
+        return with_flags(wrapped, behavior)
 
-    def _stream_response(self, behavior, details, request_streaming: bool):
+    def _stream_response(self, behavior, details, identity, request_streaming: bool):
+        watchdog = self.watchdog
+
         def wrapped(request, context):
-            rec, finish = self._begin(details, None if request_streaming else request, context)
+            rec, finish = self._begin(details, identity,
+                                      None if request_streaming else request, context)
+            if isinstance(request, Malformed):
+                self._refuse_malformed(rec, request, context, finish)
             try:
                 for message in behavior(request, context):
                     self._note(rec, message)
+                    watchdog.handed(rec, context.cancel)
                     yield message
+                    watchdog.taken(rec)
             except GeneratorExit:
                 finish("cancelled")
                 raise
@@ -217,24 +287,53 @@ class CallObserver(grpc.ServerInterceptor):
                 finish(self._failed(context, e))
                 raise
             finish(None)
-        return wrapped
+        return with_flags(wrapped, behavior)
+
+    def _callback_stream(self, behavior, details, identity):
+        """A non-blocking streaming behaviour (health ``Watch``): answers come through
+        ``send_response_callback`` from any thread; ``None`` ends the call.
+
+        The answers are sent by :attr:`_sender`, one thread, in order: gRPC's
+        callback waits until the message is sent, and the health service calls
+        it holding its lock, which the end of another watch (run on gRPC's own
+        thread, the one that would finish that send) needs too: sending there
+        could wait for ever (seen while a server drained with watches closing).
+        """
+        def wrapped(request, context, send_response_callback=None):
+            rec, finish = self._begin(details, identity, request, context)
+            if isinstance(request, Malformed):
+                self._refuse_malformed(rec, request, context, finish)
+
+            def send(message):
+                if message is None:
+                    finish(None)
+                else:
+                    self._note(rec, message)
+                try:
+                    self._sender.submit(send_response_callback, message)
+                except RuntimeError:        # shut down: the call is ending anyway
+                    pass
+            try:
+                return behavior(request, context, send)
+            except BaseException as e:
+                finish(self._failed(context, e))
+                raise
+        return with_flags(wrapped, behavior)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        kw = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-        rs, ss = handler.request_streaming, handler.response_streaming
+        identity = callers.current().identity   # set by the admission (same context)
         d = handler_call_details
-        if rs and ss:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream_response(handler.stream_stream, d, True), **kw)
-        if rs:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(handler.stream_unary, d, True), **kw)
-        if ss:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(handler.unary_stream, d, False), **kw)
-        return grpc.unary_unary_rpc_method_handler(
-            self._unary_response(handler.unary_unary, d, False), **kw)
+        behavior = behavior_of(handler)
+        rs, ss = handler.request_streaming, handler.response_streaming
+        if ss and not rs and non_blocking(behavior):
+            wrapped = self._callback_stream(behavior, d, identity)
+        elif ss:
+            wrapped = self._stream_response(behavior, d, identity, rs)
+        else:
+            wrapped = self._unary_response(behavior, d, identity, rs)
+        parse = None if rs or handler.request_deserializer is None \
+            else _tolerant(handler.request_deserializer)
+        return rebuilt(handler, wrapped, request_deserializer=parse)

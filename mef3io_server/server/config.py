@@ -77,6 +77,12 @@ class Settings:
                                            # ChannelEnvelope (32 B each; 50 000 = 1.6 MB)
     points_source_bytes: int = 32 * MIB    # POINTS_SOURCE_MB: source samples held at once
                                            # while an n_points read streams through MinMax
+    # --- hardening (issue 19) ---
+    stream_stall_timeout_s: Optional[float] = 30.0  # STREAM_STALL_TIMEOUT_S: a streaming call
+                                           # whose client takes no message this long is
+                                           # cancelled (0 or empty: never)
+    points_memory_bytes: int = 128 * MIB   # POINTS_MEMORY_MB: memory all n_points
+                                           # reductions hold at once (outside the cache)
 
     @property
     def tile_cache_mb(self) -> float:
@@ -254,6 +260,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "DEMO_DIR": ("demo_dir", _text),
     "ENVELOPE_ROWS_PER_MESSAGE": ("envelope_rows_per_message", _int(1, 1_000_000)),
     "POINTS_SOURCE_MB": ("points_source_bytes", _mb()),
+    "STREAM_STALL_TIMEOUT_S": ("stream_stall_timeout_s", _optional_ttl),
+    "POINTS_MEMORY_MB": ("points_memory_bytes", _mb()),
 }
 
 

@@ -2,7 +2,10 @@
 
 :func:`find_sessions` walks a directory for ``.mefd`` folders (never entering
 them) and ``.mefd.tar`` archives, in sorted order, skipping anything whose
-real path leaves the served roots (a symlink pointing out). A
+real path leaves the served roots (a symlink pointing out) or cannot be
+resolved (``/proc`` holds links that cannot be read), optionally staying on
+one filesystem, and stopping as soon as its caller no longer wants the
+answer (the client gave up: a walk that finds nothing still notices). A
 :class:`SessionIndex` summarises each session with mef3io without a
 password (metadata files only, no ``.tdat`` and no record read) and keeps the
 summary until the session's files change (its
@@ -20,11 +23,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
+from .errors import ServerError
+from .pinning import Pinner
 from .recordings import session_signature
 
 #: Session summaries kept (least recently used dropped first).
@@ -50,33 +56,54 @@ def is_session_name(name: str) -> bool:
     return name.endswith(".mefd") or name.endswith(".mefd.tar")
 
 
+class WalkCancelled(Exception):
+    """The caller of a walk stopped wanting it (see :func:`find_sessions`)."""
+
+
 def find_sessions(directory: str, recursive: bool = True,
-                  allowed: Callable[[str], bool] = lambda p: True) -> Iterator[str]:
+                  allowed: Callable[[str], bool] = lambda p: True,
+                  wanted: Callable[[], bool] = lambda: True,
+                  device: Optional[int] = None) -> Iterator[str]:
     """Paths (under ``directory``, as walked) of the sessions in it, sorted per folder.
 
-    ``allowed(realpath)`` filters out entries whose real path is refused;
-    unreadable folders are skipped.
+    ``allowed(realpath)`` filters out links whose real path is refused
+    (``directory`` itself must be allowed: nothing else below it can lead
+    out); unreadable folders and links that cannot be resolved are skipped.
+    ``wanted()`` is asked before each folder and every 256 entries: False
+    ends the walk (:class:`WalkCancelled`). ``device``: do not enter folders
+    on another filesystem (``st_dev``).
     """
+    if not wanted():
+        raise WalkCancelled()
+    time.sleep(0)       # let waiting threads have the GIL: a walk is pure Python for long
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError:
         return
     subdirs = []
-    for e in entries:
+    for i, e in enumerate(entries):
+        if i % 256 == 255 and not wanted():
+            raise WalkCancelled()
         try:
             is_dir = e.is_dir()
+            # Below an allowed folder only a link can lead elsewhere: resolve only those.
+            if e.is_symlink() and not allowed(os.path.realpath(e.path)):
+                continue
         except OSError:
-            continue
-        if not allowed(os.path.realpath(e.path)):
             continue
         if e.name.endswith(".mefd") and is_dir:
             yield e.path
         elif e.name.endswith(".mefd.tar") and not is_dir:
             yield e.path
         elif is_dir and recursive and not e.is_symlink():
+            try:
+                if device is not None and e.stat(follow_symlinks=False).st_dev != device:
+                    continue
+            except OSError:
+                continue
             subdirs.append(e.path)
     for d in subdirs:
-        yield from find_sessions(d, recursive, allowed)
+        yield from find_sessions(d, recursive, allowed, wanted, device)
 
 
 def summarize(path: str) -> SessionSummary:
@@ -132,12 +159,29 @@ class SessionIndex:
     (its signature), far less than re-reading its metadata.
     """
 
-    def __init__(self, max_entries: int = INDEX_ENTRIES):
+    def __init__(self, max_entries: int = INDEX_ENTRIES, pinner: Optional[Pinner] = None):
         self.max_entries = max_entries
+        self.pinner = pinner
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[tuple, SessionSummary]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+
+    def _summarize(self, path: str) -> SessionSummary:
+        """:func:`summarize` through a pinned view (with ``DATA_ROOTS``, see .pinning):
+        a session with a folder or file leading out of the roots is listed with
+        that error, and nothing of it read."""
+        if self.pinner is None:
+            return summarize(path)
+        try:
+            pinned = self.pinner.pin(path, shown_as=os.path.basename(path))
+        except ServerError as e:
+            return SessionSummary(path, error=str(e))
+        try:
+            s = summarize(pinned.view)
+            return replace(s, path=path, error=s.error and s.error.replace(pinned.view, path))
+        finally:
+            pinned.close()
 
     def summary(self, path: str) -> SessionSummary:
         """The summary of the session at ``path`` (a local path), cached."""
@@ -152,7 +196,7 @@ class SessionIndex:
                 self.hits += 1
                 return hit[1]
             self.misses += 1
-        summary = replace(summarize(path), size_bytes=sum(e[1] for e in sig))
+        summary = replace(self._summarize(path), size_bytes=sum(e[1] for e in sig))
         with self._lock:
             self._entries[path] = (sig, summary)
             self._entries.move_to_end(path)

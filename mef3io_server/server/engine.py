@@ -25,14 +25,19 @@ import numpy as np
 
 from . import tile_grid as tg
 from .annotations import read_annotations
+from .callers import Caller, as_caller
 from .config import Settings
 from .decode import DTYPES, RAW_GAP, Decoder, Source, make_decoder
-from .discovery import SessionIndex, find_sessions
-from .errors import BadRequest, NotOpen, RecordingNotFound, ResourceLimit, ServerError, ShuttingDown
+from .discovery import SessionIndex, WalkCancelled, find_sessions
+from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, ResourceLimit,
+                     ServerError, ShuttingDown)
+from .password_throttle import PasswordThrottle
 from .paths import PathResolver
+from .pinning import Pinner
 from .recordings import ChannelInfo, Recording
 from .segments import channel_runs
-from .reduction import PointReducer
+from .memory_budget import MemoryBudget
+from .reduction import STATE_BYTES_PER_POINT, PointReducer
 from .sessions import Session, SessionRegistry
 from .tile_cache import TileCache
 from .tile_store import TileStore
@@ -97,6 +102,8 @@ class Engine:
         self.settings = settings
         self._clock = clock
         self.paths = PathResolver(settings.host_root, settings.data_roots)
+        # With DATA_ROOTS, recordings are opened through pinned views (see .pinning).
+        self.pinner = Pinner(self.paths.within_roots) if settings.data_roots else None
         self.cache = TileCache(settings.tile_cache_bytes, settings.cache_ttl_s)
         self.decoder = decoder or make_decoder(settings, self._reader_for)
         self.store = TileStore(self.cache, self.decoder,
@@ -108,6 +115,8 @@ class Engine:
                                         session_ttl_s=settings.session_ttl_s,
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = EngineCounters()
+        self.passwords = PasswordThrottle(clock)
+        self.points_memory = MemoryBudget(settings.points_memory_bytes, "POINTS_MEMORY_MB")
         self._generation = 0
         self._gen_lock = threading.RLock()   # re-entrant: _TrackedChunks may finalize under it
         # Weak: a recording opened only to check a password, or refused after
@@ -115,6 +124,7 @@ class Engine:
         self._readers: "weakref.WeakValueDictionary[tuple[str, int], Recording]" = \
             weakref.WeakValueDictionary()
         self._refresh_locks: dict[str, threading.Lock] = {}
+        self._walk_locks: dict[str, threading.Lock] = {}    # identity -> its one walk
         self._stop = threading.Event()
         self._draining = False
         self._sweeper: Optional[threading.Thread] = None
@@ -133,7 +143,7 @@ class Engine:
         rec = Recording(path, password, generation=self._next_generation(),
                         cache_epoch=cache_epoch, decode_threads=s.decode_threads,
                         tile_duration_s=s.tile_duration_s,
-                        respect_mef_blocks=s.respect_mef_blocks)
+                        respect_mef_blocks=s.respect_mef_blocks, pinner=self.pinner)
         if s.decode_threads == 0 and self.decoder.kind == "threads" \
                 and self.store.split_ways > 1:
             # Automatic: the tile store already runs one mef3io read per core
@@ -143,7 +153,7 @@ class Engine:
             rec.reader.n_threads = 1
         rec.last_checked = self._clock()
         with self._gen_lock:
-            self._readers[(rec.path, rec.generation)] = rec
+            self._readers[(rec.source.path, rec.generation)] = rec
         return rec
 
     def _reader_for(self, source: Source):
@@ -155,8 +165,8 @@ class Engine:
 
     def _recording_closed(self, rec: Recording) -> None:
         with self._gen_lock:
-            if self._readers.get((rec.path, rec.generation)) is rec:
-                del self._readers[(rec.path, rec.generation)]
+            if self._readers.get((rec.source.path, rec.generation)) is rec:
+                del self._readers[(rec.source.path, rec.generation)]
         rec.close()
         self.store.forget(rec)
         self.decoder.forget(rec.source)
@@ -203,6 +213,8 @@ class Engine:
         self.store.close()
         self.sessions.close_all()
         self.decoder.close()
+        if self.pinner is not None:
+            self.pinner.close()
 
     def _check_open_for_work(self) -> None:
         if self._draining:
@@ -233,19 +245,37 @@ class Engine:
                     "open with allow_mixed_rates to serve those channels at their own rate")
         return check
 
-    def open_file(self, client_id: str, client_path: str, *, cache_fs: Optional[float] = None,
-                  allow_mixed_rates: bool = False, password: str = "") -> FileInfo:
-        """Open (or refresh) the caller's session on a file; returns its metadata."""
+    def open_file(self, client_id, client_path: str, *, cache_fs: Optional[float] = None,
+                  allow_mixed_rates: bool = False, password: str = "",
+                  protected: bool = False) -> FileInfo:
+        """Open (or refresh) the caller's session on a file; returns its metadata.
+
+        ``client_id``: the :class:`~.callers.Caller` (or a bare client id).
+        ``protected``: a session of the server's own, never pushed out by
+        ``MAX_SESSIONS`` (the recording preloaded at start-up). Wrong passwords
+        are counted and slowed (:mod:`.password_throttle`).
+        """
         self._check_open_for_work()
+        caller = as_caller(client_id)
         path = self.paths.resolve_session(client_path)
         check = self._validate_cache_fs(cache_fs, allow_mixed_rates)
-        session, rec = self.sessions.open(client_id, path, client_path, password=password,
-                                          cache_fs=cache_fs, allow_mixed_rates=allow_mixed_rates,
-                                          validate=check)
+        if password:
+            self.passwords.check(caller, path, client_path)
+        try:
+            session, rec = self.sessions.open(caller, path, client_path, password=password,
+                                              cache_fs=cache_fs,
+                                              allow_mixed_rates=allow_mixed_rates,
+                                              validate=check, protected=protected)
+        except PasswordRequired:
+            if password:
+                self.passwords.failed(caller, path, client_path)
+            raise
+        if password:
+            self.passwords.succeeded(caller, path)
         rec = self._refreshed(rec, force=False)
         return self._info(rec, session, client_path)
 
-    def close_file(self, client_id: str, client_path: str) -> bool:
+    def close_file(self, client_id, client_path: str) -> bool:
         """End the caller's session; True when the file is still open for others."""
         # A session whose files vanished (or stopped resolving) is still found
         # under the path it was opened with: HOST_ROOT joined, then resolved.
@@ -262,7 +292,7 @@ class Engine:
         except ServerError:
             return False
 
-    def require_session(self, client_id: str, client_path: str) -> None:
+    def require_session(self, client_id, client_path: str) -> None:
         """Raise :class:`NotOpen` unless the caller has a session of its own on the file.
 
         For clients that say they opened the file themselves: without their
@@ -276,14 +306,15 @@ class Engine:
                           "expired, or the server that had it stopped or no longer serves "
                           "this file): open it again")
 
-    def file_info(self, client_id: str, client_path: str) -> FileInfo:
+    def file_info(self, client_id, client_path: str) -> FileInfo:
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
         rec = self._refreshed(rec)
         return self._info(rec, session, client_path)
 
-    def list_open_files(self) -> list[str]:
-        return self.sessions.open_paths()
+    def list_open_files(self, caller: Optional[Caller] = None) -> list[str]:
+        """The open files ``caller`` may see (all when None; see :mod:`.sessions`)."""
+        return self.sessions.open_paths(caller.identity if caller is not None else None)
 
     def _info(self, rec: Recording, session: Optional[Session], client_path: str) -> FileInfo:
         cache_fs = session.cache_fs if session else None
@@ -396,7 +427,7 @@ class Engine:
 
     # ------------------------------------------------------------ reads
 
-    def _read_context(self, client_id: str, client_path: str):
+    def _read_context(self, client_id, client_path: str):
         self._check_open_for_work()
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
@@ -412,7 +443,7 @@ class Engine:
             raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
                              f"end_uutc={t1} (windows are half-open [start, end))")
 
-    def read_signal(self, client_id: str, client_path: str, channel_names: Sequence[str],
+    def read_signal(self, client_id, client_path: str, channel_names: Sequence[str],
                     t0: int, t1: int, n_points: Optional[int] = None,
                     dtype: str = "float32") -> SignalRead:
         """Validate a read and return it ready to stream (nothing decoded yet).
@@ -592,49 +623,66 @@ class Engine:
         source bucket ``k`` (samples ``[floor(k*N/n), floor((k+1)*N/n))`` of
         the ``N``-sample source window), NaN when that bucket holds no data;
         ``fs = n_points / window_seconds``.
+
+        A channel asked for more than once is reduced once (its rows are
+        repeated as asked when sent). Memory outside the cache -- the
+        reduction's state per point, its answer and one source chunk -- is
+        reserved from ``POINTS_MEMORY_MB`` (:mod:`.memory_budget`): a read
+        that could never fit is refused, others wait for their turn.
         """
         n_src = tg.samples_in_window(t0, t1, src_fs)
         out_fs = n_points / ((t1 - t0) / 1e6)
         q = tg.exact_period_samples(src_fs) or 1
-        per = tg.chunk_samples(len(chans), self.settings.points_source_bytes, multiple_of=q)
+        unique = list({c.name: c for c in chans}.values())
+        rows = None if len(unique) == len(chans) \
+            else np.array([[c.name for c in unique].index(c.name) for c in chans])
+        per = tg.chunk_samples(len(unique), self.settings.points_source_bytes, multiple_of=q)
+        need = n_points * len(unique) * (STATE_BYTES_PER_POINT + 4) \
+            + min(per, n_src) * len(unique) * 4
+        what = f"n_points={n_points} x {len(unique)} channels"
+        self.points_memory.check(need, what)
         with self._gen_lock:
             self.counters.reads += 1
 
         # The answer is cached like a tile (same budget, TTL and eviction: the
         # recording's key first, so closes, appends and changes drop it too).
-        result_key = (rec.key, ("points",) + tuple(names), float(src_fs), int(t0), int(t1),
-                      int(n_points))
+        result_key = (rec.key, ("points",) + tuple(c.name for c in unique), float(src_fs),
+                      int(t0), int(t1), int(n_points))
 
         def chunks():
             reduced = self.cache.get(result_key)
             if reduced is None:
-                reducer = PointReducer(len(chans), n_src, n_points)
-                s0, s1, a, b = self._points_data_span(chans, src_fs, t0, t1, n_src)
-                reducer.skip(s0)        # before the data: nothing to read
-                if s1 > s0:
-                    for _, _, rows in self.store.read_chunks(rec, chans, src_fs, a, b, per,
-                                                             limit_bytes=False):
-                        reducer.feed(rows)
-                reducer.skip(n_src - s1)   # after the data
-                _, reduced = reducer.result()
+                with self.points_memory.reserve(need, what):
+                    reducer = PointReducer(len(unique), n_src, n_points)
+                    s0, s1, a, b = self._points_data_span(unique, src_fs, t0, t1, n_src)
+                    reducer.skip(s0)        # before the data: nothing to read
+                    if s1 > s0:
+                        for _, _, src in self.store.read_chunks(rec, unique, src_fs, a, b, per,
+                                                                limit_bytes=False):
+                            reducer.feed(src)
+                    reducer.skip(n_src - s1)   # after the data
+                    _, reduced = reducer.result()
+                    del reducer
                 reduced.flags.writeable = False
                 if not rec.closed:
                     self.cache.put(result_key, reduced)
-                self._prefetch(rec, chans, src_fs, t0, t1)
-            with self._gen_lock:
-                self.counters.bytes_served += reduced.nbytes
+                self._prefetch(rec, unique, src_fs, t0, t1)
             per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
             for j0, j1 in tg.chunk_bounds(n_points, per_chunk):
                 a = t0 + (j0 * (t1 - t0)) // n_points
                 b = t0 + (j1 * (t1 - t0)) // n_points
-                yield a, b, j0, np.ascontiguousarray(reduced[:, j0:j1])
+                out = np.ascontiguousarray(reduced[:, j0:j1] if rows is None
+                                           else reduced[rows, j0:j1])
+                with self._gen_lock:
+                    self.counters.bytes_served += out.nbytes
+                yield a, b, j0, out
 
         return SignalRead(client_path, names, out_fs, n_points, t0, t1,
                           self._tracked(rec, chunks()))
 
     # ------------------------------------------------------------ envelope
 
-    def envelope(self, client_id: str, client_path: str, channel_names: Sequence[str],
+    def envelope(self, client_id, client_path: str, channel_names: Sequence[str],
                  t0: Optional[int] = None, t1: Optional[int] = None):
         """Per-MEF-block (start, end, min, max) of each channel, from the block index only.
 
@@ -691,8 +739,8 @@ class Engine:
             idle = [r for r in retired if r.active_reads <= 0]
             self._retired = [r for r in retired if r.active_reads > 0]
             for r in idle:
-                if self._readers.get((r.path, r.generation)) is r:
-                    del self._readers[(r.path, r.generation)]
+                if self._readers.get((r.source.path, r.generation)) is r:
+                    del self._readers[(r.source.path, r.generation)]
         for r in idle:
             r.close()
             self.decoder.forget(r.source)
@@ -700,7 +748,7 @@ class Engine:
 
     # ------------------------------------------------------------ annotations, runs, discovery
 
-    def records(self, client_id: str, client_path: str, channel_names: Sequence[str],
+    def records(self, client_id, client_path: str, channel_names: Sequence[str],
                 t0: Optional[int] = None, t1: Optional[int] = None) -> list:
         """The MEF records of an open file in time order (see :mod:`.annotations`).
 
@@ -728,9 +776,9 @@ class Engine:
         if index is None:
             try:
                 if own:
-                    index = read_annotations(None, rec.path, session.password)
+                    index = read_annotations(None, rec.open_path, session.password)
                 else:
-                    index = read_annotations(rec.reader, rec.path, rec.password)
+                    index = read_annotations(rec.reader, rec.open_path, rec.password)
             except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
                 raise ServerError(f"reading the records of {client_path} failed: "
                                   f"{type(exc).__name__}: {exc}") from None
@@ -738,7 +786,7 @@ class Engine:
                 per_rec[level] = index
         return index.select(names, t0, t1)
 
-    def segments(self, client_id: str, client_path: str, channel_names: Sequence[str]):
+    def segments(self, client_id, client_path: str, channel_names: Sequence[str]):
         """Contiguous runs of each channel asked (all when empty), from the block index.
 
         Yields :class:`.segments.ChannelRuns` in the order asked.
@@ -747,17 +795,25 @@ class Engine:
         for ch in rec.resolve_channels(channel_names):
             yield channel_runs(rec.reader, ch)
 
-    def list_recordings(self, client_root: Optional[str], recursive: bool = True):
+    def list_recordings(self, client_root: Optional[str], recursive: bool = True,
+                        wanted: Callable[[], bool] = lambda: True,
+                        caller: Optional[Caller] = None):
         """Summaries of the sessions under a served directory (every root when None).
 
         Yields :class:`.discovery.SessionSummary` with client-visible paths,
         read from metadata only and cached until each session's files change.
+        The walk stops as soon as ``wanted()`` is False (the client gave up).
+        One walk per identity runs at a time (the others wait, while wanted).
+        Without ``DATA_ROOTS`` a walk stays on the filesystem of the folder
+        asked (so ``/`` does not walk ``/proc`` or network mounts).
         """
         self._check_open_for_work()
         with self._gen_lock:
             index = getattr(self, "_session_index", None)
             if index is None:
-                index = self._session_index = SessionIndex()
+                index = self._session_index = SessionIndex(pinner=self.pinner)
+            lock = self._walk_locks.setdefault(caller.identity if caller else "",
+                                               threading.Lock())
         if client_root is None or client_root == "":
             if not self.paths.data_roots:
                 raise BadRequest("no DATA_ROOTS are configured on this server, so there is no "
@@ -765,11 +821,23 @@ class Engine:
             tops = [(r, self._client_path_of(r)) for r in self.paths.data_roots]
         else:
             tops = [(self.paths.resolve_dir(client_root), os.path.normpath(client_root))]
-        for local_top, client_top in tops:
-            for found in find_sessions(local_top, recursive, self.paths.within_roots):
-                summary = index.summary(found)
-                rel = os.path.relpath(found, local_top)
-                yield replace(summary, path=os.path.join(client_top, rel))
+        while not lock.acquire(timeout=0.25):
+            if not wanted():
+                return
+        try:
+            for local_top, client_top in tops:
+                device = None if self.paths.data_roots else os.stat(local_top).st_dev
+                for found in find_sessions(local_top, recursive, self.paths.within_roots,
+                                           wanted, device):
+                    if not wanted():
+                        return
+                    summary = index.summary(found)
+                    rel = os.path.relpath(found, local_top)
+                    yield replace(summary, path=os.path.join(client_top, rel))
+        except WalkCancelled:
+            return
+        finally:
+            lock.release()
 
     def _client_path_of(self, local: str) -> str:
         """The client's name for a local path (``HOST_ROOT`` taken off)."""

@@ -5,14 +5,15 @@
   is detected by magic: the published server's ``/.dockerenv`` check misfires
   on hosts that have that file.
 * ``DATA_ROOTS`` (optional, ``:``-separated) confines every path: the path is
-  resolved (symlinks, ``..``) *before* the check, and a refusal says only that
-  the path is outside the served roots, whether or not it exists.
+  resolved (symlinks, ``..``) *before* the check, at every call (nothing is
+  remembered), and a refusal says only that the path is outside the served
+  roots, whether or not it exists. The files of a session are checked again
+  when they are opened (:mod:`.pinning`).
 * A session path must end in ``.mefd`` (a directory) or ``.mefd.tar``.
 """
 from __future__ import annotations
 
 import os
-import time
 from typing import Sequence
 
 from .errors import BadRequest, PathRefused, RecordingNotFound
@@ -23,16 +24,9 @@ MAX_PATH_CHARS = 4096
 class PathResolver:
     """Turns client paths into resolved local paths, or refuses them."""
 
-    #: Seconds a successful :meth:`resolve_session` is reused for the same client
-    #: path (a read resolves its path each time: ~25 us of ``realpath`` and
-    #: checks). Changes on disk are still caught: a recording that vanished is
-    #: noticed by the recording's own check (``REFRESH_INTERVAL_S``) on the read.
-    MEMO_S = 1.0
-
     def __init__(self, host_root: str = "", data_roots: Sequence[str] = ()):
         self.host_root = host_root.rstrip("/") if host_root else ""
         self.data_roots = tuple(os.path.realpath(r) for r in data_roots)
-        self._memo: dict[str, tuple[float, str]] = {}
 
     def local(self, client_path: str) -> str:
         """The client's path on this machine (``HOST_ROOT`` joined), not yet resolved."""
@@ -71,23 +65,14 @@ class PathResolver:
         return resolved
 
     def resolve_session(self, client_path: str) -> str:
-        """The resolved path of a MEF session named by a client.
+        """The resolved path of a MEF session named by a client, resolved anew each time.
 
         Raises :class:`PathRefused` outside the roots (checked first, so a
         refusal reveals nothing), :class:`BadRequest` for a path that cannot
-        be a session, :class:`RecordingNotFound` when nothing is there.
+        be a session, :class:`RecordingNotFound` when nothing is there. (What
+        mef3io then opens is checked again, file by file, when it is opened:
+        see :mod:`.pinning`.)
         """
-        hit = self._memo.get(client_path) if isinstance(client_path, str) else None
-        now = time.monotonic()
-        if hit is not None and now < hit[0]:
-            return hit[1]
-        resolved = self._resolve_session(client_path)
-        if len(self._memo) > 1024:
-            self._memo.clear()
-        self._memo[client_path] = (now + self.MEMO_S, resolved)
-        return resolved
-
-    def _resolve_session(self, client_path: str) -> str:
         resolved = os.path.realpath(self.local(client_path))
         if not self.within_roots(resolved):
             raise self.refuse_outside(client_path)

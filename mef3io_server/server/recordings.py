@@ -19,11 +19,16 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import logging
+
 import numpy as np
 
 from . import tile_grid as tg
 from .decode import Source, open_reader
+from .pinning import Pinner
 from .errors import PasswordRequired, RecordingNotFound, RecordingUnreadable, UnknownChannel
+
+log = logging.getLogger("mef3io_server.recordings")
 
 
 @dataclass
@@ -41,11 +46,15 @@ class ChannelInfo:
     block_samples: int = 0                         # the channel's (first) block length
     block_min: Optional[np.ndarray] = field(default=None, repr=False)   # float64, per block
     block_max: Optional[np.ndarray] = field(default=None, repr=False)   # (units; NaN: unset)
+    # Block starts and ends in time order, as a MEF index is: where it is not
+    # (a damaged .tidx), nothing is concluded from it (see Recording).
+    index_ordered: bool = True
 
 
-def _classify_open_error(path: str, exc: Exception, password_given: bool = False) -> Exception:
+def _classify_open_error(path: str, exc: Exception, password_given: bool = False,
+                         opened_as: str = "") -> Exception:
     name = type(exc).__name__
-    text = str(exc)
+    text = str(exc).replace(opened_as, path) if opened_as else str(exc)
     if name == "PasswordError":
         if password_given:
             return PasswordRequired(f"{path} is encrypted and the password given is wrong")
@@ -57,6 +66,34 @@ def _classify_open_error(path: str, exc: Exception, password_given: bool = False
     if "must end with .mefd" in text:
         return RecordingUnreadable(f"{path} is not a MEF session (the name must end in .mefd)")
     return RecordingUnreadable(f"{path} is not a readable MEF 3.0 session: {text}")
+
+
+def index_in_order(starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether a channel's block starts and ends (uUTC) both run in time order, each
+    block ending at or after its start: what searching the index by time needs."""
+    return bool(np.all(starts[1:] >= starts[:-1]) and np.all(ends[1:] >= ends[:-1])
+                and np.all(ends >= starts))
+
+
+#: mef3io.Validator's checks of the block index, run on channels whose index is
+#: out of order so the log says what mef3io finds wrong with it.
+INDEX_CHECKS = ("crc.index", "index.block-offsets", "index.data-coverage",
+                "index.entry-counts")
+
+
+def index_findings(path: str, password: str, channels: Sequence[str]) -> str:
+    """``"; mef3io.Validator: ..."`` for the log, or "" (nothing found, or it failed)."""
+    try:
+        import mef3io
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = mef3io.Validator(path, password=password, channels=list(channels[:10]),
+                                      exact_difference_bytes=False).validate(INDEX_CHECKS)
+        found = [str(f).splitlines()[0] for f in report.findings][:5]
+    except Exception as e:  # noqa: BLE001 - a diagnosis only
+        return f"; mef3io.Validator could not check it ({type(e).__name__})"
+    return ("; mef3io.Validator: " + " | ".join(found)) if found else ""
 
 
 def session_signature(path: str) -> tuple:
@@ -155,7 +192,8 @@ class Recording:
 
     def __init__(self, path: str, password: str = "", *, generation: int = 0,
                  cache_epoch: Optional[int] = None, decode_threads: int = 0,
-                 tile_duration_s: float = 10.0, respect_mef_blocks: bool = False):
+                 tile_duration_s: float = 10.0, respect_mef_blocks: bool = False,
+                 pinner: Optional[Pinner] = None):
         self.path = path
         self.generation = generation
         # Tiles are keyed by (path, cache_epoch): an append keeps the epoch
@@ -169,21 +207,37 @@ class Recording:
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
+        self.closed = False
         start = time.perf_counter()
         self.signature = session_signature(path)
         self.check_cost_s = time.perf_counter() - start    # seconds one change check takes
-        self.tail_marks = tail_marks(path, self.signature)
+        # With DATA_ROOTS, mef3io only ever opens the pinned files (see .pinning).
+        self.pinned = pinner.pin(path) if pinner is not None else None
+        #: The path mef3io opens: the pinned view, or the session itself.
+        self.open_path = self.pinned.view if self.pinned is not None else path
         try:
-            self.reader = open_reader(path, self._password, decode_threads)
+            self._open(path, decode_threads)
+        except BaseException:
+            if self.pinned is not None:
+                self.pinned.close()
+            raise
+
+    def _open(self, path: str, decode_threads: int) -> None:
+        self.tail_marks = tail_marks(self.open_path, self.signature)
+
+        def failed(e: Exception, password_given: bool = False) -> Exception:
+            return _classify_open_error(path, e, password_given, self.open_path)
+        try:
+            self.reader = open_reader(self.open_path, self._password, decode_threads)
         except Exception as e:  # noqa: BLE001 - mef3io's errors are classified below
-            raise _classify_open_error(path, e, bool(self._password)) from None
+            raise failed(e, bool(self._password)) from None
         impl = getattr(self.reader, "_impl", None)
         self.encrypted = bool(impl.password_protected()) if impl is not None else False
         try:
             names = list(self.reader.channels)
         except Exception as e:  # noqa: BLE001
             self.reader.close()
-            raise _classify_open_error(path, e) from None
+            raise failed(e) from None
         if not names:
             self.reader.close()
             raise RecordingUnreadable(f"{path} is not a MEF 3.0 session: it holds no channels")
@@ -191,7 +245,7 @@ class Recording:
             self.channels = self._load_channels(names)
         except Exception as e:  # noqa: BLE001
             self.reader.close()
-            raise _classify_open_error(path, e) from None
+            raise failed(e) from None
         self.by_name = {c.name: c for c in self.channels}
         self.access_level = "none"
         if self.encrypted:
@@ -199,7 +253,6 @@ class Recording:
             self.access_level = "level2" if info0.get("section3_available") else "level1"
         self.start_uutc = min(c.start_uutc for c in self.channels)
         self.end_uutc = max(c.end_uutc for c in self.channels)
-        self.closed = False
         # Set when a re-open after a change on disk replaced this version: its
         # tiles must no longer enter the cache, and its reader closes once the
         # reads already using it (``active_reads``) are done.
@@ -226,7 +279,14 @@ class Recording:
                     units=str(info.get("units_description") or ""),
                     block_starts=starts, block_ends=ends, block_samples=max(0, block),
                     block_min=np.asarray(e["min"], dtype=np.float64),
-                    block_max=np.asarray(e["max"], dtype=np.float64)))
+                    block_max=np.asarray(e["max"], dtype=np.float64),
+                    index_ordered=index_in_order(starts, ends)))
+        damaged = [c.name for c in out if not c.index_ordered]
+        if damaged:
+            log.warning("%s: the block index of channel(s) %s is not in time order (a damaged "
+                        ".tidx); they are read straight through mef3io, uncached%s", self.path,
+                        ", ".join(damaged[:10]) + (" ..." if len(damaged) > 10 else ""),
+                        index_findings(self.path, self._password, damaged))
         return out
 
     @property
@@ -235,7 +295,8 @@ class Recording:
 
     @property
     def source(self) -> Source:
-        return Source(self.path, self.generation, self._password)
+        """What a decoder opens: the path mef3io may open (the pinned view)."""
+        return Source(self.open_path, self.generation, self._password)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -300,7 +361,10 @@ class Recording:
         return p
 
     def on_grid(self, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
-        """Every block of ``ch`` starts within tolerance of ``grid``'s samples."""
+        """Every block of ``ch`` starts within tolerance of ``grid``'s samples (never
+        said of a channel whose index is out of order)."""
+        if not ch.index_ordered:
+            return False
         p = self.block_phases(ch, grid)
         return bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
 
@@ -312,7 +376,10 @@ class Recording:
 
     def has_data_many(self, ch: ChannelInfo, t0s, t1s) -> list[bool]:
         """For each window ``[t0s[i], t1s[i])`` (uUTC): whether any MEF block of ``ch``
-        overlaps it (with half a sample of slack). One pass over all the windows."""
+        overlaps it (with half a sample of slack). One pass over all the windows.
+        A channel whose index is out of order may have data anywhere: all True."""
+        if not ch.index_ordered:
+            return [True] * len(t0s)
         slack = int(5e5 / ch.fs) + 1
         lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
         hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")
@@ -340,20 +407,23 @@ class Recording:
         if os.path.isfile(self.path):
             return False
         for rel, (ino, size, crc) in self.tail_marks.items():
-            full = os.path.join(self.path, rel)
             try:
-                st = os.stat(full)
+                st = os.stat(os.path.join(self.path, rel))
             except OSError:
                 return False
+            # The same file as at open: its bytes are read where mef3io reads them
+            # (the pinned view), never through a path that may now lead elsewhere.
             if st.st_ino != ino or st.st_size < size or crc is None \
-                    or _crc_before(full, size) != crc:
+                    or _crc_before(os.path.join(self.open_path, rel), size) != crc:
                 return False
         return True
 
     def close(self) -> None:
-        """Close the shared reader and drop the password."""
+        """Close the shared reader, drop the password, let the pinned files go."""
         self.closed = True
         try:
             self.reader.close()
         finally:
             self._password = ""
+            if self.pinned is not None:
+                self.pinned.close()

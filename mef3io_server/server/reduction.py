@@ -61,6 +61,17 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
     W = int(widths.max())
     if W == 0:
         return lo_pos, lo_val, hi_pos, hi_val
+    if rows * W * 4 > _BLOCK_BYTES and nb == 1 and W > 1:
+        return _split_extremes(x, int(starts[0]), int(starts[0] + widths[0]))
+    per = max(1, _BLOCK_BYTES // (rows * W * 4))
+    if nb > per:
+        # In blocks of buckets (a very wide bucket alone): the work copies stay small.
+        out = (lo_pos, lo_val, hi_pos, hi_val)
+        for i in range(0, nb, per):
+            part = bucket_extremes(x, edges[i:i + per + 1])
+            for whole, piece in zip(out, part):
+                whole[:, i:i + per] = piece
+        return out
     narrow = W <= _NARROW
     if int(widths.min()) == W and not narrow:
         # Uniform wide buckets: a strided view, no gather.
@@ -91,6 +102,30 @@ def bucket_extremes(x: np.ndarray, edges: np.ndarray):
 
 
 _NARROW = 32   # buckets up to this wide are scanned column by column
+#: Samples (bytes of float32) :func:`bucket_extremes` works on at once: its copies
+#: (gathered buckets, NaN masks, their index) are a few times this, whatever the input.
+_BLOCK_BYTES = 4 << 20
+
+
+def combine_extremes(first, then):
+    """Extremes of two consecutive ranges, each ``(lo_pos, lo_val, hi_pos, hi_val)``
+    of arrays of the same shape (``-1``/NaN: no finite sample): the first range's
+    extreme wins a tie, so a minimum or maximum is still its first occurrence."""
+    lo = (then[0] >= 0) & ((first[0] < 0) | (then[1] < first[1]))
+    hi = (then[2] >= 0) & ((first[2] < 0) | (then[3] > first[3]))
+    return (np.where(lo, then[0], first[0]), np.where(lo, then[1], first[1]),
+            np.where(hi, then[2], first[2]), np.where(hi, then[3], first[3]))
+
+
+def _split_extremes(x: np.ndarray, a: int, b: int):
+    """:func:`bucket_extremes` of the one bucket ``[a, b)``, too wide to work on at
+    once: cut into pieces of at most :data:`_BLOCK_BYTES`, combined in order."""
+    step = max(1, _BLOCK_BYTES // (x.shape[0] * 4))
+    acc = None
+    for s in range(a, b, step):
+        part = bucket_extremes(x, np.array([s, min(b, s + step)]))
+        acc = part if acc is None else combine_extremes(acc, part)
+    return acc
 
 
 def _first_extreme(v: np.ndarray, better, narrow: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +176,11 @@ class PointReducer:
     The window has ``n_total`` samples per row (known up front), cut into
     ``n_out`` buckets (see module docstring). :meth:`feed` takes consecutive
     column chunks ``(rows, m)`` of any sizes; only each bucket's min and max
-    (and the samples of one unfinished bucket) are kept, so memory is
-    ``O(rows * (n_out + chunk))`` whatever ``n_total``. :meth:`result` returns
+    are kept (a bucket spanning several chunks keeps its running extremes, not
+    its samples), so memory is ``O(rows * (n_out + chunk))`` whatever
+    ``n_total``: :data:`STATE_BYTES_PER_POINT` per output point, plus the chunk
+    being fed, plus :meth:`result`'s work on at most
+    :data:`CHOOSE_BLOCK_POINTS` points at a time. :meth:`result` returns
     ``(positions, values)``: ``(rows, n_out)`` int64 window indices (``-1``
     where the bucket holds no finite sample) and float32 values (NaN there).
     """
@@ -159,8 +197,9 @@ class PointReducer:
         self.hi_pos = np.full(shape, -1, dtype=np.int64)
         self.lo_val = np.full(shape, np.nan, dtype=np.float32)
         self.hi_val = np.full(shape, np.nan, dtype=np.float32)
-        self._carry: Optional[np.ndarray] = None   # samples of the one unfinished bucket
-        self._carry_start = 0                      # window index of _carry[:, 0]
+        # Running extremes (lo_pos, lo_val, hi_pos, hi_val), each (rows,), of the one
+        # bucket the chunks fed so far end inside; None when they end on an edge.
+        self._open: Optional[tuple] = None
         self._fed = 0
         self._done = 0                             # buckets finished
 
@@ -174,23 +213,37 @@ class PointReducer:
         start = self._fed                      # window index of chunk[:, 0]
         end = start + chunk.shape[1]
         self._fed = end
-        if self._carry is not None:
-            # Finish the bucket left open by the last chunk (a small copy: one bucket).
+        if self._open is not None:
+            # The bucket left open by the last chunk: its extremes, extended.
             stop = int(self.edges[self._done + 1])
+            self._extend_open(chunk, start, min(stop, end))
             if stop > end:
-                self._carry = np.concatenate([self._carry, chunk], axis=1)
                 return
-            head = np.concatenate([self._carry, chunk[:, :stop - start]], axis=1)
-            self._store(head, self._carry_start, self.edges[self._done:self._done + 2])
-            self._carry = None
+            self._close_open()
         # Buckets wholly inside the chunk, straight from it (no copy of the chunk).
         last = int(np.searchsorted(self.edges, end, side="right")) - 1
         if last > self._done:
             self._store(chunk, start, self.edges[self._done:last + 1])
         cut = max(int(self.edges[self._done]), start)   # (a skip may end mid-bucket)
         if cut < end:
-            self._carry = chunk[:, cut - start:].copy()
-            self._carry_start = cut
+            self._extend_open(chunk, start, end, cut)
+
+    def _extend_open(self, chunk: np.ndarray, start: int, stop: int,
+                     cut: Optional[int] = None) -> None:
+        """Fold window samples ``[cut or start, stop)`` of ``chunk`` into the open bucket."""
+        a = (start if cut is None else cut) - start
+        lp, lv, hp, hv = bucket_extremes(chunk[:, a:stop - start],
+                                         np.array([0, stop - start - a]))
+        part = (np.where(lp[:, 0] >= 0, lp[:, 0] + start + a, -1), lv[:, 0],
+                np.where(hp[:, 0] >= 0, hp[:, 0] + start + a, -1), hv[:, 0])
+        self._open = part if self._open is None else combine_extremes(self._open, part)
+
+    def _close_open(self) -> None:
+        """The open bucket is complete (or the window ends): store its extremes."""
+        k = self._done
+        self.lo_pos[:, k], self.lo_val[:, k], self.hi_pos[:, k], self.hi_val[:, k] = self._open
+        self._open = None
+        self._done = k + 1
 
     def skip(self, m: int) -> None:
         """Advance over ``m`` samples that hold no data, without materialising them.
@@ -208,10 +261,9 @@ class PointReducer:
         if self._fed and end != self.n_total:
             raise ValueError("a skip must start or end the window")
         self._fed = end
-        if self._carry is not None:
+        if self._open is not None:
             # The open bucket ends by the window's end: finish it with what it got.
-            self._store(self._carry, self._carry_start, self.edges[self._done:self._done + 2])
-            self._carry = None
+            self._close_open()
         self._done = max(self._done, int(np.searchsorted(self.edges, end, side="right")) - 1)
 
     def _store(self, x: np.ndarray, x_start: int, edges: np.ndarray) -> None:
@@ -233,8 +285,24 @@ class PointReducer:
         """``(positions, values)`` of the chosen points (see class docstring)."""
         if self._fed != self.n_total:
             raise ValueError(f"fed {self._fed} of {self.n_total} samples")
-        return choose_points(self.lo_pos, self.lo_val, self.hi_pos, self.hi_val,
-                             self.edges)
+        if self._open is not None:          # (a window fed to its very end)
+            self._close_open()
+        pos = np.empty((self.rows, self.n_out), dtype=np.int64)
+        val = np.empty((self.rows, self.n_out), dtype=np.float32)
+        step = max(1, CHOOSE_BLOCK_POINTS // self.n_out)
+        for r in range(0, self.rows, step):
+            rs = slice(r, r + step)
+            pos[rs], val[rs] = choose_points(self.lo_pos[rs], self.lo_val[rs],
+                                             self.hi_pos[rs], self.hi_val[rs], self.edges)
+        return pos, val
+
+
+#: Bytes a :class:`PointReducer` keeps per output point (both extremes' positions
+#: and values) until :meth:`~PointReducer.result`.
+STATE_BYTES_PER_POINT = 2 * 8 + 2 * 4
+#: Points :meth:`PointReducer.result` chooses among at once (rows in blocks): its
+#: temporaries (~100 bytes a point) stay near 25 MB however many points are asked.
+CHOOSE_BLOCK_POINTS = 1 << 18
 
 
 def _lttb_pick(a_pos, a_val, b_pos, b_val) -> np.ndarray:

@@ -20,7 +20,9 @@ import numpy as np
 
 from ..protobufs import gRPCMef3Server_pb2 as pb2
 from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+from . import callers
 from .annotations import Annotation
+from .callers import Caller
 from .discovery import SessionSummary
 from .. import envelope_codec
 from ..protobuf_wire import LEN, field_key, varint_bytes
@@ -54,6 +56,20 @@ def session_required(context: grpc.ServicerContext) -> bool:
     return any(k == SESSION_REQUIRED_KEY for k, _ in context.invocation_metadata() or ())
 
 
+def origin_of(context: grpc.ServicerContext) -> str:
+    """The caller's address without its port ("ipv4:10.0.0.7:5123" -> "ipv4:10.0.0.7")."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return kind + ":" + rest.rsplit(":", 1)[0]
+    return peer
+
+
+def caller_of(context: grpc.ServicerContext) -> Caller:
+    """The caller: identity (set by the admission), client id, origin."""
+    return Caller(callers.current().identity, client_id_of(context), origin_of(context))
+
+
 def _internal(what: str, exc: BaseException) -> str:
     log.exception("internal error in %s", what)
     return f"internal error in {what}: {type(exc).__name__}: {exc}"[:1000]
@@ -83,10 +99,10 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         self._envelopes = KeptEncodings(ENVELOPES_KEPT_BYTES)
         self._answers = KeptEncodings(ANSWERS_KEPT_BYTES)
 
-    def _caller(self, context, client_path: str) -> str:
+    def _caller(self, context, client_path: str) -> Caller:
         """The caller's client id; when it says it opened the file itself, only if
         its session on the file is here (else NotOpen: see Engine.require_session)."""
-        cid = client_id_of(context)
+        cid = caller_of(context)
         if session_required(context):
             self.engine.require_session(cid, client_path)
         return cid
@@ -95,7 +111,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def OpenFile(self, request, context):
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             info = self.engine.open_file(
                 cid, request.file_path,
                 cache_fs=request.cache_fs if request.HasField("cache_fs") else None,
@@ -111,7 +127,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def CloseFile(self, request, context):
         try:
-            cid = client_id_of(context)
+            cid = caller_of(context)
             self.engine.close_file(cid, request.file_path)
             return pb2.FileInfoResponse(file_path=request.file_path, file_opened=False)
         except ServerError as e:
@@ -134,7 +150,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
 
     def ListOpenFiles(self, request, context):
         try:
-            return pb2.ListOpenFilesResponse(file_paths=self.engine.list_open_files())
+            return pb2.ListOpenFilesResponse(
+                file_paths=self.engine.list_open_files(callers.current()))
         except Exception as e:  # noqa: BLE001
             return pb2.ListOpenFilesResponse(error_message=_internal("ListOpenFiles", e))
 
@@ -248,7 +265,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         def produce():
             recursive = request.recursive if request.HasField("recursive") else True
             batch = []
-            for s in self.engine.list_recordings(_optional(request, "root"), recursive):
+            for s in self.engine.list_recordings(_optional(request, "root"), recursive,
+                                                 context.is_active, callers.current()):
                 batch.append(recording_entry_message(s))
                 if len(batch) >= RECORDINGS_PER_MESSAGE:
                     yield pb2.RecordingsChunk(recordings=batch)

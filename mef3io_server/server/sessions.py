@@ -1,19 +1,31 @@
-"""Sessions: one per (client id, file), and the recordings they keep open.
+"""Sessions: one per (caller, file), and the recordings they keep open.
 
 PROTOCOL.md's rules, in one place:
 
 * A client names itself in the ``x-mef3io-client-id`` metadata; calls without
   it share one default session (client id ``""``) that never expires.
+* A session belongs to a :class:`~.callers.Caller`: the authenticated identity
+  (the token's name, ``""`` without tokens) *and* the client id. A client id
+  is a name tag, not a secret: with tokens, the holder of another token who
+  sends the same client id has sessions of its own, and never reaches these
+  (their passwords, their ``CloseFile``).
 * ``OpenFile`` creates or refreshes the caller's session on the file (and
   replaces its ``cache_fs`` / ``allow_mixed_rates``); ``CloseFile`` ends only
   the caller's session.
 * A recording stays open while any session holds it; when its last session
   goes (closed, expired after ``SESSION_TTL_S`` idle, or pushed out by
-  ``MAX_SESSIONS``, least recently used first), its reader closes and its
-  tiles leave the cache.
+  ``MAX_SESSIONS``), its reader closes and its tiles leave the cache.
+* ``MAX_SESSIONS`` is shared fairly: past it, the session pushed out is the
+  least recently used one of whoever holds the most sessions (an identity;
+  without tokens, a client id), so a caller opening sessions by the thousand
+  pushes out its own, never the few of others. Sessions the server opened
+  itself (the recording preloaded at start-up) are never pushed out. When
+  nothing can go, the open is refused.
 * A read needs the file open by some client. For an encrypted recording, the
   reader's own session must have presented a valid password: no client reads
   encrypted data through another client's open reader.
+* ``ListOpenFiles`` shows a caller the files its identity has open, and those
+  the server opened itself; without tokens (one identity), every open file.
 """
 from __future__ import annotations
 
@@ -26,8 +38,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from .callers import Caller, as_caller
 from .decode import open_reader
-from .errors import BadRequest, NotOpen, PasswordRequired
+from .errors import BadRequest, NotOpen, PasswordRequired, ResourceLimit
 from .recordings import Recording
 
 log = logging.getLogger("mef3io_server.sessions")
@@ -37,18 +50,28 @@ DEFAULT_CLIENT = ""
 
 @dataclass
 class Session:
-    """One client's view of one open file."""
+    """One caller's view of one open file."""
 
-    client_id: str
+    caller: Caller
     path: str                      # resolved path (the recording's key)
     client_path: str               # the path as this client named it
     cache_fs: Optional[float] = None
     allow_mixed_rates: bool = False
     authorized: bool = True        # presented a valid password (or none was needed)
-    access_level: str = ""         # "level1"/"level2" of the password this client gave
     last_used: float = field(default_factory=time.monotonic)
     access_level: str = "none"     # what this client's own password opens (or "level1"/"level2")
     password: str = field(default="", repr=False)   # this client's own, in memory only
+    protected: bool = False        # opened by the server itself: never pushed out
+
+    @property
+    def client_id(self) -> str:
+        return self.caller.client_id
+
+
+def holder(caller: Caller) -> tuple[str, str]:
+    """Who a session counts against for ``MAX_SESSIONS``: its identity; without one
+    (no tokens), its client id."""
+    return ("identity", caller.identity) if caller.identity else ("client", caller.client_id)
 
 
 @dataclass
@@ -77,24 +100,29 @@ class SessionRegistry:
         self._clock = clock
         self._lock = threading.RLock()
         self._open_locks: dict[str, threading.Lock] = {}
-        self._sessions: "OrderedDict[tuple[str, str], Session]" = OrderedDict()
+        self._sessions: "OrderedDict[tuple[Caller, str], Session]" = OrderedDict()
         self._files: dict[str, OpenFile] = {}
+        self._pushed_out: list[tuple[str, int]] = []    # (who, sessions held): to log
 
     # ---------------------------------------------------------------- opening
 
-    def open(self, client_id: str, path: str, client_path: str, *, password: str = "",
+    def open(self, caller, path: str, client_path: str, *, password: str = "",
              cache_fs: Optional[float] = None, allow_mixed_rates: bool = False,
-             validate: Optional[Callable[[Recording], None]] = None) -> tuple[Session, Recording]:
-        """Open (or refresh) ``client_id``'s session on ``path``; open the file if needed.
+             validate: Optional[Callable[[Recording], None]] = None,
+             protected: bool = False) -> tuple[Session, Recording]:
+        """Open (or refresh) ``caller``'s session on ``path``; open the file if needed.
 
-        ``validate(recording)`` runs before the session is recorded (the
-        ``cache_fs`` rate check); if it raises, nothing changes.
+        ``caller``: a :class:`Caller` (or a bare client id). ``validate(recording)``
+        runs before the session is recorded (the ``cache_fs`` rate check); if it
+        raises, nothing changes. ``protected``: never pushed out by MAX_SESSIONS.
         """
+        caller = as_caller(caller)
         while True:
             with self._lock:
                 lock = self._open_locks.setdefault(path, threading.Lock())
             closed: list[Recording] = []
             discard: Optional[Recording] = None
+            refusal: Optional[ResourceLimit] = None
             with lock:   # one open of one file at a time; other files proceed
                 with self._lock:
                     entry = self._files.get(path)
@@ -110,7 +138,7 @@ class SessionRegistry:
                     if rec.encrypted:
                         authorized, access = self._check_password(rec, password)
                 try:
-                    if rec.encrypted and client_id == DEFAULT_CLIENT:
+                    if rec.encrypted and caller.client_id == DEFAULT_CLIENT:
                         raise BadRequest(
                             f"{client_path} is encrypted: open it with a client id "
                             "(x-mef3io-client-id metadata), so that only you read it")
@@ -135,27 +163,43 @@ class SessionRegistry:
                         # hold is a closed recording. Open the file again.
                         entry = None
                     if entry is not None:
-                        key = (client_id, path)
+                        key = (caller, path)
                         s = self._sessions.get(key)
                         if s is None:
-                            s = Session(client_id, path, client_path)
-                            self._sessions[key] = s
-                            entry.sessions.add(key)
-                        s.client_path = client_path
-                        s.cache_fs = cache_fs
-                        s.allow_mixed_rates = allow_mixed_rates
-                        s.authorized = authorized
-                        s.access_level = access
-                        s.password = password if rec.encrypted else ""
-                        s.last_used = self._clock()
-                        self._sessions.move_to_end(key)
-                        closed = self._enforce_max_locked(keep=key)
+                            closed, full = self._make_room_locked(caller)
+                            if full:
+                                refusal = ResourceLimit(
+                                    f"the server holds MAX_SESSIONS={self.max_sessions} "
+                                    "sessions and none can be closed for this one; close "
+                                    "some of yours, or try again later")
+                                if not entry.sessions:      # opened for this session alone
+                                    del self._files[path]
+                                    self._open_locks.pop(path, None)
+                                    closed.append(entry.recording)
+                            else:
+                                s = Session(caller, path, client_path)
+                                self._sessions[key] = s
+                                entry.sessions.add(key)
+                        if s is not None:
+                            s.protected = s.protected or protected
+                            s.client_path = client_path
+                            s.cache_fs = cache_fs
+                            s.allow_mixed_rates = allow_mixed_rates
+                            s.authorized = authorized
+                            s.access_level = access
+                            s.password = password if rec.encrypted else ""
+                            s.last_used = self._clock()
+                            self._sessions.move_to_end(key)
             if discard is not None:
                 self._on_closed(discard)
             if entry is not None:
                 break
         for r in closed:
             self._on_closed(r)
+        if self._pushed_out:
+            self._log_pushed_out()
+        if refusal is not None:
+            raise refusal
         return s, rec
 
     def _check_password(self, rec: Recording, password: str) -> tuple[bool, str]:
@@ -173,7 +217,7 @@ class SessionRegistry:
         if hmac.compare_digest(password.encode("utf-8"), rec.password.encode("utf-8")):
             return True, rec.access_level
         try:
-            probe = open_reader(rec.path, password)
+            probe = open_reader(rec.open_path, password)
         except Exception as e:  # noqa: BLE001 - mef3io's PasswordError and others
             if type(e).__name__ == "PasswordError":
                 raise PasswordRequired(
@@ -191,15 +235,17 @@ class SessionRegistry:
 
     # ---------------------------------------------------------------- lookups
 
-    def session(self, client_id: str, path: str) -> Optional[Session]:
+    def session(self, caller, path: str) -> Optional[Session]:
+        """``caller``'s session on ``path`` (a :class:`Caller` or a bare client id)."""
+        key = (as_caller(caller), path)
         with self._lock:
-            s = self._sessions.get((client_id, path))
+            s = self._sessions.get(key)
             if s is not None:
                 s.last_used = self._clock()
-                self._sessions.move_to_end((client_id, path))
+                self._sessions.move_to_end(key)
             return s
 
-    def recording_for_read(self, client_id: str, path: str, client_path: str
+    def recording_for_read(self, caller, path: str, client_path: str
                            ) -> tuple[Recording, Optional[Session]]:
         """The open recording at ``path`` and the caller's session on it (if any).
 
@@ -211,10 +257,11 @@ class SessionRegistry:
             entry = self._files.get(path)
             if entry is None:
                 raise NotOpen(f"{client_path} is not open: call OpenFile first")
-            s = self._sessions.get((client_id, path))
+            key = (as_caller(caller), path)
+            s = self._sessions.get(key)
             if s is not None:
                 s.last_used = self._clock()
-                self._sessions.move_to_end((client_id, path))
+                self._sessions.move_to_end(key)
             rec = entry.recording
         if rec.encrypted and (s is None or not s.authorized):
             raise PasswordRequired(
@@ -226,10 +273,24 @@ class SessionRegistry:
             entry = self._files.get(path)
             return entry.recording if entry else None
 
-    def open_paths(self) -> list[str]:
-        """Client-visible paths of every open file, in opening order."""
+    def open_paths(self, identity: Optional[str] = None) -> list[str]:
+        """Client-visible paths of the open files, in opening order.
+
+        ``identity`` None or ``""`` (no tokens): every open file, named as its
+        first opener named it. Else the files ``identity`` has a session on,
+        named as it last named them, and those the server opened itself.
+        """
         with self._lock:
-            return [e.client_path for e in self._files.values()]
+            if not identity:
+                return [e.client_path for e in self._files.values()]
+            out = []
+            for e in self._files.values():
+                own = [self._sessions[k] for k in e.sessions if k[0].identity == identity]
+                if own:
+                    out.append(max(own, key=lambda x: x.last_used).client_path)
+                elif any(self._sessions[k].protected for k in e.sessions):
+                    out.append(e.client_path)
+            return out
 
     def open_recordings(self) -> list[Recording]:
         with self._lock:
@@ -241,13 +302,14 @@ class SessionRegistry:
 
     # ---------------------------------------------------------------- closing
 
-    def close(self, client_id: str, path: str) -> bool:
-        """End ``client_id``'s session on ``path``. True if the file is still open."""
+    def close(self, caller, path: str) -> bool:
+        """End ``caller``'s session on ``path``. True if the file is still open."""
         closed = []
+        key = (as_caller(caller), path)
         with self._lock:
-            s = self._sessions.pop((client_id, path), None)
+            s = self._sessions.pop(key, None)
             if s is not None:
-                closed = self._detach_locked((client_id, path))
+                closed = self._detach_locked(key)
             still_open = path in self._files
         for r in closed:
             self._on_closed(r)
@@ -264,16 +326,44 @@ class SessionRegistry:
         self._open_locks.pop(key[1], None)
         return [entry.recording]
 
-    def _enforce_max_locked(self, keep) -> list[Recording]:
-        closed = []
-        while len(self._sessions) > self.max_sessions:
-            victim = next((k for k in self._sessions if k != keep), None)
-            if victim is None:
-                break
-            self._sessions.pop(victim)
-            log.info("MAX_SESSIONS reached: closed the least recently used session")
-            closed.extend(self._detach_locked(victim))
-        return closed
+    def _make_room_locked(self, opener: Caller) -> tuple[list[Recording], bool]:
+        """Push out sessions until one more fits under ``MAX_SESSIONS``.
+
+        Each time, the least recently used session of whoever holds the most
+        (see :func:`holder`; ``opener`` counts the one it is opening), never a
+        protected one. Returns the recordings closed by it, and True when no
+        room could be made.
+        """
+        closed: list[Recording] = []
+        while len(self._sessions) >= self.max_sessions:
+            counts: dict[tuple[str, str], int] = {}
+            for (caller, _), sess in self._sessions.items():
+                if not sess.protected:
+                    h = holder(caller)
+                    counts[h] = counts.get(h, 0) + 1
+            if not counts:
+                return closed, True
+            mine = holder(opener)
+            counts[mine] = counts.get(mine, 0) + 1
+            most = max(counts.values())
+            victim = next(((k, sess) for k, sess in self._sessions.items()
+                           if not sess.protected and counts[holder(k[0])] == most), None)
+            if victim is None:                  # the opener holds the most, and nothing yet
+                victim = next(((k, sess) for k, sess in self._sessions.items()
+                               if not sess.protected), None)
+            key, sess = victim
+            self._sessions.pop(key)
+            self._pushed_out.append((sess.caller.describe(), most))
+            closed.extend(self._detach_locked(key))
+        return closed, False
+
+    def _log_pushed_out(self) -> None:
+        """Log the sessions :meth:`_make_room_locked` closed (outside the lock)."""
+        with self._lock:
+            pushed, self._pushed_out = self._pushed_out, []
+        for who, most in pushed:
+            log.info("MAX_SESSIONS reached: closed the least recently used session of %s "
+                     "(%d sessions)", who, most)
 
     def expire(self, now: Optional[float] = None) -> int:
         """Close sessions idle longer than ``SESSION_TTL_S`` (never the default session)."""
@@ -284,7 +374,7 @@ class SessionRegistry:
         n = 0
         with self._lock:
             for key, s in list(self._sessions.items()):
-                if s.client_id == DEFAULT_CLIENT:
+                if s.client_id == DEFAULT_CLIENT or s.protected:
                     continue
                 if now - s.last_used > self.session_ttl_s:
                     del self._sessions[key]

@@ -168,11 +168,13 @@ class TileStore:
 
     #: Largest float32 answer (native samples x channels of the group, bytes) of
     #: one mef3io read of consecutive tiles; a longer run of missing tiles is cut
-    #: (never below RUN_MIN_TILES tiles per read). Tiles this large gain nothing
-    #: from sharing a read: the per-read cost (~4 ms for 8 channels) is then
-    #: well under 1 % of decoding them, so big tiles (32 kHz, reduced tiles of
-    #: 2**18 native samples) are not merged past the cap.
-    RUN_MAX_BYTES = 64 << 20
+    #: (never below RUN_MIN_TILES tiles per read). A run's tiles are published
+    #: when the whole read ends, so any other read needing one of them waits for
+    #: all of it: 4 MB (~0.2 s of CPU at 256 Hz) bounds that wait, where 64 MB
+    #: made a viewer wait seconds behind another client's sweep of the same
+    #: recording (benchmarks/decisions.md); the per-read cost (~4 ms for 8
+    #: channels) stays ~2 % of decoding a run that long.
+    RUN_MAX_BYTES = 4 << 20
     RUN_MIN_TILES = 1
 
     @staticmethod
@@ -560,6 +562,8 @@ class TileStore:
                 ch = chans[i]
                 if grid.fs < native:
                     keep.append(i)          # reduced rates are defined by their tiles
+                elif not ch.index_ordered:
+                    direct.append(i)        # its index cannot say where blocks are
                 elif grid_ok and self._on_grid(rec, ch, grid):
                     keep.append(i)
                 elif self._exact_for_window(rec, ch, grid, phase, M, n):

@@ -47,8 +47,9 @@ def test_tokens_end_to_end(tmp_path, start_server):
     with Mef3Client(h.address, token=GOOD) as c:
         assert c.open_file(str(rec))["file_opened"]
         assert c.get_signal_range(str(rec), ["c1"], *_window())["error_message"] == ""
-    with Mef3Client(h.address, token=OTHER) as c:
         assert c.list_open_files() == [str(rec)]
+    with Mef3Client(h.address, token=OTHER) as c:   # another identity: GOOD's files unseen
+        assert c.list_open_files() == []
 
     # Missing, wrong, commented-out, malformed: UNAUTHENTICATED with a message saying which.
     with Mef3Client(h.address) as c:
@@ -76,7 +77,7 @@ def test_tokens_end_to_end(tmp_path, start_server):
     # The file changes while the server runs: NEW is added, GOOD revoked.
     _write(tokens, f"{OTHER}\n{NEW}\n")
     with Mef3Client(h.address, token=NEW) as c:
-        assert c.list_open_files() == [str(rec)]
+        assert c.list_open_files() == []
     with Mef3Client(h.address, token=GOOD) as c:
         with pytest.raises(NotAuthenticated):
             c.list_open_files()

@@ -84,6 +84,8 @@ def good_values(tmp_path, a_file) -> dict:
         "DEMO_DIR": ("/tmp/demo", "/tmp/demo"),
         "ENVELOPE_ROWS_PER_MESSAGE": ("7", 7),
         "POINTS_SOURCE_MB": ("1.5", int(1.5 * 2**20)),
+        "STREAM_STALL_TIMEOUT_S": ("12.5", 12.5),
+        "POINTS_MEMORY_MB": ("64", 64 * 2**20),
     }
 
 
@@ -118,6 +120,8 @@ BAD_VALUES = {
     "METRICS_PORT": ["99999", "x"],
     "LOG_LEVEL": ["LOUD"],
     "LOG_FORMAT": ["xml"],
+    "STREAM_STALL_TIMEOUT_S": ["-2", "soon", "inf"],
+    "POINTS_MEMORY_MB": ["0", "-8", "x"],
 }
 
 

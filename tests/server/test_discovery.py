@@ -142,3 +142,49 @@ def test_many_sessions_stream_in_pages(tmp_path, start_server, client_factory):
     entries = [e for ch in chunks for e in wire.recordings_answer(ch)]
     assert [os.path.basename(e["path"]) for e in entries] == [f"s{k:03d}.mefd" for k in range(130)]
     assert all(e["error_message"] for e in entries)
+
+
+# ------------------------------------------------- hostile listings (issue 19, item 6)
+
+
+@pytest.fixture(scope="module")
+def maze(tmp_path_factory):
+    """30 000 empty folders and no session: a walk that finds nothing, for seconds."""
+    root = tmp_path_factory.mktemp("maze")
+    for i in range(30):
+        for j in range(1000):
+            os.makedirs(root / f"d{i:02d}" / f"e{j:04d}")
+    return root
+
+
+def test_a_walk_stops_when_its_caller_gives_up(maze, start_server):
+    import time
+
+    import grpc
+    import psutil
+
+    from mef3io_server import wire
+    from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+
+    h = start_server(DATA_ROOTS=str(maze))
+    server = psutil.Process(h.proc.pid)
+    with grpc.insecure_channel(h.address) as ch:
+        stub = pb2_grpc.gRPCMef3ServerStub(ch)
+        calls = [stub.ListRecordings(wire.list_recordings_request(str(maze)), timeout=0.5)
+                 for _ in range(16)]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as ei:
+                list(call)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1.0)                    # every caller gave up a while ago
+    cpu0 = sum(server.cpu_times()[:2])
+    time.sleep(2.0)
+    busy = sum(server.cpu_times()[:2]) - cpu0
+    assert busy < 0.5, f"the server still worked {busy:.1f} s of CPU in 2 s for nobody"
+
+
+def test_listing_skips_what_cannot_be_resolved(start_server, client_factory):
+    """Without DATA_ROOTS, /proc holds links even root cannot read (a kernel thread's exe)."""
+    h = start_server()
+    c = client_factory(h.address, timeout=120)
+    assert c.list_recordings("/proc") == []

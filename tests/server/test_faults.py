@@ -74,6 +74,42 @@ def test_corrupt_block_fails_naming_channel_and_time_never_garbage(
     assert c.get_signal_range(str(path), ["b"], T0, T0 + SEC)["error_message"] == ""
 
 
+def shift_index_entry(path, channel: str, entry: int, by_us: int) -> None:
+    """Move one ``.tidx`` entry's start time by ``by_us`` (its CRC left as it was)."""
+    import struct
+
+    tidx = next(path.rglob(f"{channel}.timd/*.segd/*.tidx"))
+    raw = bytearray(tidx.read_bytes())
+    at = 1024 + 56 * entry + 8                 # universal header, then 56-byte entries
+    (t,) = struct.unpack_from("<q", raw, at)   # stored negated: subtracting moves it later
+    struct.pack_into("<q", raw, at, t - by_us)
+    tidx.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("by_s", [200, -200])
+def test_an_index_out_of_order_never_turns_data_into_nan(tmp_path, start_server,
+                                                         client_factory, by_s):
+    """One block's start time moved out of order (issue 19, item 8): every window is what
+    mef3io reads, whichever windows were read before."""
+    path = write_session(tmp_path / "idx.mefd", {"a": random_walk(int(600 * FS), 1),
+                                                 "b": random_walk(int(600 * FS), 2)},
+                         block_length=256)
+    shift_index_entry(path, "a", 300, by_s * SEC)
+    server = start_server()
+    windows = [(T0 + s * SEC, T0 + (s + 10) * SEC) for s in range(0, 600, 10)]
+    for name, order in (("forward", windows), ("backward", windows[::-1])):
+        c = client_factory(server.address, client_id=name)
+        assert c.open_file(str(path))["error_message"] == ""
+        for t0, t1 in order:
+            res = c.get_signal_range(str(path), ["a", "b"], t0, t1)
+            assert res["error_message"] == ""
+            assert np.array_equal(res["array"], direct_read(path, ["a", "b"], t0, t1),
+                                  equal_nan=True), (name, (t0 - T0) // SEC)
+        c.close_file(str(path))
+    server.stop()
+    assert "the block index of channel(s) a is not in time order" in server.stderr_text()
+
+
 def _decode_workers(server_pid: int) -> list:
     return [p for p in psutil.Process(server_pid).children(recursive=True)
             if p.ppid() != server_pid]

@@ -52,10 +52,21 @@ def read_exact(client, path, chans, t0, t1):
 
 
 @pytest.fixture
-def server(start_server):
-    return start_server(REFRESH_INTERVAL_S=REFRESH, TILE_DURATION_S=10)
+def server(request, start_server, tmp_path):
+    """The server; with DATA_ROOTS where a test is run ``CONFINED_TOO`` (recordings are
+    then read through pinned views, see mef3io_server.server.pinning, pinned anew as
+    they change)."""
+    confined = getattr(request, "param", "unconfined") != "unconfined"
+    roots = {"DATA_ROOTS": str(tmp_path)} if confined else {}
+    return start_server(REFRESH_INTERVAL_S=REFRESH, TILE_DURATION_S=10, **roots)
 
 
+#: Run a test without DATA_ROOTS and with them.
+CONFINED_TOO = pytest.mark.parametrize("server", ["unconfined", "in DATA_ROOTS"],
+                                       indirect=True)
+
+
+@CONFINED_TOO
 def test_append_in_segment_is_seen_and_old_tail_tile_not_stale(tmp_path, server, client_factory):
     path = write_session(tmp_path / "grow.mefd", {"a": random_walk(int(55 * FS), 1),
                                                   "b": random_walk(int(55 * FS), 2)})
@@ -94,6 +105,7 @@ def test_repeated_appends_while_reading(tmp_path, server, client_factory):
     read_exact(c, path, ["x"], T0, end)
 
 
+@CONFINED_TOO
 def test_new_segment_and_new_channel_appear(tmp_path, server, client_factory):
     path = write_session(tmp_path / "seg.mefd", {"a": random_walk(int(30 * FS), 1)})
     c = client_factory(server.address)
@@ -131,6 +143,7 @@ def test_deleted_then_back(tmp_path, server, client_factory):
     read_exact(c, path, ["a"], T0, T0 + 30 * SEC)
 
 
+@CONFINED_TOO
 def test_moved_away_and_back(tmp_path, server, client_factory):
     path = write_session(tmp_path / "mv.mefd", {"a": random_walk(int(30 * FS), 1)})
     c = client_factory(server.address)
@@ -149,6 +162,7 @@ def _tdat(path: Path, channel: str) -> Path:
     return next(path.rglob(f"{channel}.timd/*.segd/*.tdat"))
 
 
+@CONFINED_TOO
 def test_truncated_tdat(tmp_path, server, client_factory):
     """A ``.tdat`` cut short: errors or exact data (what mef3io reads now), never stale."""
     path = write_session(tmp_path / "cut.mefd", {"a": random_walk(int(60 * FS), 1),
@@ -182,6 +196,7 @@ def test_truncated_tdat(tmp_path, server, client_factory):
     read_exact(c, path, ["a", "b"], T0, T0 + 60 * SEC)
 
 
+@CONFINED_TOO
 def test_replaced_with_different_data(tmp_path, server, client_factory):
     path = write_session(tmp_path / "rep.mefd", {"a": random_walk(int(40 * FS), 1)})
     c = client_factory(server.address)

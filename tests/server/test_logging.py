@@ -1,11 +1,14 @@
 """Logs: one line per call (text or JSON) on stderr, never a password or a token."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import sys
+import time
 
+import grpc
 import pytest
 
 from conftest import T0, random_walk, write_session
@@ -52,16 +55,17 @@ def test_json_call_lines_without_secrets(golden, tmp_path, start_server):
     assert not other, other
     calls = [r["call"] for r in records if "call" in r]
     read = next(c for c in calls if c["rpc"] == "GetSignalRange")
-    assert read == {"rpc": "GetSignalRange", "client": "viewer-7", "file": enc,
-                    "start_uutc": t0, "end_uutc": t0 + 2_000_000, "channels": 1,
+    identity = "token-" + hashlib.sha256(TOKEN.encode()).hexdigest()[:8]   # the token unnamed
+    assert read == {"rpc": "GetSignalRange", "identity": identity, "client": "viewer-7",
+                    "file": enc, "start_uutc": t0, "end_uutc": t0 + 2_000_000, "channels": 1,
                     "bytes": 512 * 4, "duration_ms": read["duration_ms"], "outcome": "ok"}
     assert read["duration_ms"] > 0
-    outcomes = [(c["rpc"], c["client"], c["outcome"]) for c in calls]
+    outcomes = [(c["rpc"], c.get("client"), c["outcome"]) for c in calls]
     assert ("OpenFile", "viewer-8", "error") in outcomes
     assert ("OpenFile", "viewer-8", "ok") in outcomes
     assert any(o[0] == "OpenFile" and o[2] == "unauthenticated" for o in outcomes)
     assert ("Check", "", "ok") in outcomes                       # health, at DEBUG
-    wrong = next(c for c in calls if c["client"] == "viewer-8" and c["outcome"] == "error")
+    wrong = next(c for c in calls if c.get("client") == "viewer-8" and c["outcome"] == "error")
     assert "password given is wrong" in wrong["error"]
 
 
@@ -105,3 +109,42 @@ def test_control_characters_cannot_forge_log_lines(tmp_path, start_server):
     text = _stopped_log(h)
     assert not any(ln.startswith("2026-01-01") for ln in text.splitlines())
     assert "file=/nowhere?2026-01-01" in text
+
+
+def test_token_less_calls_cannot_flood_the_log(tmp_path, start_server):
+    from mef3io_server import wire
+    from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
+    from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKEN + "\n")
+    h = start_server(AUTH_TOKENS_FILE=tokens)
+    time.sleep(0.5)
+    before = len(h.stderr_text())
+    long_path = "/" + "p" * 4000 + ".mefd"
+    with grpc.insecure_channel(h.address) as ch:
+        stub = pb2_grpc.gRPCMef3ServerStub(ch)
+        for i in range(400):
+            try:
+                stub.OpenFile(pb2.OpenFileRequest(file_path=long_path), timeout=10,
+                              metadata=wire.call_metadata(f"c{i}"))
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+    text = _stopped_log(h)
+    added = text[before:]
+    assert len(added) < 4000, f"{len(added)} bytes of log for 400 refused calls"
+    assert "refused 1 call(s) without an accepted bearer token" in added
+    assert long_path not in added
+
+
+def test_json_lines_escape_separators_and_direction_overrides(start_server):
+    h = start_server(LOG_FORMAT="json")
+    tricky = "/no\u2028where/\u202eevil\u2029.mefd"
+    with Mef3Client(h.address, client_id="ward-5") as c:
+        assert not c.open_file(tricky)["file_opened"]
+    text = _stopped_log(h)
+    for ch in ("\u2028", "\u2029", "\u202e"):
+        assert ch not in text
+    lines = [json.loads(ln) for ln in text.splitlines() if ln.startswith("{")]
+    call = next(r["call"] for r in lines if r.get("call", {}).get("rpc") == "OpenFile")
+    assert call["outcome"] == "error" and "?where/?evil?.mefd" in call["error"]

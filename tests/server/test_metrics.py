@@ -5,6 +5,7 @@ import re
 import time
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import T0, random_walk, write_session
@@ -104,3 +105,54 @@ def test_unauthenticated_calls_are_counted(tmp_path, start_server):
                                     outcome="unauthenticated") == 1)
     assert v(s, "mef3io_server_requests_total", rpc="ListOpenFiles",
              outcome="unauthenticated") == 1
+
+
+def test_malformed_requests_are_answered_counted_and_logged_without_traceback(
+        tmp_path, start_server):
+    import grpc
+
+    h = start_server(METRICS_PORT=0)
+    port = _metrics_port(h)
+    with grpc.insecure_channel(h.address) as ch:
+        for rpc in ("OpenFile", "GetSignalRange"):
+            call = (ch.unary_unary if rpc == "OpenFile" else ch.unary_stream)(
+                f"/gRPCMef3Server/{rpc}")          # raw bytes: no serializer
+            with pytest.raises(grpc.RpcError) as ei:
+                answer = call(b"\x0a\xff\xff\xff\xff\xff", timeout=10)   # a broken field 1
+                if rpc == "GetSignalRange":
+                    list(answer)
+            assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"the {rpc} request could not be parsed" in ei.value.details()
+    s = _wait_for(port, lambda s: v(s, "mef3io_server_requests_total", rpc="GetSignalRange",
+                                    outcome="invalid_argument") == 1)
+    assert v(s, "mef3io_server_requests_total", rpc="OpenFile", outcome="invalid_argument") == 1
+    h.stop()
+    log = h.stderr_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert "OpenFile client=- file=- window=- channels=- bytes=0" in log
+
+
+def test_a_refused_read_counts_as_an_error_even_when_the_client_leaves(tmp_path,
+                                                                       start_server):
+    import grpc
+
+    from mef3io_server import wire
+    from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
+
+    rec = write_session(tmp_path / "r.mefd", {"a": random_walk(256 * 60)})
+    h = start_server(METRICS_PORT=0, MAX_READ_MB=1)
+    port = _metrics_port(h)
+    with grpc.insecure_channel(h.address) as ch:
+        stub = pb2_grpc.gRPCMef3ServerStub(ch)
+        assert stub.OpenFile(wire.open_file_request(str(rec)), timeout=10).file_opened
+        for i in range(20):
+            # A read over MAX_READ_MB is refused in its first message; the client then
+            # cancels the call at once, as clients do on an error.
+            call = stub.GetSignalRange(wire.signal_request(str(rec), None, T0 - 10**12,
+                                                           T0 + 10**12), timeout=10)
+            assert "MAX_READ_MB" in next(call).error_message
+            call.cancel()
+    s = _wait_for(port, lambda s: v(s, "mef3io_server_requests_total", rpc="GetSignalRange",
+                                    outcome="error") == 20)
+    assert v(s, "mef3io_server_requests_total", rpc="GetSignalRange", outcome="error") == 20
+    assert v(s, "mef3io_server_requests_total", rpc="GetSignalRange", outcome="cancelled") == 0

@@ -182,11 +182,20 @@ def test_points_follow_the_line_shape():
 
 
 @FAST
-@given(signals(min_len=1, max_len=200), st.data())
-def test_bucket_extremes_on_uneven_edges(x, data):
+@given(signals(min_len=1, max_len=200), st.data(), st.sampled_from([None, 8, 24, 100]))
+def test_bucket_extremes_on_uneven_edges(x, data, block_bytes):
+    """... also when worked on in blocks of buckets, and very wide buckets in pieces
+    (``block_bytes``: the work size, made tiny so small inputs take those paths)."""
+    import mef3io_server.server.reduction as reduction
+
     cuts = sorted(data.draw(st.lists(st.integers(0, x.shape[1]), min_size=1, max_size=10)))
     edges = np.array([0] + cuts + [x.shape[1]])
-    lp, lv, hp, hv = bucket_extremes(x, edges)
+    saved = reduction._BLOCK_BYTES
+    reduction._BLOCK_BYTES = block_bytes or saved
+    try:
+        lp, lv, hp, hv = bucket_extremes(x, edges)
+    finally:
+        reduction._BLOCK_BYTES = saved
     for r in range(x.shape[0]):
         for i in range(edges.size - 1):
             seg = x[r, edges[i]:edges[i + 1]]
@@ -221,3 +230,86 @@ def test_skipping_the_no_data_parts_equals_feeding_nans(n_total, n_out, s0, s1, 
     (p1, v1), (p2, v2) = fed.result(), skipped.result()
     assert np.array_equal(p1, p2)
     assert np.array_equal(v1, v2, equal_nan=True)
+
+
+# ---------------------------------------------------------------- memory (issue 19, item 2)
+
+
+def test_a_bucket_spanning_many_chunks_keeps_extremes_not_samples():
+    """Chunks feeding one bucket used to be concatenated (memory grew with the data)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    chunk = rng.standard_normal((4, 1 << 20)).astype(np.float32)    # 16 MB
+    n_chunks = 24
+    red = PointReducer(4, n_chunks * chunk.shape[1], 3)             # 1 bucket spans 8 chunks
+    tracemalloc.start()
+    try:
+        for i in range(n_chunks):
+            red.feed(chunk if i != 11 else chunk * 3)               # extremes in chunk 11
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20, f"{peak / 2**20:.0f} MB held to reduce 16 MB chunks"
+    pos, val = red.result()
+    lo = (chunk * 3).min(axis=1)
+    hi = (chunk * 3).max(axis=1)
+    assert set(np.round(val[:, 1], 5)) <= set(np.round(np.r_[lo, hi], 5))
+    assert np.all((pos[:, 1] >= 11 * chunk.shape[1]) & (pos[:, 1] < 12 * chunk.shape[1]))
+
+
+def _peak_rss_during(pid, fn):
+    """``fn()``'s result and the server's largest RSS (bytes) while it ran."""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process(pid)
+    peak = [proc.memory_info().rss]
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(0.01):
+            try:
+                peak[0] = max(peak[0], proc.memory_info().rss)
+            except psutil.Error:
+                return
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        return fn(), peak[0]
+    finally:
+        done.set()
+        t.join()
+
+
+def test_huge_n_points_and_repeated_names_stay_small(tmp_path, start_server):
+    """A window starting years before the data, with n_points in the millions or channel
+    names repeated hundreds of times: refused clearly, or served within memory."""
+    import psutil
+
+    from conftest import T0, random_walk, write_session
+    from mef3io_server.client import Mef3Client
+
+    hour = 3600 * 10**6
+    path = write_session(tmp_path / "h.mefd", {f"c{i}": random_walk(256 * 3600, i)
+                                               for i in range(8)})
+    h = start_server()
+    years = T0 - 5 * 365 * 86400 * 10**6
+    with Mef3Client(h.address, client_id="big", timeout=120) as c:
+        assert c.open_file(str(path))["file_opened"]
+        base = psutil.Process(h.proc.pid).memory_info().rss
+        res, peak = _peak_rss_during(h.proc.pid, lambda: c.get_signal_range(
+            str(path), ["c0", "c1", "c2", "c3"], years, T0 + hour, n_points=10_000_000))
+        assert "POINTS_MEMORY_MB" in res["error_message"] and res["array"] is None
+        assert peak - base < 100 << 20, f"{(peak - base) / 2**20:.0f} MB"
+
+        names = [f"c{i % 8}" for i in range(256)]
+        res, peak = _peak_rss_during(h.proc.pid, lambda: c.get_signal_range(
+            str(path), names, years, T0 + hour, n_points=2000))
+        assert res["error_message"] == "" and res["array"].shape == (256, 2000)
+        assert peak - base < 150 << 20, f"{(peak - base) / 2**20:.0f} MB"
+        once = c.get_signal_range(str(path), [f"c{i}" for i in range(8)], years, T0 + hour,
+                                  n_points=2000)["array"]
+        assert np.array_equal(res["array"], np.tile(once, (32, 1)), equal_nan=True)
+        assert np.isfinite(once).any()

@@ -32,11 +32,12 @@ def three(write_recording):
     return [write_recording(f"f{i}", {"a": random_walk(256 * 5, i)}) for i in range(3)]
 
 
-def read_ok(client, path, t0=T0, t1=T0 + 2 * S) -> bool:
+def read_ok(client, path, t0=T0, t1=T0 + 2 * S, password="") -> bool:
     r = client.get_signal_range(str(path), ["a"], t0, t1)
     if r["error_message"]:
         return False
-    assert np.array_equal(r["array"], direct_read(path, ["a"], t0, t1), equal_nan=True)
+    assert np.array_equal(r["array"], direct_read(path, ["a"], t0, t1, password=password),
+                          equal_nan=True)
     return True
 
 
@@ -147,6 +148,39 @@ def test_max_sessions_closes_least_recently_used(start_server, client_factory, t
     finally:
         ch.close()
     assert read_ok(a, three[0])
+
+
+def test_a_session_flood_pushes_out_only_the_flooders_own(tmp_path, write_recording,
+                                                           start_server):
+    """MAX_SESSIONS under a flood of one token: the flooder loses its own least recently
+    used sessions, never another identity's unlocked session nor the preloaded one."""
+    from mef3io_server import wire
+
+    plain = write_recording("plain", {"a": random_walk(256 * 5)})
+    enc = write_recording("enc", {"a": random_walk(256 * 5, 3)}, password1="p-one",
+                          password2="p-two")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-flood-1a2b3c4d5e\ntok-ward-9f8e7d6c5b\n")
+    h = start_server(args=(str(plain),), AUTH_TOKENS_FILE=tokens, MAX_SESSIONS=5)
+    with Mef3Client(h.address, client_id="ward", token="tok-ward-9f8e7d6c5b") as victim:
+        assert victim.open_file(str(enc), password="p-one")["file_opened"]
+        assert read_ok(victim, enc, password="p-one")
+        ch, stub = anonymous_stub(h.address)
+        try:
+            ids = [f"flood-{i}" for i in range(300)]
+            for cid in ids:
+                r = stub.OpenFile(pb2.OpenFileRequest(file_path=str(plain)), timeout=10,
+                                  metadata=wire.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
+                assert r.file_opened, r.error_message
+            assert read_ok(victim, enc, password="p-one")   # still unlocked: no password again
+            for cid in ids:                           # the flooder goes away
+                stub.CloseFile(pb2.FileInfoRequest(file_path=str(plain)), timeout=10,
+                               metadata=wire.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
+        finally:
+            ch.close()
+        # The preloaded recording is still open (its session never goes).
+        assert victim.list_open_files() == [str(plain), str(enc)]
+        assert read_ok(victim, plain)
 
 
 def test_sessions_are_per_file(start_server, client_factory, three):
