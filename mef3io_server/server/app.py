@@ -25,6 +25,7 @@ from ..protobufs import gRPCMef3Server_pb2 as pb2
 from .auth import TokenAuthInterceptor, TokenFile
 from .calls import CallObserver
 from .config import Settings, load_settings
+from .decode import stop_forkserver
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
@@ -75,23 +76,7 @@ class RunningServer:
             self.metrics.close()
         self.engine.close()
         if self.engine.decoder.kind == "processes":
-            _stop_process_helpers()
-
-
-def _stop_process_helpers() -> None:
-    """Stop multiprocessing's forkserver and resource tracker now, not after our exit.
-
-    Both would exit on their own once this process is gone; stopping them here
-    means no child process outlives the drain. Best effort (private helpers).
-    """
-    from multiprocessing import forkserver, resource_tracker
-
-    for helper in (getattr(forkserver, "_forkserver", None),
-                   getattr(resource_tracker, "_resource_tracker", None)):
-        try:
-            helper._stop()
-        except Exception:  # noqa: BLE001 - not running, or a Python without _stop
-            log.debug("could not stop a multiprocessing helper", exc_info=True)
+            stop_forkserver()
 
 
 def server_options(settings: Settings) -> list[tuple[str, object]]:
@@ -228,7 +213,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     if getattr(running.engine.decoder, "stuck", 0):
         # A decode pool wedged by a killed worker whose manager thread could
         # not be released keeps a thread Python would join at exit for ever
-        # (see ProcessDecoder._release_wedged): leave now.
+        # (see ProcessDecoder._end_pool): leave now.
         logging.shutdown()
         sys.stderr.flush()
         os._exit(0)
