@@ -35,13 +35,15 @@ def cli():
 @cli.command()
 @click.argument("path", required=False, type=click.Path())
 @click.option("--demo", is_flag=True, help="Serve the built-in demo recording "
-              "(written on first run) when no PATH is given.")
+              "(written on first run) when no PATH is given: on this machine only "
+              "(BIND_ADDRESS=localhost) and its folder only (DATA_ROOTS), unless those "
+              "variables are set.")
 def serve(path, demo):
     """Run the server (configured by environment variables; see docs/configuration.md).
 
     PATH, if given, is a recording opened at start-up (in the shared default
     session) so it is listed and ready; every other readable path can be
-    opened by clients too.
+    opened by clients too (confine them with DATA_ROOTS).
     """
     try:
         settings = load_settings()
@@ -52,11 +54,31 @@ def serve(path, demo):
 
     preload = path
     if preload is None and demo:
-        from .demo import write_demo
+        from .demo import demo_ready, write_demo
 
-        click.echo("preparing the demo recording (first run: a few seconds)...", err=True)
+        if not demo_ready():
+            click.echo("writing the demo recording (first run only: a few seconds)...", err=True)
         preload = str(write_demo())
+        settings = _demo_settings(settings, preload)
     sys.exit(run(settings, preload=preload))
+
+
+def _demo_settings(settings, recording: str):
+    """The demo's defaults: this machine only, the demo's folder only (unless set)."""
+    import os
+
+    changes = {}
+    if not os.environ.get("BIND_ADDRESS", "").strip():
+        changes["bind_address"] = "localhost"
+    if not os.environ.get("DATA_ROOTS", "").strip():
+        changes["data_roots"] = (os.path.realpath(os.path.dirname(recording)),)
+    if changes:
+        click.echo("the demo serves " + " and ".join(
+            (["this machine only (BIND_ADDRESS=:: serves others)"]
+             if "bind_address" in changes else [])
+            + ([f"{changes['data_roots'][0]} only (DATA_ROOTS serves other folders)"]
+               if "data_roots" in changes else [])), err=True)
+    return settings.replace(**changes)
 
 
 @cli.command("demo")
