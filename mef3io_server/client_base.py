@@ -151,7 +151,7 @@ class _FileMemory:
 
 def _warn(message: str) -> None:
     """Warn :class:`WindowWarning`, attributed to the first caller outside this package."""
-    level, frame = 1, sys._getframe(1)
+    level, frame = 2, sys._getframe(1)     # stacklevel 1 is this function
     while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) \
             == _PACKAGE_DIR:
         level, frame = level + 1, frame.f_back

@@ -39,6 +39,11 @@ def data_span(info: dict, channels: Optional[Sequence[str]] = None
         return None
 
 
+def _rough(us: int) -> str:
+    """A duration for a sentence: whole seconds from a minute up."""
+    return format_duration(round(us / 1e6) * 1_000_000 if us >= 60_000_000 else us)
+
+
 @dataclass(frozen=True)
 class WindowCheck:
     """The window ``[start_uutc, end_uutc)`` against the data's ``[data_start, data_end)``."""
@@ -93,9 +98,9 @@ class WindowCheck:
         else:
             parts = []
             if self.before_us:
-                parts.append(f"starts {format_duration(self.before_us)} before the data")
+                parts.append(f"starts {_rough(self.before_us)} before the data")
             if self.after_us:
-                parts.append(f"ends {format_duration(self.after_us)} after the data")
+                parts.append(f"ends {_rough(self.after_us)} after the data")
             text = (f"the window {window} {' and '.join(parts)} ({span}): those samples are "
                     "NaN")
         hints = [h for h in (unit_hint(self.start_uutc, (self.data_start, self.data_end)),
