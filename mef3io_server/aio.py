@@ -26,12 +26,14 @@ server.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import grpc
 
 from .client_base import BaseClient, Call, Operation, Unary
-from .exceptions import Mef3Error, ServerUnsupported  # noqa: F401  (re-exported)
+from .exceptions import Mef3Error, ServerUnsupported
+
+__all__ = ["AsyncMef3Client", "Mef3Error", "ServerUnsupported"]
 
 Time = object   # uUTC int, ISO 8601 text, datetime, numpy.datetime64, "+10m", timedelta
 
@@ -146,6 +148,7 @@ class AsyncMef3Client(BaseClient):
         """Runs and gaps per channel; see :meth:`Mef3Client.get_segments`."""
         return await self._run(self._get_segments(file_path, channels))
 
-    async def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
+    async def list_recordings(self, root: Optional[str] = None, recursive: bool = True, *,
+                              progress: Optional[Callable[[int], None]] = None) -> list:
         """Sessions under a served directory; see :meth:`Mef3Client.list_recordings`."""
-        return await self._run(self._list_recordings(root, recursive))
+        return await self._run(self._list_recordings(root, recursive, progress))

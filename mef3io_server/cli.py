@@ -6,6 +6,7 @@ it writes the demo recording on first run and serves it. More subcommands
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,16 +15,36 @@ from . import client_commands
 from .server.config import ConfigError, load_settings
 
 
+#: Exit status of a command whose reader went away (128 + SIGPIPE), as Unix tools give.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
 class _OneLineErrors(click.Group):
-    """Any failure of a subcommand is shown as one line, ``Error: ...``, never a traceback."""
+    """Any failure of a subcommand is shown as one line, ``Error: ...``, never a traceback.
+
+    A closed output pipe (``mef3io-server ls | head -1``) ends the command
+    quietly, with status 141, as it ends ``cat`` or ``seq``.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except Exception as e:  # noqa: BLE001 - the command line shows every failure as one line
             raise click.ClickException(client_commands.one_line(e)) from None
+
+
+def _quiet_broken_pipe() -> None:
+    """Leave quietly: later writes (and Python's flush at exit) go to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,8 +86,6 @@ def serve(path, demo):
 
 def _demo_settings(settings, recording: str):
     """The demo's defaults: this machine only, the demo's folder only (unless set)."""
-    import os
-
     changes = {}
     if not os.environ.get("BIND_ADDRESS", "").strip():
         changes["bind_address"] = "localhost"

@@ -22,14 +22,18 @@ exceptions of :mod:`mef3io_server.exceptions` instead.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import grpc
 
-from .client_base import BaseClient, Call, Operation, Unary, make_channel  # noqa: F401
-from .exceptions import (CallFailed, DeadlineExceeded, Mef3Error, NotAuthenticated,  # noqa: F401
-                         OpenFailed, ReadFailed, RequestRefused, ServerUnreachable,
-                         ServerUnsupported, WindowOutsideData, WindowWarning)
+from .client_base import BaseClient, Call, Operation, Unary, make_channel
+from .exceptions import (CallFailed, DeadlineExceeded, InvalidArgument, Mef3Error,
+                         NotAuthenticated, OpenFailed, ReadFailed, RequestRefused,
+                         ServerUnreachable, ServerUnsupported, WindowOutsideData, WindowWarning)
+
+__all__ = ["Mef3Client", "make_channel", "CallFailed", "DeadlineExceeded", "InvalidArgument",
+           "Mef3Error", "NotAuthenticated", "OpenFailed", "ReadFailed", "RequestRefused",
+           "ServerUnreachable", "ServerUnsupported", "WindowOutsideData", "WindowWarning"]
 
 Time = object   # uUTC int, ISO 8601 text, datetime, numpy.datetime64, "+10m", timedelta
 
@@ -209,7 +213,8 @@ class Mef3Client(BaseClient):
         """
         return self._run(self._get_segments(file_path, channels))
 
-    def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
+    def list_recordings(self, root: Optional[str] = None, recursive: bool = True, *,
+                        progress: Optional[Callable[[int], None]] = None) -> list:
         """MEF sessions (``.mefd`` folders, ``.mefd.tar`` archives) under ``root``.
 
         ``root``: a directory inside the server's ``DATA_ROOTS`` (``None``: all
@@ -219,6 +224,7 @@ class Mef3Client(BaseClient):
         ``start_uutc``, ``end_uutc``, ``min_sampling_rate``,
         ``max_sampling_rate``, ``size_bytes``, ``encrypted``,
         ``error_message``); raises :class:`RequestRefused` when the listing is
-        refused.
+        refused. ``progress(n)``, if given, is told how many were received so
+        far as they arrive (a big folder takes a while).
         """
-        return self._run(self._list_recordings(root, recursive))
+        return self._run(self._list_recordings(root, recursive, progress))

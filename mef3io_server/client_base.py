@@ -327,9 +327,14 @@ class BaseClient:
                      str(file_path))
         return asm.result()
 
-    def _list_recordings(self, root=None, recursive=True):
+    def _list_recordings(self, root=None, recursive=True, progress=None):
         out: list = []
-        yield Stream("ListRecordings", wire.list_recordings_request(root, recursive),
-                     lambda chunk: out.extend(wire.recordings_answer(chunk)),
+
+        def take(chunk) -> None:
+            out.extend(wire.recordings_answer(chunk))
+            if progress is not None:
+                progress(len(out))
+
+        yield Stream("ListRecordings", wire.list_recordings_request(root, recursive), take,
                      None if root is None else str(root))
         return out
