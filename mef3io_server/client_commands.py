@@ -207,12 +207,14 @@ def _one_rate(info: dict, names: list, idx: list) -> float:
     return next(iter(groups))
 
 
-def _window(info: dict, idx: list, start, end, duration=None, local: bool = True
-            ) -> tuple[int, int]:
+def _window(info: dict, idx: list, start, end, duration=None, local: bool = True,
+            note: bool = True):
     """The half-open window in uUTC from --start and --end or --duration.
 
     Default: the chosen channels' whole span. A window holding none of their
-    data is refused; one partly outside it is noted on stderr (NaN there).
+    data is refused; one partly outside it is noted on stderr (NaN there),
+    unless ``note`` is False: then ``(t0, t1, check)`` is returned, for the
+    caller to :func:`_note` when it goes ahead.
     """
     from .timespec import format_uutc, parse_duration_us, parse_time
     from .window_check import WindowCheck
@@ -233,9 +235,16 @@ def _window(info: dict, idx: list, start, end, duration=None, local: bool = True
     check = WindowCheck(t0, t1, first, last)
     if check.outside:
         raise click.ClickException(check.message(local) + "; nothing read")
+    if not note:
+        return t0, t1, check
+    _note(check, local)
+    return t0, t1
+
+
+def _note(check, local: bool = True) -> None:
+    """Say on stderr that part of the window lies outside the data (it reads as NaN)."""
     if check.partly_outside:
         click.echo(f"note: {check.message(local)}", err=True)
-    return t0, t1
 
 
 def _size(n: int) -> str:
@@ -401,6 +410,9 @@ def get_cmd(address, file, channels, start, end, duration, output, piece_s, prog
     \b
         mef3io-server get localhost:50051 /data/p1.mefd -c Ch1,Ch2 -s +10m -e +20m -o x.npz
     """
+    import numpy as np
+
+    from .exceptions import WindowOutsideData
     from .export import FORMATS, export_window
     from .server.tile_grid import samples_in_window
     from .timespec import format_uutc
@@ -413,18 +425,22 @@ def get_cmd(address, file, channels, start, end, duration, output, piece_s, prog
         info = _open_recording(client, file, password)
         names, idx = _select_channels(info, channels)
         fs = _one_rate(info, names, idx)
-        t0, t1 = _window(info, idx, start, end, duration)
+        t0, t1, check = _window(info, idx, start, end, duration, note=False)
         total = samples_in_window(t0, t1, fs)
         if total <= 0:
             raise click.ClickException("the window holds no sample")
         _check_room(output, total, len(names))
+        _note(check)
         per = piece_samples(fs, piece_s, n_channels=len(names), max_bytes=256 * 1024 * 1024)
         starts = {int(info["channel_start_uutc"][i]) for i in idx}
         pieces = iter_pieces(t0, t1, fs, per, anchor_uutc=starts.pop() if len(starts) == 1
                              else None)
 
         def read(piece):
-            return client.get_signal_range(file, names, piece.t0, piece.t1)["array"]
+            try:
+                return client.get_signal_range(file, names, piece.t0, piece.t1)["array"]
+            except WindowOutsideData:       # a piece beyond the data: what the server sends
+                return np.full((len(names), piece.n_samples), np.nan, dtype=np.float32)
 
         show = sys.stderr.isatty() if progress is None else progress
         bar = click.progressbar(length=total, label=f"{len(names)} ch", file=sys.stderr,
