@@ -150,7 +150,7 @@ def test_every_example_runs_as_written(page, demo, tmp_path):
     scratch = tmp_path / "work"
     scratch.mkdir()
     if readme:      # its commands run from the checkout's root: give them its files
-        for name in (".venv", "examples", "scripts", "pyproject.toml"):
+        for name in (".venv", "examples"):
             (scratch / name).symlink_to(ROOT / name)
     run_env = _page_env(env, readme, tmp_path)
     for i, (lang, code, why) in enumerate(runnable):

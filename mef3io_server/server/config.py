@@ -218,6 +218,8 @@ def host_port(host: str, port: int) -> str:
 
 def _bind_address(raw: str) -> str:
     v = raw.strip()
+    if not v:
+        return Settings.bind_address        # empty: as if unset
     if v.startswith("[") and v.endswith("]"):
         v = v[1:-1]
     if v.lower() == "localhost":
