@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import grpc
 
-from .client_base import BaseClient, Call, Operation, Unary
+from .client_base import BaseClient, Call, Done, Operation, Unary
 from .exceptions import Mef3Error, ServerUnsupported
 
 __all__ = ["AsyncMef3Client", "Mef3Error", "ServerUnsupported"]
@@ -57,33 +57,28 @@ class AsyncMef3Client(BaseClient):
 
     async def _run(self, op: Operation):
         """Run an operation of :class:`BaseClient` with awaited calls; returns its result."""
-        answer = error = None
-        while True:
-            try:
-                call = op.throw(error) if error is not None else op.send(answer)
-            except StopIteration as done:
-                return done.value
-            answer = error = None
-            try:
-                answer = await self._send(call)
-            except grpc.RpcError as e:
-                error = self._call_error(e, call)
+        step = self._advance(op)
+        while not isinstance(step, Done):
+            step = self._advance(op, *(await self._outcome(step)))
+        return step.value
+
+    async def _outcome(self, call: Call) -> tuple:
+        """(answer, None), or (None, the error) of sending ``call``."""
+        try:
+            return await self._send(call), None
+        except grpc.RpcError as e:
+            return self._failed(e, call)
 
     async def _send(self, call: Call):
-        method = getattr(self.stub, call.rpc)
         if isinstance(call, Unary):
-            return await method(call.request, **self._kw())
-        stream = method(call.request, **self._kw())
+            return await getattr(self.stub, call.rpc)(call.request, **self._kw())
+        stream = getattr(self.stub, call.rpc)(call.request, **self._kw())
         try:
             async for message in stream:
-                if call.feed(message) is False:
+                if not self._take(call, message):
                     break
-        except Mef3Error as e:
-            self._with_context(e, call)
-            raise
         finally:
             stream.cancel()
-        return None
 
     # ---- context manager, life cycle ----
 

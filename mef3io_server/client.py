@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import grpc
 
-from .client_base import BaseClient, Call, Operation, Unary, make_channel
+from .client_base import BaseClient, Call, Done, Operation, Unary, make_channel
 from .exceptions import (CallFailed, DeadlineExceeded, InvalidArgument, Mef3Error,
                          NotAuthenticated, OpenFailed, ReadFailed, RequestRefused,
                          ServerUnreachable, ServerUnsupported, WindowOutsideData, WindowWarning)
@@ -79,33 +79,26 @@ class Mef3Client(BaseClient):
 
     def _run(self, op: Operation):
         """Run an operation of :class:`BaseClient` with blocking calls; returns its result."""
-        answer = error = None
-        while True:
-            try:
-                call = op.throw(error) if error is not None else op.send(answer)
-            except StopIteration as done:
-                return done.value
-            answer = error = None
-            try:
-                answer = self._send(call)
-            except grpc.RpcError as e:
-                error = self._call_error(e, call)
+        step = self._advance(op)
+        while not isinstance(step, Done):
+            step = self._advance(op, *self._outcome(step))
+        return step.value
+
+    def _outcome(self, call: Call) -> tuple:
+        """(answer, None), or (None, the error) of sending ``call``."""
+        try:
+            return self._send(call), None
+        except grpc.RpcError as e:
+            return self._failed(e, call)
 
     def _send(self, call: Call):
-        method = getattr(self.stub, call.rpc)
         if isinstance(call, Unary):
-            return method(call.request, **self._kw())
-        stream = method(call.request, **self._kw())
+            return getattr(self.stub, call.rpc)(call.request, **self._kw())
+        stream = getattr(self.stub, call.rpc)(call.request, **self._kw())
         try:
-            for message in stream:
-                if call.feed(message) is False:
-                    break
-        except Mef3Error as e:
-            self._with_context(e, call)
-            raise
+            all(self._take(call, message) for message in stream)   # until feed says stop
         finally:
             stream.cancel()
-        return None
 
     # ---- context manager, life cycle ----
 

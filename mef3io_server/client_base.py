@@ -128,6 +128,13 @@ Call = Union[Unary, Stream]
 Operation = Generator[Call, object, object]
 
 
+@dataclass(frozen=True)
+class Done:
+    """What an operation returned."""
+
+    value: object
+
+
 class _FileMemory:
     """What ``open_file``/``get_file_info`` last answered per path (at most ``MAX`` paths)."""
 
@@ -194,16 +201,34 @@ class BaseClient:
         """Keyword arguments of every call: metadata (client id, token) and deadline."""
         return {"metadata": self._metadata, "timeout": self._timeout}
 
-    def _call_error(self, err: grpc.RpcError, call: Call) -> Mef3Error:
-        return from_rpc_error(err, address=self.address, tls=self._tls, rpc=call.rpc,
-                              path=call.path, timeout=self._timeout)
+    # ------------------------------------------------------------ driving an operation
+    # Each client runs an operation as: step = _advance(op); while it is a Call,
+    # step = _advance(op, *outcome of sending it); the Done's value is the result.
 
     @staticmethod
-    def _with_context(err: Mef3Error, call: Call) -> Mef3Error:
-        """``err`` (raised while parsing ``call``'s answer) with the call's rpc and path."""
-        err.rpc = err.rpc or call.rpc
-        err.path = err.path or call.path
-        return err
+    def _advance(op: Operation, answer=None, error: Optional[BaseException] = None):
+        """Resume ``op`` with the last call's answer (or throw its error into it): its next
+        :class:`Unary`/:class:`Stream`, or :class:`Done` with what it returned."""
+        try:
+            return op.throw(error) if error is not None else op.send(answer)
+        except StopIteration as done:
+            return Done(done.value)
+
+    def _failed(self, err: grpc.RpcError, call: Call) -> tuple[None, Mef3Error]:
+        """The outcome of a call that ended with a gRPC status other than OK."""
+        return None, from_rpc_error(err, address=self.address, tls=self._tls, rpc=call.rpc,
+                                    path=call.path, timeout=self._timeout)
+
+    @staticmethod
+    def _take(call: Stream, message) -> bool:
+        """Give one streamed message to ``call.feed``; False: stop reading. An error it raises
+        gets the call's rpc and path."""
+        try:
+            return call.feed(message) is not False
+        except Mef3Error as err:
+            err.rpc = err.rpc or call.rpc
+            err.path = err.path or call.path
+            raise
 
     # ------------------------------------------------------------ shared steps
 

@@ -87,7 +87,10 @@ class WindowCheck:
             return ""
 
         def t(u: int) -> str:
-            return format_uutc(u, local)[:26 if u % 1_000_000 else 19]
+            try:
+                return format_uutc(u, local)[:26 if u % 1_000_000 else 19]
+            except (OverflowError, ValueError):       # beyond the years 1..9999
+                return f"{u} uUTC"
 
         zone = "" if local else " UTC"
         span = f"{t(self.data_start)} .. {t(self.data_end)}{zone}"

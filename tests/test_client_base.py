@@ -184,3 +184,15 @@ def test_addresses_get_the_default_port_and_the_environment_default(monkeypatch)
         assert c.address == "example:9"
     with pytest.raises(InvalidArgument, match="host:port"):
         resolve_address("localhost:http")
+
+
+def test_list_recordings_reports_progress_as_entries_arrive(make_client, shared_server,
+                                                            tmp_path):
+    from conftest import write_session
+
+    for i in range(3):
+        write_session(tmp_path / f"r{i}.mefd", {"a": random_walk(2560, i)})
+    c = make_client(shared_server.address)
+    seen: list = []
+    found = c.list_recordings(str(tmp_path), progress=seen.append)
+    assert len(found) == 3 and seen and seen[-1] == 3 and seen == sorted(seen)
