@@ -235,6 +235,8 @@ class BaseClient:
     def _times(self, path: str, *values):
         """The uUTC of each time in ``values`` (None stays None); an offset from the
         recording's start needs its metadata (remembered, or asked with ``FileInfo``)."""
+        if all(type(v) is int for v in values):        # the common case, uUTC already
+            return values
         origin = None
         if any(v is not None and timespec.needs_origin(v) for v in values):
             info = yield from self._known_info(path)
@@ -261,7 +263,7 @@ class BaseClient:
         window lies mostly outside the channels' data as this client last saw it."""
         info = self._files.get(path)
         span = data_span(info, channels) if info is not None else None
-        if span is None or t1 <= t0:
+        if span is None or t1 <= t0 or span[0] <= t0 < t1 <= span[1]:
             return
         check = WindowCheck(t0, t1, *span)
         if check.mostly_outside and check.after_us:
