@@ -95,9 +95,9 @@ _SESSION_PATH = re.compile(r"\.mefd(\.tar)?/?$")
 
 
 def _address_and_file(f):
-    """[ADDRESS] FILE: the server (optional) and the recording."""
+    """[ADDRESS] FILE: the server (optional) and the recording (checked by :func:`_target`)."""
     f = click.argument("file", required=False, metavar="FILE")(f)
-    return click.argument("address", metavar="[ADDRESS]")(f)
+    return click.argument("address", required=False, metavar="[ADDRESS]")(f)
 
 
 def _window_arguments(f):
@@ -122,9 +122,15 @@ def _target(address, file) -> tuple:
     """
     if file is None:
         address, file = None, address
-        if not _SESSION_PATH.search(file) and re.fullmatch(r"[\w.\-\[\]:]+:\d+", file):
-            raise click.UsageError(f"{file} looks like an ADDRESS: give the recording's FILE "
-                                   "after it")
+    if file is None:
+        raise click.UsageError("Missing argument 'FILE': the recording's path as the server "
+                               "sees it (a folder ending in .mefd)")
+    if not _SESSION_PATH.search(file) and not os.path.exists(file):
+        looks = (f"{file} looks like an ADDRESS: give the recording's FILE after it"
+                 if address is None and re.fullmatch(r"[\w.\-\[\]:]+", file) else
+                 f"{file} is not a MEF session path: FILE is a folder ending in .mefd "
+                 "(or an archive ending in .mefd.tar)")
+        raise click.UsageError(looks)
     if not os.path.isabs(file) and "://" not in file:
         file = os.path.abspath(file)
     return address, file
@@ -420,6 +426,7 @@ def get_cmd(address, file, channels, start, end, duration, output, piece_s, prog
 
     if not output.lower().endswith(FORMATS):
         raise click.ClickException(f"the output must end in {', '.join(FORMATS)}: {output}")
+    _check_output_folder(output)
     address, file = _target(address, file)
     with _connect(address, **copts) as client:
         info = _open_recording(client, file, password)
@@ -453,6 +460,12 @@ def get_cmd(address, file, channels, start, end, duration, output, piece_s, prog
                               n_samples=total)
     click.echo(f"wrote {output}: {len(names)} channel(s) x {total} samples at {fs:g} Hz, "
                f"{format_uutc(t0)} .. {format_uutc(t1)}", err=True)
+
+
+def _check_output_folder(output: str) -> None:
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f"cannot write {output}: there is no folder {folder}")
 
 
 def _check_room(output: str, n_samples: int, n_channels: int) -> None:
@@ -572,6 +585,7 @@ def plot_cmd(address, file, channels, start, end, duration, output, points, utc,
     from .plot import plot_traces
     from .timespec import format_duration, format_uutc
 
+    _check_output_folder(output)
     address, file = _target(address, file)
     with _connect(address, **copts) as client:
         info = _open_recording(client, file, password)

@@ -92,7 +92,7 @@ class WindowCheck:
             except (OverflowError, ValueError):       # beyond the years 1..9999
                 return f"{u} uUTC"
 
-        zone = "" if local else " UTC"
+        zone = " local time" if local else " UTC"
         span = f"{t(self.data_start)} .. {t(self.data_end)}{zone}"
         window = f"[{t(self.start_uutc)}, {t(self.end_uutc)}){zone}"
         if self.outside:
@@ -110,4 +110,4 @@ class WindowCheck:
                              unit_hint(self.end_uutc, (self.data_start, self.data_end))) if h]
         if self.outside and not hints:
             hints = [h for h in (unit_hint(self.start_uutc), unit_hint(self.end_uutc)) if h]
-        return text + "".join(f"; {h}" for h in dict.fromkeys(hints))
+        return text + (f"; {hints[0]}" if hints else "")     # the start's, or else the end's

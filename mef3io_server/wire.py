@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .exceptions import RequestRefused, ServerUnsupported
+from .exceptions import InvalidArgument, RequestRefused, ServerUnsupported
 from .protobufs import gRPCMef3Server_pb2 as pb2
 
 CLIENT_ID_KEY = "x-mef3io-client-id"
@@ -47,7 +47,7 @@ def check_client_id(client_id: Optional[str]) -> str:
         return uuid.uuid4().hex
     if not isinstance(client_id, str) or not (0 < len(client_id) <= 128) \
             or not client_id.isprintable():
-        raise ValueError("client_id must be 1 to 128 printable characters")
+        raise InvalidArgument("client_id must be 1 to 128 printable characters")
     return client_id
 
 

@@ -318,8 +318,13 @@ def test_address_is_optional_and_relative_files_are_taken_from_here(server, reco
     if _has("list_recordings"):
         p = cli("ls", recording.parent)                          # one argument: a ROOT
         assert p.returncode == 0 and str(recording) in p.stdout, p.stderr
-    p = cli("info", server.address)                               # the FILE forgotten
-    assert p.returncode == 2 and "looks like an ADDRESS" in p.stderr, p.stderr
+    for args, words in [((server.address,), "looks like an ADDRESS"),   # the FILE forgotten
+                        (("localhost",), "looks like an ADDRESS"),
+                        ((), "Missing argument 'FILE'")]:
+        p = cli("info", *args)
+        assert p.returncode == 2 and words in p.stderr, p.stderr
+    _assert_one_line_error(cli("get", recording, "-c", "a", "-d", "1s", "-o",
+                               tmp_path / "no" / "x.npy"), "there is no folder")
 
 
 def test_a_server_wanting_a_token_names_the_option(recording, tmp_path):
