@@ -13,6 +13,7 @@ cannot run here is preceded by ``<!-- not run: why -->``.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -53,8 +54,11 @@ def demo(tmp_path_factory):
     venv = ROOT / ".venv"
     if Path(sys.prefix).resolve() != venv.resolve():
         pytest.skip("the tests do not run in this checkout's .venv (use scripts/test.sh)")
-    if not list(venv.glob(".installed-*")):
-        pytest.skip(".venv was not made by this checkout's scripts/test.sh (no install stamp)")
+    want = (f"{hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()} "
+            f"{sys.version.split()[0]}")
+    if not any(p.read_text().strip() == want for p in venv.glob(".installed-*")):
+        pytest.skip(".venv is not up to date with pyproject.toml (run scripts/test.sh, which "
+                    "installs it and leaves the stamp serve-demo.sh checks)")
     home = tmp_path_factory.mktemp("first_hour")
     port = _free_port()
     env = {k: v for k, v in os.environ.items()
@@ -139,6 +143,26 @@ def _page_env(env: dict, readme: bool, scratch: Path) -> dict:
     return env
 
 
+def _run_alone(cmd: list, cwd: Path, env: dict, timeout: float = 240) -> tuple:
+    """(status, stdout, stderr) of ``cmd`` run in a process group of its own, which is
+    killed afterwards: an example that starts a server (or times out) leaves nothing behind."""
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return -1, out, f"timed out after {timeout} s\n{err}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.returncode, out, err
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_example_runs_as_written(page, demo, tmp_path):
     _, _, env, _ = demo
@@ -162,12 +186,10 @@ def test_every_example_runs_as_written(page, demo, tmp_path):
             cmd = [sys.executable, str(script)]
         else:
             cmd = ["bash", "-e", "-c", code]
-        done = subprocess.run(cmd, cwd=str(scratch), env=run_env, capture_output=True, text=True,
-                              timeout=240, stdin=subprocess.DEVNULL)
-        assert done.returncode == 0, (f"{page}, example {i + 1} ({lang}) failed:\n{code}\n"
-                                      f"--- stdout\n{done.stdout[-2000:]}\n"
-                                      f"--- stderr\n{done.stderr[-3000:]}")
-        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        code_, out, err = _run_alone(cmd, scratch, run_env)
+        assert code_ == 0, (f"{page}, example {i + 1} ({lang}) failed:\n{code}\n"
+                            f"--- stdout\n{out[-2000:]}\n--- stderr\n{err[-3000:]}")
+        assert "Traceback" not in err, err[-3000:]
 
 
 def test_blocks_not_run_say_why():
