@@ -22,7 +22,12 @@ ensure_venv() {
     done
   fi
   echo "installing mef3io-server[$extra] into .venv (once per change of pyproject.toml)..." >&2
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$extra]"
+  # pip's and the build's chatter goes to a log, shown only when the install fails.
+  if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
+         && .venv/bin/python -m pip install --quiet -e ".[$extra]"; } > .venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "installing mef3io-server[$extra] failed (the log above is in .venv/install.log)" >&2
+    return 1
+  fi
   echo "$want" > ".venv/.installed-$extra"
 }

@@ -187,7 +187,7 @@ def published_sdist() -> Path:
     its code, to compare public APIs with (read as text, never imported into ours).
 
     Downloaded from PyPI once (``pip download --no-binary :all:``) into
-    ``$MEF3IO_PUBLISHED_CACHE`` or ``~/.cache/mef3io-server/published``; skips,
+    ``$MEF3IO_PUBLISHED_CACHE`` or ``~/.cache/mef3io-server-tests/published``; skips,
     saying why, when PyPI cannot be reached.
     """
     import shutil
@@ -195,7 +195,7 @@ def published_sdist() -> Path:
     import tempfile
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    cache = Path(os.environ.get("MEF3IO_PUBLISHED_CACHE") or Path(base) / "mef3io-server"
+    cache = Path(os.environ.get("MEF3IO_PUBLISHED_CACHE") or Path(base) / "mef3io-server-tests"
                  / "published")
     name = f"mef3io_server-{PUBLISHED_VERSION}"
     root = cache / name
