@@ -28,7 +28,7 @@ from ..protobufs import gRPCMef3Server_pb2 as pb2
 from .auth import TokenAuthInterceptor, TokenFile
 from .calls import CallObserver
 from .config import Settings, load_settings
-from .decode import stop_forkserver
+from .decode import stop_worker_helpers
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
@@ -79,7 +79,7 @@ class RunningServer:
             self.metrics.close()
         self.engine.close()
         if self.engine.decoder.kind == "processes":
-            stop_forkserver()
+            stop_worker_helpers()
 
 
 def reach(host: str) -> str:
@@ -267,6 +267,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     # Python runs handlers only when the main thread wakes up.
     while not stop.wait(0.2):
         pass
+    gc.unfreeze()       # what the drain ends (decode pools) must be collectable again
     running.stop()
     log.info("stopped")
     if getattr(running.engine.decoder, "stuck", 0):

@@ -545,23 +545,31 @@ class ProcessDecoder(Decoder):
                     "worker_restarts": self._restarts}
 
 
-def stop_forkserver() -> None:
-    """Stop multiprocessing's forkserver now, not after this process exits (best effort).
+def stop_worker_helpers() -> None:
+    """Stop multiprocessing's forkserver and resource tracker now, after
+    :meth:`ProcessDecoder.close`, so that no child outlives a server's drain (best effort).
 
-    It would exit on its own once this process is gone; stopping it after
-    :meth:`ProcessDecoder.close` means no child outlives a server's drain.
-    The resource tracker is left to end by itself when this process exits:
-    stopping it earlier made it unlink the pools' semaphores before their
-    own finalizers ran, which then printed ``FileNotFoundError`` tracebacks
-    (and a restarted tracker a ``KeyError``) at every shutdown.
+    The tracker unlinks whatever semaphores are still registered with it when it
+    stops; the pools' queues unlink their own when they are freed, and a
+    semaphore unlinked twice printed ``FileNotFoundError`` tracebacks (and a
+    restarted tracker a ``KeyError``) at every shutdown. So the ended pools are
+    collected first, and the tracker is stopped only when no semaphore is left
+    in this process; otherwise it ends by itself once this process exits.
     """
-    from multiprocessing import forkserver
+    import gc
+    from multiprocessing import forkserver, resource_tracker, synchronize, util
 
-    server = getattr(forkserver, "_forkserver", None)
-    try:
-        server._stop()
-    except Exception:  # noqa: BLE001 - not running, or a Python without _stop
-        log.debug("could not stop the forkserver", exc_info=True)
+    gc.collect()
+    helpers = [getattr(forkserver, "_forkserver", None)]
+    registry = getattr(util, "_finalizer_registry", {})
+    if not any(getattr(f, "_callback", None) is synchronize.SemLock._cleanup
+               for f in list(registry.values())):
+        helpers.append(getattr(resource_tracker, "_resource_tracker", None))
+    for helper in helpers:
+        try:
+            helper._stop()
+        except Exception:  # noqa: BLE001 - not running, or a Python without _stop
+            log.debug("could not stop a multiprocessing helper", exc_info=True)
 
 
 def make_decoder(settings, reader_for: Callable[[Source], object]) -> Decoder:
