@@ -18,156 +18,82 @@ Example::
 
 :class:`AsyncMef3Client` has every method of
 :class:`mef3io_server.client.Mef3Client`, as coroutines with the same
-arguments and the same answers: both build requests and parse answers with
-:mod:`mef3io_server.wire`, and differ only in how they call. One client (one
-HTTP/2 connection) carries many concurrent calls from one event loop; all of
-them share the client's id, so they share its sessions on the server.
+arguments, the same answers and the same errors: both run the operations of
+:class:`mef3io_server.client_base.BaseClient` and differ only in sending. One
+client (one HTTP/2 connection) carries many concurrent calls from one event
+loop; all of them share the client's id, so they share its sessions on the
+server.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import asyncio
+from typing import Callable, Optional, Sequence
 
 import grpc
 
-from . import wire
-from .client import connect
-from .protobufs import gRPCMef3Server_pb2 as pb2
-from .reopen import reopened_once
-from .wire import ServerUnsupported  # noqa: F401  (re-exported)
+from .client_base import BaseClient, Call, Done, Operation, Unary
+from .reopen import Pause
+from .exceptions import Mef3Error, ServerUnsupported
+
+__all__ = ["AsyncMef3Client", "Mef3Error", "ServerUnsupported"]
+
+Time = object   # uUTC int, ISO 8601 text, datetime, numpy.datetime64, "+10m", timedelta
 
 
-class AsyncMef3Client:
+class AsyncMef3Client(BaseClient):
     """asyncio client for a mef3io-server; see :class:`~mef3io_server.client.Mef3Client`.
 
-    Parameters are those of ``Mef3Client``: ``address`` (``host:port``),
-    ``client_id`` (1 to 128 printable characters, random when ``None``),
-    ``root_certificates`` / ``private_key`` / ``certificate_chain`` (PEM paths
-    or bytes: TLS, mutual TLS), ``token`` (bearer token) and ``timeout``
-    (deadline of each call in seconds). Create it inside a running event loop
+    Parameters are those of ``Mef3Client``: ``address`` (``host:port``;
+    default ``$MEF3IO_ADDRESS`` or ``localhost:50051``), ``client_id`` (1 to
+    128 printable characters, random when ``None``), ``root_certificates`` /
+    ``private_key`` / ``certificate_chain`` (PEM paths or bytes: TLS, mutual
+    TLS), ``token`` (bearer token), ``timeout`` (deadline of each call in
+    seconds) and ``raise_errors``. Create it inside a running event loop
     (``grpc.aio`` binds the channel to the loop) and close it with
     ``await client.close()`` or ``async with``.
     """
 
-    CLIENT_ID_KEY = wire.CLIENT_ID_KEY
+    _aio = True
 
-    def __init__(self, address: str = wire.DEFAULT_ADDRESS, client_id: Optional[str] = None, *,
-                 root_certificates=None, private_key=None, certificate_chain=None,
-                 token: Optional[str] = None, timeout: Optional[float] = None):
-        connect(self, address, client_id, token, timeout, aio=True,
-                root_certificates=root_certificates, private_key=private_key,
-                certificate_chain=certificate_chain)
+    # ---- sending: the only part that differs from the synchronous client ----
 
-    # ---- context manager ----
+    async def _run(self, op: Operation):
+        """Run an operation of :class:`BaseClient` with awaited calls; returns its result."""
+        step = self._advance(op)
+        while not isinstance(step, Done):
+            step = self._advance(op, *(await self._outcome(step)))
+        return step.value
+
+    async def _outcome(self, call: Call) -> tuple:
+        """(answer, None), or (None, the error) of sending ``call``."""
+        try:
+            return await self._send(call), None
+        except Mef3Error as e:      # raised reading an answer: the operation sees it
+            return None, e
+        except grpc.RpcError as e:
+            return self._failed(e, call)
+
+    async def _send(self, call: Call):
+        if isinstance(call, Pause):
+            await asyncio.sleep(call.seconds)
+            return None
+        if isinstance(call, Unary):
+            return await getattr(self.stub, call.rpc)(call.request, **self._kw())
+        stream = getattr(self.stub, call.rpc)(call.request, **self._kw())
+        try:
+            async for message in stream:
+                if not self._take(call, message):
+                    break
+        finally:
+            stream.cancel()
+
+    # ---- context manager, life cycle ----
 
     async def __aenter__(self) -> "AsyncMef3Client":
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
-
-    def _kw(self) -> dict:
-        return {"metadata": self._metadata, "timeout": self._timeout}
-
-    # ---- files ----
-
-    async def open_file(self, file_path: str, cache_fs: Optional[float] = None,
-                        allow_mixed_rates: bool = False, password: Optional[str] = None) -> dict:
-        """Open a recording; see :meth:`Mef3Client.open_file`."""
-        resp = await self.stub.OpenFile(
-            wire.open_file_request(file_path, cache_fs, allow_mixed_rates, password), **self._kw())
-        return self._opened.remember(file_path, wire.check_open_answer(resp, cache_fs),
-                                     cache_fs=cache_fs, allow_mixed_rates=allow_mixed_rates,
-                                     password=password)
-
-    @reopened_once
-    async def get_file_info(self, file_path: str) -> dict:
-        """Metadata of an open file; see :meth:`Mef3Client.get_file_info`."""
-        return wire.file_info_to_dict(
-            await self.stub.FileInfo(wire.file_info_request(file_path), **self._kw()))
-
-    async def close_file(self, file_path: str) -> dict:
-        """End this client's session on the file; see :meth:`Mef3Client.close_file`."""
-        self._opened.forget(file_path)
-        return wire.close_answer(
-            await self.stub.CloseFile(wire.file_info_request(file_path), **self._kw()))
-
-    async def list_open_files(self) -> list:
-        """Paths of every file open on the server (by any client)."""
-        return wire.list_open_answer(
-            await self.stub.ListOpenFiles(pb2.ListOpenFilesRequest(), **self._kw()))
-
-    # ---- data ----
-
-    @reopened_once
-    async def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
-                               start_uutc: int, end_uutc: int,
-                               n_points: Optional[int] = None,
-                               dtype: Optional[str] = None) -> dict:
-        """Read ``[start_uutc, end_uutc)``; see :meth:`Mef3Client.get_signal_range`."""
-        asm = wire.SignalAssembler(n_points, dtype)
-        call = self.stub.GetSignalRange(
-            wire.signal_request(file_path, channels, start_uutc, end_uutc, n_points, dtype),
-            **self._kw())
-        try:
-            async for chunk in call:
-                if not asm.feed(chunk):
-                    break
-        finally:
-            call.cancel()
-        return asm.result()
-
-    @reopened_once
-    async def get_envelope(self, file_path: str, channels: Optional[Sequence[str]] = None,
-                           start_uutc: Optional[int] = None,
-                           end_uutc: Optional[int] = None) -> dict:
-        """Per-MEF-block min and max; see :meth:`Mef3Client.get_envelope`."""
-        asm = wire.EnvelopeAssembler()
-        async for msg in self.stub.GetEnvelope(
-                wire.envelope_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
-            asm.feed(msg)
-        return asm.result()
-
-    # ---- annotations, data layout, discovery ----
-
-    @reopened_once
-    async def get_records(self, file_path: str, channels: Optional[Sequence[str]] = None,
-                          start_uutc: Optional[int] = None,
-                          end_uutc: Optional[int] = None) -> list:
-        """MEF records in time order; see :meth:`Mef3Client.get_records`."""
-        out: list = []
-        try:
-            async for chunk in self.stub.GetRecords(
-                    wire.records_request(file_path, channels, start_uutc, end_uutc), **self._kw()):
-                out.extend(wire.records_answer(chunk))
-        except grpc.RpcError as e:
-            raise wire.unsupported_or(e, "GetRecords") from None
-        return out
-
-    @reopened_once
-    async def get_segments(self, file_path: str,
-                           channels: Optional[Sequence[str]] = None) -> dict:
-        """Runs and gaps per channel; see :meth:`Mef3Client.get_segments`."""
-        asm = wire.SegmentsAssembler()
-        try:
-            async for msg in self.stub.GetSegments(wire.segments_request(file_path, channels),
-                                                   **self._kw()):
-                asm.feed(msg)
-        except grpc.RpcError as e:
-            raise wire.unsupported_or(e, "GetSegments") from None
-        return asm.result()
-
-    async def list_recordings(self, root: Optional[str] = None, recursive: bool = True) -> list:
-        """Sessions under a served directory; see :meth:`Mef3Client.list_recordings`."""
-        out: list = []
-        try:
-            async for chunk in self.stub.ListRecordings(
-                    wire.list_recordings_request(root, recursive), **self._kw()):
-                out.extend(wire.recordings_answer(chunk))
-        except grpc.RpcError as e:
-            raise wire.unsupported_or(e, "ListRecordings") from None
-        return out
-
-    # ---- life cycle ----
 
     async def close(self) -> None:
         """Close the connection (calls in flight are cancelled)."""
@@ -176,3 +102,56 @@ class AsyncMef3Client:
     async def shutdown(self) -> None:
         """Close the connection; the same as :meth:`close` (``Mef3Client``'s name)."""
         await self.close()
+
+    # ---- files ----
+
+    async def open_file(self, file_path: str, cache_fs: Optional[float] = None,
+                        allow_mixed_rates: bool = False, password: Optional[str] = None) -> dict:
+        """Open a recording; see :meth:`Mef3Client.open_file`."""
+        return await self._run(self._open_file(file_path, cache_fs, allow_mixed_rates, password))
+
+    async def get_file_info(self, file_path: str) -> dict:
+        """Metadata of an open file; see :meth:`Mef3Client.get_file_info`."""
+        return await self._run(self._get_file_info(file_path))
+
+    async def close_file(self, file_path: str) -> dict:
+        """End this client's session on the file; see :meth:`Mef3Client.close_file`."""
+        return await self._run(self._close_file(file_path))
+
+    async def list_open_files(self) -> list:
+        """Paths of every file open on the server (by any client)."""
+        return await self._run(self._list_open_files())
+
+    # ---- data ----
+
+    async def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
+                               start_uutc: Time, end_uutc: Time,
+                               n_points: Optional[int] = None,
+                               dtype: Optional[str] = None) -> dict:
+        """Read ``[start_uutc, end_uutc)``; see :meth:`Mef3Client.get_signal_range`."""
+        return await self._run(self._get_signal_range(file_path, channels, start_uutc, end_uutc,
+                                                      n_points, dtype))
+
+    async def get_envelope(self, file_path: str, channels: Optional[Sequence[str]] = None,
+                           start_uutc: Optional[Time] = None,
+                           end_uutc: Optional[Time] = None) -> dict:
+        """Per-MEF-block min and max; see :meth:`Mef3Client.get_envelope`."""
+        return await self._run(self._get_envelope(file_path, channels, start_uutc, end_uutc))
+
+    # ---- annotations, data layout, discovery ----
+
+    async def get_records(self, file_path: str, channels: Optional[Sequence[str]] = None,
+                          start_uutc: Optional[Time] = None,
+                          end_uutc: Optional[Time] = None) -> list:
+        """MEF records in time order; see :meth:`Mef3Client.get_records`."""
+        return await self._run(self._get_records(file_path, channels, start_uutc, end_uutc))
+
+    async def get_segments(self, file_path: str,
+                           channels: Optional[Sequence[str]] = None) -> dict:
+        """Runs and gaps per channel; see :meth:`Mef3Client.get_segments`."""
+        return await self._run(self._get_segments(file_path, channels))
+
+    async def list_recordings(self, root: Optional[str] = None, recursive: bool = True, *,
+                              progress: Optional[Callable[[int], None]] = None) -> list:
+        """Sessions under a served directory; see :meth:`Mef3Client.list_recordings`."""
+        return await self._run(self._list_recordings(root, recursive, progress))

@@ -6,6 +6,7 @@ it writes the demo recording on first run and serves it. More subcommands
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,16 +15,36 @@ from . import client_commands
 from .server.config import ConfigError, load_settings
 
 
+#: Exit status of a command whose reader went away (128 + SIGPIPE), as Unix tools give.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
 class _OneLineErrors(click.Group):
-    """Any failure of a subcommand is shown as one line, ``Error: ...``, never a traceback."""
+    """Any failure of a subcommand is shown as one line, ``Error: ...``, never a traceback.
+
+    A closed output pipe (``mef3io-server ls | head -1``) ends the command
+    quietly, with status 141, as it ends ``cat`` or ``seq``.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except Exception as e:  # noqa: BLE001 - the command line shows every failure as one line
             raise click.ClickException(client_commands.one_line(e)) from None
+
+
+def _quiet_broken_pipe() -> None:
+    """Leave quietly: later writes (and Python's flush at exit) go to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,13 +56,15 @@ def cli():
 @cli.command()
 @click.argument("path", required=False, type=click.Path())
 @click.option("--demo", is_flag=True, help="Serve the built-in demo recording "
-              "(written on first run) when no PATH is given.")
+              "(written on first run) when no PATH is given: on this machine only "
+              "(BIND_ADDRESS=localhost) and its folder only (DATA_ROOTS), unless those "
+              "variables are set.")
 def serve(path, demo):
     """Run the server (configured by environment variables; see docs/configuration.md).
 
     PATH, if given, is a recording opened at start-up (in the shared default
     session) so it is listed and ready; every other readable path can be
-    opened by clients too.
+    opened by clients too (confine them with DATA_ROOTS).
     """
     try:
         settings = load_settings()
@@ -52,11 +75,29 @@ def serve(path, demo):
 
     preload = path
     if preload is None and demo:
-        from .demo import write_demo
+        from .demo import demo_ready, write_demo
 
-        click.echo("preparing the demo recording (first run: a few seconds)...", err=True)
+        if not demo_ready():
+            click.echo("writing the demo recording (first run only: a few seconds)...", err=True)
         preload = str(write_demo())
+        settings = _demo_settings(settings, preload)
     sys.exit(run(settings, preload=preload))
+
+
+def _demo_settings(settings, recording: str):
+    """The demo's defaults: this machine only, the demo's folder only (unless set)."""
+    changes = {}
+    if not os.environ.get("BIND_ADDRESS", "").strip():
+        changes["bind_address"] = "localhost"
+    if not os.environ.get("DATA_ROOTS", "").strip():
+        changes["data_roots"] = (os.path.realpath(os.path.dirname(recording)),)
+    if changes:
+        click.echo("the demo serves " + " and ".join(
+            (["this machine only (BIND_ADDRESS=:: serves others)"]
+             if "bind_address" in changes else [])
+            + ([f"{changes['data_roots'][0]} only (DATA_ROOTS serves other folders)"]
+               if "data_roots" in changes else [])), err=True)
+    return settings.replace(**changes)
 
 
 @cli.command("demo")

@@ -1,26 +1,51 @@
 """The command-line commands that talk to a running server: ``ls``, ``info``, ``get``, ``plot``.
 
 Registered on the ``mef3io-server`` group by :mod:`mef3io_server.cli`. Each
-connects with :class:`~mef3io_server.client.Mef3Client` (``--client-id``,
-``--token``, ``--root-certificates``, ``--timeout``), takes times as uUTC, ISO
-8601 or offsets from the recording's start (:mod:`mef3io_server.timespec`),
-and reports any failure as one line (:func:`one_line`). See docs/cli.md.
+connects with :class:`~mef3io_server.client.Mef3Client` (``raise_errors=True``;
+``--client-id``, ``--token``, ``--root-certificates``, ``--timeout``) to
+ADDRESS, which may be left out: ``$MEF3IO_ADDRESS``, else ``localhost:50051``
+(a host alone gets port 50051). Times are uUTC, ISO 8601 or offsets from the
+recording's start (:mod:`mef3io_server.timespec`); a window without data is
+refused, one partly outside it noted (:mod:`mef3io_server.window_check`). Any
+failure is reported as one line (:func:`one_line`). See docs/cli.md.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
+
+
+def install_hint(e: ImportError) -> str:
+    """The command that installs what ``e`` lacks, in this very environment."""
+    missing = (getattr(e, "name", None) or "").split(".")[0]
+    extra = "dask" if missing in ("dask", "distributed") else "plot"
+    root = Path(__file__).resolve().parent.parent
+    pip = f"{sys.executable} -m pip install"
+    if (root / "pyproject.toml").exists() and (root / "mef3io_server").is_dir():
+        return f"{pip} -e '{root}[{extra}]'"       # a source checkout, installed editable
+    return f"{pip} 'mef3io-server[{extra}]'"
 
 
 def one_line(e: BaseException) -> str:
     """One line saying what went wrong (gRPC failures by their status)."""
     import grpc
 
-    if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+    from .exceptions import OpenFailed, ServerUnreachable
+
+    if isinstance(e, OpenFailed):
+        msg = f"cannot open {e.path}: {e}"
+    elif isinstance(e, ServerUnreachable):
+        msg = f"cannot reach the server: {e.details()}"
+        if "TLS" in (e.details() or "") or "handshake" in (e.details() or ""):
+            msg += " (if it has TLS on, give --root-certificates CA.pem)"
+    elif isinstance(e, grpc.RpcError) and hasattr(e, "code"):
         code, details = e.code(), (e.details() or "").strip()
         if code == grpc.StatusCode.UNAVAILABLE:
             msg = f"cannot reach the server: {details}"
@@ -31,7 +56,7 @@ def one_line(e: BaseException) -> str:
         else:
             msg = f"{code.name}: {details}"
     elif isinstance(e, ImportError):
-        msg = f"{e} (install the extra: pip install 'mef3io-server[plot]' or '[dask]')"
+        msg = f"{e} (install it: {install_hint(e)})"
     elif isinstance(e, (ValueError, RuntimeError, OSError)):
         msg = str(e) or type(e).__name__
     else:
@@ -61,17 +86,24 @@ _START_OPTION = click.option("-s", "--start", default=None, metavar="TIME",
                              help=f"Window start: {_TIME_HELP}. Default: the channels' start.")
 _END_OPTION = click.option("-e", "--end", default=None, metavar="TIME",
                            help=f"Window end (excluded): {_TIME_HELP}. Default: the channels' end.")
-
-
 _DURATION_OPTION = click.option(
     "-d", "--duration", default=None, metavar="SPAN",
     help="Window length instead of --end: e.g. 10m, 1h30m, 90s, 500ms.")
+ADDRESS_HELP = ("ADDRESS is the server's host:port; left out: $MEF3IO_ADDRESS, else "
+                "localhost:50051 (a host alone gets port 50051).")
+_SESSION_PATH = re.compile(r"\.mefd(\.tar)?/?$")
+
+
+def _address_and_file(f):
+    """[ADDRESS] FILE: the server (optional) and the recording (checked by :func:`_target`)."""
+    f = click.argument("file", required=False, metavar="FILE")(f)
+    return click.argument("address", required=False, metavar="[ADDRESS]")(f)
 
 
 def _window_arguments(f):
-    """ADDRESS FILE [-c CHANNELS] [-s START] [-e END]: what ``get`` and ``plot`` read."""
-    for deco in reversed([click.argument("address"), click.argument("file"), _CHANNELS_OPTION,
-                          _START_OPTION, _END_OPTION, _DURATION_OPTION]):
+    """[ADDRESS] FILE [-c CHANNELS] [-s START] [-e END | -d SPAN]: what ``get`` and ``plot`` read."""
+    for deco in reversed([_address_and_file, _CHANNELS_OPTION, _START_OPTION, _END_OPTION,
+                          _DURATION_OPTION]):
         f = deco(f)
     return f
 
@@ -82,20 +114,53 @@ def _client_options(f):
     return f
 
 
+def _target(address, file) -> tuple:
+    """(address or None, FILE as the server is asked it) from the one or two arguments.
+
+    A relative FILE is made absolute from this shell's directory (the server
+    would otherwise resolve it in its own working directory).
+    """
+    if file is None:
+        address, file = None, address
+    if file is None:
+        raise click.UsageError("Missing argument 'FILE': the recording's path as the server "
+                               "sees it (a folder ending in .mefd)")
+    if not _SESSION_PATH.search(file) and not os.path.exists(file):
+        looks = (f"{file} looks like an ADDRESS: give the recording's FILE after it"
+                 if address is None and re.fullmatch(r"[\w.\-\[\]:]+", file) else
+                 f"{file} is not a MEF session path: FILE is a folder ending in .mefd "
+                 "(or an archive ending in .mefd.tar)")
+        raise click.UsageError(looks)
+    if not os.path.isabs(file) and "://" not in file:
+        file = os.path.abspath(file)
+    return address, file
+
+
 @contextmanager
 def _connect(address, client_id=None, token=None, root_certificates=None, timeout=None):
     from .client import Mef3Client
+    from .exceptions import NotAuthenticated
 
     client = Mef3Client(address, client_id, token=token, root_certificates=root_certificates,
-                        timeout=timeout)
+                        timeout=timeout, raise_errors=True)
     try:
-        yield client
+        with warnings.catch_warnings():
+            # The command checks its window once (_window); pieces need not repeat it.
+            from .exceptions import WindowWarning
+
+            warnings.simplefilter("ignore", WindowWarning)
+            yield client
+    except NotAuthenticated as e:
+        if token:
+            raise click.ClickException(f"the server at {client.address} did not accept the "
+                                       f"token (--token or $MEF3IO_TOKEN): {e.details()}")
+        raise click.ClickException(f"the server at {client.address} requires a bearer token: "
+                                   "give --token TOKEN or set MEF3IO_TOKEN") from None
     finally:
         client.shutdown()
 
 
-@contextmanager
-def _open_recording(client, path: str, password=None):
+def _open_recording(client, path: str, password=None) -> dict:
     """The file's metadata, once this client's session on it is open.
 
     The session is deliberately left open: it expires on the server after
@@ -103,26 +168,17 @@ def _open_recording(client, path: str, password=None):
     stay warm, so the next command on the same file is served from the cache
     (closing the last session would drop them).
     """
-    info = client.open_file(path, password=password)
-    if not info.get("file_opened"):
-        raise click.ClickException(f"cannot open {path}: "
-                                   f"{info.get('error_message') or 'unknown error'}")
-    yield info
+    return client.open_file(path, password=password)
 
 
 def _optional_rpc(client, method: str, *args, **kwargs):
-    """The answer of an RPC newer servers offer, or None when the client or server lacks it."""
-    import grpc
+    """The answer of an RPC newer servers offer, or None when the server lacks it."""
+    from .exceptions import ServerUnsupported
 
-    fn = getattr(client, method, None)
-    if fn is None:
-        return None
     try:
-        return fn(*args, **kwargs)
-    except grpc.RpcError as e:
-        if hasattr(e, "code") and e.code() == grpc.StatusCode.UNIMPLEMENTED:
-            return None
-        raise
+        return getattr(client, method)(*args, **kwargs)
+    except ServerUnsupported:
+        return None
 
 
 def _rates(info: dict) -> list:
@@ -157,32 +213,49 @@ def _one_rate(info: dict, names: list, idx: list) -> float:
     return next(iter(groups))
 
 
-def _window(info: dict, idx: list, start, end, duration=None) -> tuple[int, int]:
+def _window(info: dict, idx: list, start, end, duration=None, local: bool = True,
+            note: bool = True):
     """The half-open window in uUTC from --start and --end or --duration.
 
-    Default: the chosen channels' whole span.
+    Default: the chosen channels' whole span. A window holding none of their
+    data is refused; one partly outside it is noted on stderr (NaN there),
+    unless ``note`` is False: then ``(t0, t1, check)`` is returned, for the
+    caller to :func:`_note` when it goes ahead.
     """
     from .timespec import format_uutc, parse_duration_us, parse_time
+    from .window_check import WindowCheck
 
     if end and duration:
         raise click.ClickException("give --end or --duration, not both")
     origin = int(info["start_uutc"])
-    t0 = parse_time(start, origin) if start else min(int(info["channel_start_uutc"][i])
-                                                     for i in idx)
+    first = min(int(info["channel_start_uutc"][i]) for i in idx)
+    last = max(int(info["channel_end_uutc"][i]) for i in idx)
+    t0 = parse_time(start, origin) if start else first
     if duration:
         t1 = t0 + parse_duration_us(duration)
     else:
-        t1 = parse_time(end, origin) if end else max(int(info["channel_end_uutc"][i])
-                                                     for i in idx)
+        t1 = parse_time(end, origin) if end else last
     if t1 <= t0:
         raise click.ClickException(f"empty window: the end ({format_uutc(t1)}) is not after "
                                    f"the start ({format_uutc(t0)})")
+    check = WindowCheck(t0, t1, first, last)
+    if check.outside:
+        raise click.ClickException(check.message(local) + "; nothing read")
+    if not note:
+        return t0, t1, check
+    _note(check, local)
     return t0, t1
 
 
+def _note(check, local: bool = True) -> None:
+    """Say on stderr that part of the window lies outside the data (it reads as NaN)."""
+    if check.partly_outside:
+        click.echo(f"note: {check.message(local)}", err=True)
+
+
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
@@ -193,7 +266,7 @@ def _rate_range(lo, hi) -> str:
 
 
 @click.command("ls")
-@click.argument("address")
+@click.argument("address", required=False, metavar="[ADDRESS]")
 @click.argument("root", required=False)
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Look into subdirectories of ROOT.")
@@ -201,18 +274,37 @@ def _rate_range(lo, hi) -> str:
 @click.option("--utc", is_flag=True, help="Show times in UTC instead of local time.")
 @_client_options
 def ls_cmd(address, root, recursive, as_json, utc, **copts):
-    """List the recordings the server at ADDRESS (host:port) can serve.
+    """List the recordings the server at ADDRESS can serve.
 
     Recordings are .mefd sessions and .mefd.tar archives under ROOT, a
     directory inside the server's DATA_ROOTS (default: every root), read from
-    their metadata only. Example: mef3io-server ls localhost:50051 /data
+    their metadata only. A single argument that is a path is ROOT. On a
+    terminal, the count found so far shows while the server looks.
+    Example: mef3io-server ls localhost:50051 /data
     """
     from .timespec import format_duration, format_uutc
 
+    if root is None and address is not None and (address.startswith(("/", ".", "~"))
+                                                 or _SESSION_PATH.search(address)):
+        address, root = None, address
+    if root is not None and not os.path.isabs(root):
+        root = os.path.abspath(os.path.expanduser(root))
+    live = sys.stderr.isatty()
+
+    def found(count: int) -> None:
+        click.echo(f"\rlooking for recordings... {count} found", err=True, nl=False)
+
     with _connect(address, **copts) as client:
-        recs = _optional_rpc(client, "list_recordings", root, recursive=recursive)
+        if live:
+            found(0)
+        try:
+            recs = _optional_rpc(client, "list_recordings", root, recursive=recursive,
+                                 progress=found if live else None)
+        finally:
+            if live:
+                click.echo("\r\033[K", err=True, nl=False)
     if recs is None:
-        raise click.ClickException("this server (or client) cannot list recordings "
+        raise click.ClickException("this server cannot list recordings "
                                    "(ListRecordings is missing: it is older)")
     if as_json:
         click.echo(json.dumps(recs, indent=1, default=str))
@@ -243,14 +335,13 @@ def ls_cmd(address, root, recursive, as_json, utc, **copts):
 
 
 @click.command("info")
-@click.argument("address")
-@click.argument("file")
+@_address_and_file
 @_PASSWORD_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 @click.option("--utc", is_flag=True, help="Show times in UTC instead of local time.")
 @_client_options
 def info_cmd(address, file, password, as_json, utc, **copts):
-    """Show the metadata of recording FILE (a path as the server at ADDRESS sees it).
+    """Show the metadata of recording FILE (its path as the server sees it).
 
     Channels with their rates, spans (local time and uUTC) and units; with a
     server that reports them, the gaps and the number of annotations.
@@ -258,7 +349,9 @@ def info_cmd(address, file, password, as_json, utc, **copts):
     """
     from .timespec import format_duration, format_uutc
 
-    with _connect(address, **copts) as client, _open_recording(client, file, password) as info:
+    address, file = _target(address, file)
+    with _connect(address, **copts) as client:
+        info = _open_recording(client, file, password)
         segments = _optional_rpc(client, "get_segments", file)
         records = _optional_rpc(client, "get_records", file)
     if as_json:
@@ -311,50 +404,86 @@ def info_cmd(address, file, password, as_json, utc, **copts):
               help="Show a progress bar (default: when stderr is a terminal).")
 @_PASSWORD_OPTION
 @_client_options
-def get_cmd(address, file, channels, start, end, duration, output, piece_s, progress, password, **copts):
-    """Read a window of recording FILE from the server at ADDRESS into a file.
+def get_cmd(address, file, channels, start, end, duration, output, piece_s, progress, password,
+            **copts):
+    """Read a window of recording FILE from the server into a file.
 
     The channels must share one sampling rate. The window [start, end) is read
     in pieces that join exactly and streamed to disk, so any length fits in
-    memory; NaN marks gaps. Example:
+    memory; NaN marks gaps. A window that would not fit on the output's disk
+    is refused before anything is read. Example:
 
     \b
         mef3io-server get localhost:50051 /data/p1.mefd -c Ch1,Ch2 -s +10m -e +20m -o x.npz
     """
+    import numpy as np
+
+    from .exceptions import WindowOutsideData
     from .export import FORMATS, export_window
+    from .server.tile_grid import samples_in_window
     from .timespec import format_uutc
-    from .window_pieces import piece_samples, split_window
+    from .window_pieces import iter_pieces, piece_samples
 
     if not output.lower().endswith(FORMATS):
         raise click.ClickException(f"the output must end in {', '.join(FORMATS)}: {output}")
-    with _connect(address, **copts) as client, _open_recording(client, file, password) as info:
+    _check_output_folder(output)
+    address, file = _target(address, file)
+    with _connect(address, **copts) as client:
+        info = _open_recording(client, file, password)
         names, idx = _select_channels(info, channels)
         fs = _one_rate(info, names, idx)
-        t0, t1 = _window(info, idx, start, end, duration)
+        t0, t1, check = _window(info, idx, start, end, duration, note=False)
+        total = samples_in_window(t0, t1, fs)
+        if total <= 0:
+            raise click.ClickException("the window holds no sample")
+        _check_room(output, total, len(names))
+        _note(check)
         per = piece_samples(fs, piece_s, n_channels=len(names), max_bytes=256 * 1024 * 1024)
         starts = {int(info["channel_start_uutc"][i]) for i in idx}
-        pieces = split_window(t0, t1, fs, per, anchor_uutc=starts.pop() if len(starts) == 1
-                              else None)
-        if not pieces:
-            raise click.ClickException("the window holds no sample")
-        total = pieces[-1].j1
+        pieces = iter_pieces(t0, t1, fs, per, anchor_uutc=starts.pop() if len(starts) == 1
+                             else None)
 
         def read(piece):
-            res = client.get_signal_range(file, names, piece.t0, piece.t1)
-            if res["array"] is None:
-                raise RuntimeError(f"reading [{piece.t0}, {piece.t1}): {res['error_message']}")
-            return res["array"]
+            try:
+                return client.get_signal_range(file, names, piece.t0, piece.t1)["array"]
+            except WindowOutsideData:       # a piece beyond the data: what the server sends
+                return np.full((len(names), piece.n_samples), np.nan, dtype=np.float32)
 
         show = sys.stderr.isatty() if progress is None else progress
         bar = click.progressbar(length=total, label=f"{len(names)} ch", file=sys.stderr,
-                                show_eta=True) if show and len(pieces) > 1 else None
+                                show_eta=True) if show and total > per else None
         if bar is None:
-            export_window(read, pieces, output, names, fs, t0, t1)
+            export_window(read, pieces, output, names, fs, t0, t1, n_samples=total)
         else:
             with bar:
-                export_window(read, pieces, output, names, fs, t0, t1, progress=bar.update)
+                export_window(read, pieces, output, names, fs, t0, t1, progress=bar.update,
+                              n_samples=total)
     click.echo(f"wrote {output}: {len(names)} channel(s) x {total} samples at {fs:g} Hz, "
                f"{format_uutc(t0)} .. {format_uutc(t1)}", err=True)
+
+
+def _check_output_folder(output: str) -> None:
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f"cannot write {output}: there is no folder {folder}")
+
+
+def _check_room(output: str, n_samples: int, n_channels: int) -> None:
+    """Refuse a window whose output (at least 4 bytes per sample and channel) would not
+    fit in the free space where ``output`` goes."""
+    import shutil
+
+    need = 4 * n_samples * n_channels
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return                      # the writer says what is wrong with the folder
+    if need > free:
+        raise click.ClickException(
+            f"the window holds {n_samples} samples of {n_channels} channel(s): at least "
+            f"{_size(need)} of output, more than the {_size(free)} free in {folder}; "
+            "choose a shorter window (--start, --end, --duration)")
 
 
 def _gaps(client, file, names, t0, t1, rates, segments) -> dict:
@@ -413,8 +542,6 @@ def _plot_traces(client, file, names, t0, t1, points, rates, gaps_of) -> dict:
                 continue
             n_pts = max(2, round(points * (r1 - r0) / (t1 - t0)))
             res = client.get_signal_range(file, group, r0, r1, n_points=n_pts)
-            if res["array"] is None:
-                raise click.ClickException(f"reading {', '.join(group)}: {res['error_message']}")
             arr = res["array"]
             base = r0 if res["start_uutc"] is None else res["start_uutc"]
             times += [base + np.arange(arr.shape[1]) * (1e6 / res["fs"]), np.array([r1])]
@@ -438,14 +565,19 @@ def _plot_traces(client, file, names, t0, t1, points, rates, gaps_of) -> dict:
 @click.option("--gaps/--no-gaps", default=True, show_default=True, help="Shade gaps.")
 @click.option("--annotations/--no-annotations", default=True, show_default=True,
               help="Mark the recording's records (notes, seizures...).")
+@click.option("--scale", type=click.Choice(["common", "channel"]), default="common",
+              show_default=True, help="One amplitude scale for every channel, or one each "
+                                      "(each with its own scale bar).")
 @_PASSWORD_OPTION
 @_client_options
 def plot_cmd(address, file, channels, start, end, duration, output, points, utc, title, gaps,
-             annotations, password, **copts):
-    """Draw a window of recording FILE from the server at ADDRESS as an image.
+             annotations, scale, password, **copts):
+    """Draw a window of recording FILE from the server as an image.
 
-    Channels are stacked on a time axis in local time (uUTC on top); gaps are
-    shaded and annotations marked when the server reports them. Example:
+    Channels are stacked on a time axis in local time (uUTC on top), on one
+    amplitude scale (a scale bar says how much; --scale channel gives each
+    its own); gaps are shaded and annotations marked when the server reports
+    them. Example:
 
     \b
         mef3io-server plot localhost:50051 /data/p1.mefd -s +1h -d 1h -o hour.png
@@ -453,10 +585,14 @@ def plot_cmd(address, file, channels, start, end, duration, output, points, utc,
     from .plot import plot_traces
     from .timespec import format_duration, format_uutc
 
-    with _connect(address, **copts) as client, _open_recording(client, file, password) as info:
+    _check_output_folder(output)
+    address, file = _target(address, file)
+    with _connect(address, **copts) as client:
+        info = _open_recording(client, file, password)
         names, idx = _select_channels(info, channels)
-        t0, t1 = _window(info, idx, start, end, duration)
+        t0, t1 = _window(info, idx, start, end, duration, local=not utc)
         rates = dict(zip(info["channel_names"], _rates(info)))
+        units = dict(zip(info["channel_names"], info.get("channel_units") or []))
         segments = _optional_rpc(client, "get_segments", file, channels=names)
         gaps_of = _gaps(client, file, names, t0, t1, rates, segments)
         traces = _plot_traces(client, file, names, t0, t1, points, rates, gaps_of)
@@ -465,14 +601,15 @@ def plot_cmd(address, file, channels, start, end, duration, output, points, utc,
     if records is None:
         click.echo("note: this server does not report annotations (GetRecords); none marked",
                    err=True)
-    if gaps:
-        for n, tr in traces.items():
+    for n, tr in traces.items():
+        tr.units = units.get(n, "")
+        if gaps:
             tr.gaps = gaps_of[n]
     title = title if title is not None else (
         f"{os.path.basename(file.rstrip('/'))}   {format_uutc(t0, not utc)[:23]}   "
         f"+{format_duration(t1 - t0)}")
     plot_traces(output, [traces[n] for n in names], t0, t1, records or [], title=title,
-                local=not utc)
+                local=not utc, common_scale=scale == "common")
     click.echo(f"wrote {output}", err=True)
 
 

@@ -22,16 +22,23 @@ Needs the ``dask`` extra (``pip install mef3io-server[dask]``).
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 
+from .exceptions import WindowWarning
+from .server.tile_grid import samples_in_window
+from .timespec import to_uutc
+from .window_check import WindowCheck
 from .window_pieces import DEFAULT_TILE_DURATION_S, piece_samples, split_window
 
 #: Default chunk duration in seconds (6 tiles of the server's default 10 s).
 DEFAULT_CHUNK_S = 60.0
 #: A chunk is shrunk (by whole tiles) to at most this many bytes.
 MAX_CHUNK_BYTES = 128 * 1024 * 1024
+#: A window needing more chunks than this is refused (its graph alone would not fit).
+MAX_CHUNKS = 1_000_000
 
 _clients: dict = {}
 _opened: set = set()
@@ -74,10 +81,12 @@ def fetch_chunk(address: str, client_kwargs: dict, path: str, channels: list,
     if key not in _opened:
         _open(client, path, password)
         _opened.add(key)
-    res = client.get_signal_range(path, channels, t0, t1)
-    if res["array"] is None:   # the session may have expired: open again, once
-        _open(client, path, password)
+    with warnings.catch_warnings():     # the window was checked once, by read_signal
+        warnings.simplefilter("ignore", WindowWarning)
         res = client.get_signal_range(path, channels, t0, t1)
+        if res["array"] is None:   # the session may have expired: open again, once
+            _open(client, path, password)
+            res = client.get_signal_range(path, channels, t0, t1)
     if res["array"] is None:
         raise RuntimeError(f"reading {path} [{t0}, {t1}): {res['error_message']}")
     arr = res["array"]
@@ -88,7 +97,7 @@ def fetch_chunk(address: str, client_kwargs: dict, path: str, channels: list,
 
 
 def read_signal(address: str, path: str, channels: Optional[Sequence[str]] = None,
-                start_uutc: Optional[int] = None, end_uutc: Optional[int] = None,
+                start_uutc=None, end_uutc=None,
                 chunk_s: Optional[float] = None, *, password: Optional[str] = None,
                 tile_duration_s: float = DEFAULT_TILE_DURATION_S, **client_kwargs):
     """A lazy ``dask.array`` (channels, samples), float32, of ``[start_uutc, end_uutc)``.
@@ -102,9 +111,12 @@ def read_signal(address: str, path: str, channels: Optional[Sequence[str]] = Non
     channels : list of str, optional
         Channel names (default: all, in file order); they must share one
         sampling rate.
-    start_uutc, end_uutc : int, optional
-        The half-open window in uUTC; default: from the first channel's start
-        to the last channel's end (of the chosen channels).
+    start_uutc, end_uutc : optional
+        The half-open window: uUTC, or any time the clients take (ISO 8601,
+        ``datetime``, ``numpy.datetime64``, ``"+10m"`` from the recording's
+        start); default: from the first channel's start to the last channel's
+        end (of the chosen channels). A window mostly outside the channels'
+        data warns :class:`~mef3io_server.exceptions.WindowWarning`.
     chunk_s : float, optional
         Seconds per chunk (default 60), rounded to whole server tiles of
         ``tile_duration_s`` (the server's ``TILE_DURATION_S``, default 10)
@@ -143,13 +155,21 @@ def read_signal(address: str, path: str, channels: Optional[Sequence[str]] = Non
     fs = fss[0]
     starts = [int(info["channel_start_uutc"][i]) for i in idx]
     ends = [int(info["channel_end_uutc"][i]) for i in idx]
-    t_start = min(starts) if start_uutc is None else int(start_uutc)
-    t_end = max(ends) if end_uutc is None else int(end_uutc)
+    origin = int(info["start_uutc"])
+    t_start = min(starts) if start_uutc is None else to_uutc(start_uutc, origin)
+    t_end = max(ends) if end_uutc is None else to_uutc(end_uutc, origin)
     if t_end <= t_start:
         raise ValueError(f"empty window [{t_start}, {t_end})")
+    check = WindowCheck(t_start, t_end, min(starts), max(ends))
+    if check.mostly_outside:
+        warnings.warn(f"{path}: {check.message()}", WindowWarning, stacklevel=2)
     per = piece_samples(fs, DEFAULT_CHUNK_S if chunk_s is None else float(chunk_s),
                         n_channels=len(chans), max_bytes=MAX_CHUNK_BYTES,
                         tile_duration_s=tile_duration_s)
+    n_chunks = -(-samples_in_window(t_start, t_end, fs) // per)
+    if n_chunks > MAX_CHUNKS:
+        raise ValueError(f"[{t_start}, {t_end}) makes {n_chunks} chunks of {per} samples (at "
+                         f"most {MAX_CHUNKS}): choose a shorter window or a larger chunk_s")
     anchor = starts[0] if len(set(starts)) == 1 else None
     pieces = split_window(t_start, t_end, fs, per, anchor_uutc=anchor)
     name = "mef3io-read-" + tokenize(address, sorted(client_kwargs.items(), key=str), path,

@@ -30,6 +30,18 @@ def default_demo_dir() -> Path:
     return Path(base) / "mef3io-server"
 
 
+def demo_path() -> Path:
+    """Where the demo recording is (or will be) written: ``$DEMO_DIR/demo.mefd``
+    (default ``~/.cache/mef3io-server/demo.mefd``). The examples in the docs read it."""
+    return default_demo_dir() / "demo.mefd"
+
+
+def demo_ready(path: Optional[os.PathLike] = None) -> bool:
+    """True when the demo recording at ``path`` (default :func:`demo_path`) is written."""
+    path = Path(path) if path is not None else demo_path()
+    return path.exists() and path.with_name(path.name + ".complete").exists()
+
+
 def _signal(rng: np.random.Generator, n: int, fs: float, ch: int) -> np.ndarray:
     t = np.arange(n) / fs
     # 1/f-ish background: integrated noise, high-passed by a leak.
@@ -63,9 +75,9 @@ def write_demo(path: Optional[os.PathLike] = None, *, channels: int = DEMO_CHANN
     """Write (or reuse) the demo recording; returns its ``.mefd`` path."""
     import mef3io
 
-    path = Path(path) if path is not None else default_demo_dir() / "demo.mefd"
+    path = Path(path) if path is not None else demo_path()
     done = path.with_name(path.name + ".complete")
-    if path.exists() and done.exists() and not overwrite:
+    if demo_ready(path) and not overwrite:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -122,21 +122,27 @@ class CsvWriter(_Writer):
 _WRITERS = {".npy": NpyWriter, ".npz": NpzWriter, ".csv": CsvWriter}
 
 
-def export_window(read: Callable[[Piece], np.ndarray], pieces: Sequence[Piece], out,
+def export_window(read: Callable[[Piece], np.ndarray], pieces: Iterable[Piece], out,
                   names: Sequence[str], fs: float, start_uutc: int, end_uutc: int,
-                  progress: Optional[Callable[[int], None]] = None) -> Path:
+                  progress: Optional[Callable[[int], None]] = None,
+                  n_samples: Optional[int] = None) -> Path:
     """Write the pieces' reads to ``out`` (format by suffix); returns the path.
 
     ``read(piece)`` returns the piece's (channels, samples) float32 array;
-    ``progress(n)`` is told the samples written after each piece. On any
-    failure the partial file is removed and the error re-raised.
+    ``progress(n)`` is told the samples written after each piece. ``pieces``
+    may be made one at a time (:func:`~.window_pieces.iter_pieces`) when
+    ``n_samples``, the window's total, is given. On any failure the partial
+    file is removed and the error re-raised.
     """
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in _WRITERS:
         raise ValueError(f"cannot write {out.name!r}: the output must end in "
                          f"{', '.join(FORMATS)}")
-    n = pieces[-1].j1 if pieces else 0
+    if n_samples is None:
+        pieces = list(pieces)
+        n_samples = pieces[-1].j1 if pieces else 0
+    n = int(n_samples)
     writer = None
     try:
         writer = _WRITERS[suffix](out, names, n, fs, start_uutc, end_uutc)

@@ -9,9 +9,9 @@ single server when the session expired (``SESSION_TTL_S``, ``MAX_SESSIONS``).
 
 :class:`OpenedFiles` remembers, per path, the arguments each successful
 ``open_file`` was given (``cache_fs``, ``allow_mixed_rates``, ``password``);
-:func:`reopened_once` wraps a client method about a file so that such an
-answer makes it call ``open_file`` again with those arguments, then call
-itself once more. A call cut off because its replica went away
+:func:`reopened_once` wraps a client operation about a file (see
+:mod:`mef3io_server.client_base`) so that such an answer makes it open the
+file again with those arguments, then run once more. A call cut off because its replica went away
 (see :func:`was_cut_off`) is also made once more, after
 :data:`CUT_OFF_PAUSE_S`. Answers are whole or not at all,
 so a retried read is as exact as any other: nothing of a failed attempt is
@@ -22,11 +22,8 @@ other client opened fails as before when it is gone.
 """
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
 import threading
-import time
+from dataclasses import dataclass
 from typing import Optional
 
 import grpc
@@ -127,57 +124,40 @@ class _Outcome:
         return self.result
 
 
-def _sync_attempt(fn, *args, **kwargs) -> _Outcome:
+@dataclass(frozen=True)
+class Pause:
+    """A step of an operation: wait this many seconds (the client sleeps or awaits)."""
+
+    seconds: float
+
+
+def _attempt(op):
+    """Run the operation ``op`` (a generator, see :mod:`mef3io_server.client_base`) to
+    its end: an :class:`_Outcome` with what it returned or raised."""
     try:
-        return _Outcome(fn(*args, **kwargs))
+        return _Outcome((yield from op))
     except (RuntimeError, grpc.RpcError) as e:
         return _Outcome(error=e)
 
 
-async def _async_attempt(fn, *args, **kwargs) -> _Outcome:
-    try:
-        return _Outcome(await fn(*args, **kwargs))
-    except (RuntimeError, grpc.RpcError) as e:
-        return _Outcome(error=e)
+def reopened_once(opened: OpenedFiles, file_path: str, make_op, open_op):
+    """An operation that runs ``make_op()`` and, when needed, once more.
 
-
-def reopened_once(method):
-    """Decorate a client method whose first argument is a file path.
-
-    When the method's answer (an ``error_message`` in the returned dict, or a
-    RuntimeError) says the client has no session on the file, and the client
-    opened the file (``self._opened``, an :class:`OpenedFiles`), call
-    ``self.open_file`` with the remembered arguments and, when that worked,
-    the method once more. A call cut off by its replica going away is made
-    once more first. Works for plain methods and coroutines.
+    When the answer (an ``error_message`` in the returned dict, or a
+    RuntimeError) says the client has no session on the file and the client
+    opened it (``opened``), run ``open_op(file_path, **remembered arguments)``
+    and, when that opened it, ``make_op()`` once more. A call cut off by its
+    replica going away is made once more first, after a :class:`Pause` of
+    :data:`CUT_OFF_PAUSE_S`. The sync and asyncio clients run it alike.
     """
-    if inspect.iscoroutinefunction(method):
-        @functools.wraps(method)
-        async def run_async(self, file_path, *args, **kwargs):
-            outcome = await _async_attempt(method, self, file_path, *args, **kwargs)
-            if outcome.cut_off and file_path in self._opened:
-                await asyncio.sleep(CUT_OFF_PAUSE_S)
-                outcome = await _async_attempt(method, self, file_path, *args, **kwargs)
-            if outcome.not_open:
-                open_kwargs = self._opened.open_args(file_path)
-                if open_kwargs is not None:
-                    reopened = await _async_attempt(self.open_file, file_path, **open_kwargs)
-                    if reopened.error is None and reopened.result.get("file_opened"):
-                        outcome = await _async_attempt(method, self, file_path, *args, **kwargs)
-            return outcome.get()
-        return run_async
-
-    @functools.wraps(method)
-    def run(self, file_path, *args, **kwargs):
-        outcome = _sync_attempt(method, self, file_path, *args, **kwargs)
-        if outcome.cut_off and file_path in self._opened:
-            time.sleep(CUT_OFF_PAUSE_S)
-            outcome = _sync_attempt(method, self, file_path, *args, **kwargs)
-        if outcome.not_open:
-            open_kwargs = self._opened.open_args(file_path)
-            if open_kwargs is not None:
-                reopened = _sync_attempt(self.open_file, file_path, **open_kwargs)
-                if reopened.error is None and reopened.result.get("file_opened"):
-                    outcome = _sync_attempt(method, self, file_path, *args, **kwargs)
-        return outcome.get()
-    return run
+    outcome = yield from _attempt(make_op())
+    if outcome.cut_off and file_path in opened:
+        yield Pause(CUT_OFF_PAUSE_S)
+        outcome = yield from _attempt(make_op())
+    if outcome.not_open:
+        open_kwargs = opened.open_args(file_path)
+        if open_kwargs is not None:
+            reopened = yield from _attempt(open_op(file_path, **open_kwargs))
+            if reopened.error is None and reopened.result.get("file_opened"):
+                outcome = yield from _attempt(make_op())
+    return outcome.get()

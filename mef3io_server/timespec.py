@@ -1,6 +1,8 @@
-"""Times given on the command line: uUTC, ISO 8601, or offsets from a recording's start.
+"""Times given by people: uUTC, ISO 8601, datetimes, or offsets from a recording's start.
 
-Three forms, all turned into uUTC (integer microseconds since the Unix epoch):
+The command line takes three forms of text, all turned into uUTC (integer
+microseconds since the Unix epoch); the Python clients take these and Python's
+and NumPy's time types too (:func:`to_uutc`):
 
 * **uUTC**: an integer, ``1704067200000000`` (underscores allowed:
   ``1_704_067_200_000_000``).
@@ -15,24 +17,26 @@ Three forms, all turned into uUTC (integer microseconds since the Unix epoch):
 
 Durations (:func:`parse_duration_us`) use the same ``<number><unit>`` parts
 without the ``+``. All arithmetic is exact (``fractions.Fraction``), so
-``+0.1s`` is exactly 100000 us.
+``+0.1s`` is exactly 100000 us. :func:`unit_hint` says when a number looks
+like seconds or milliseconds rather than microseconds.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from fractions import Fraction
 from typing import Optional
+
+import numpy as np
+
+from .exceptions import TimeSpecError
 
 _UNIT_US = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000,
             "ms": 1_000, "us": 1}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|d|h|m|s)")
 _INT = re.compile(r"\d[\d_]*")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-
-
-class TimeSpecError(ValueError):
-    """A time or duration that cannot be understood; the message says why and shows the forms."""
 
 
 FORMS = ("uUTC (e.g. 1704067200000000), ISO 8601 (e.g. 2024-01-01T00:10:00Z; no timezone "
@@ -96,6 +100,92 @@ def parse_time(text, origin_uutc: Optional[int] = None) -> int:
     except ValueError:
         raise TimeSpecError(f"cannot read the time {s!r}: give {FORMS}") from None
     return datetime_to_uutc(dt)
+
+
+def needs_origin(value) -> bool:
+    """True when ``value`` is an offset from the recording's start (``"+10m"``, a timedelta)."""
+    if isinstance(value, (_dt.timedelta, np.timedelta64)):
+        return True
+    return isinstance(value, str) and value.strip().startswith("+")
+
+
+def to_uutc(value, origin_uutc: Optional[int] = None) -> int:
+    """uUTC of a time given to a client, in any of these forms:
+
+    * an integer (``int`` or NumPy) of uUTC; a float is truncated to whole
+      microseconds, as the published client did (``t0 + 10e6`` works);
+    * text as on the command line: uUTC, ISO 8601 (no timezone = UTC) or
+      ``"+10m"`` from the recording's start (:func:`parse_time`);
+    * ``datetime.datetime`` (naive = UTC; pandas ``Timestamp`` too),
+      ``datetime.date`` (its midnight UTC), ``numpy.datetime64`` (rounded to
+      the microsecond);
+    * an offset from the recording's start (``origin_uutc``):
+      ``datetime.timedelta`` or ``numpy.timedelta64``.
+
+    Raises :class:`TimeSpecError` (a ``ValueError``) otherwise.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TimeSpecError(f"{value!r} is not a time: give {FORMS}, or a datetime")
+    if isinstance(value, (_dt.timedelta, np.timedelta64)):    # (timedelta64 is an integer)
+        if origin_uutc is None:
+            raise TimeSpecError(f"{value!r} is an offset but the recording's start is not known")
+        return int(origin_uutc) + _timedelta_us(value)
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise TimeSpecError("NaT is not a time")
+        return _round_ns(int(value.astype("datetime64[ns]").astype(np.int64)))
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise TimeSpecError(f"{value!r} is not a time")
+        return int(value)
+    if isinstance(value, _dt.datetime):
+        return datetime_to_uutc(value)
+    if isinstance(value, _dt.date):
+        return datetime_to_uutc(_dt.datetime(value.year, value.month, value.day))
+    if isinstance(value, str):
+        return parse_time(value, origin_uutc)
+    raise TimeSpecError(f"cannot read {value!r} ({type(value).__name__}) as a time: give "
+                        f"{FORMS}, a datetime, a numpy.datetime64 or a timedelta from the start")
+
+
+def _round_ns(ns: int) -> int:
+    """Nanoseconds to microseconds, rounded half up."""
+    return (ns + 500) // 1000
+
+
+def _timedelta_us(value) -> int:
+    if isinstance(value, np.timedelta64):
+        if np.isnat(value):
+            raise TimeSpecError("NaT is not a duration")
+        return _round_ns(int(value.astype("timedelta64[ns]").astype(np.int64)))
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+#: uUTC of 1990-01-01 and 2100-01-01: where recordings plausibly are, for :func:`unit_hint`.
+_PLAUSIBLE_UUTC = (631_152_000_000_000, 4_102_444_800_000_000)
+
+
+def unit_hint(value: int, span: Optional[tuple[int, int]] = None) -> str:
+    """A sentence when uUTC ``value`` looks like seconds or milliseconds, else ``""``.
+
+    ``span``: the recording's ``(start, end)`` in uUTC; ``value`` scaled by
+    10^6 or 10^3 must then land within a day of it, otherwise between 1990 and
+    2100 while ``value`` itself lies before 1990.
+    """
+    value = int(value)
+    for factor, unit in ((1_000_000, "seconds"), (1_000, "milliseconds")):
+        scaled = value * factor
+        if span is not None:
+            fits = span[0] - _UNIT_US["d"] <= scaled <= span[1] + _UNIT_US["d"]
+        else:
+            fits = (_PLAUSIBLE_UUTC[0] <= scaled <= _PLAUSIBLE_UUTC[1]
+                    and value < _PLAUSIBLE_UUTC[0])
+        if fits and not (span is not None and span[0] <= value <= span[1]):
+            return (f"{value} looks like {unit} since 1970, not microseconds: as uUTC that "
+                    f"time is {scaled} ({format_uutc(scaled, local=False)[:19]} UTC)")
+    return ""
 
 
 def uutc_to_datetime(uutc: int, local: bool = True) -> _dt.datetime:

@@ -16,14 +16,14 @@ within that distance of a half-sample boundary.
 Pieces are also lined up with the server's tiles when possible: tiles hold
 ``tile_samples`` samples of a grid anchored at the channel's first sample, so
 when the window's grid is that grid, the piece edges are put on tile edges
-(the first piece is then shorter). Used by the command line (``get``) and
-:func:`mef3io_server.dask.read_signal`.
+(the first piece is then shorter). Used by the command line (``get``, which
+makes the pieces one at a time) and :func:`mef3io_server.dask.read_signal`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -78,20 +78,22 @@ def piece_samples(fs: float, piece_s: float, n_channels: int = 1,
     return n
 
 
-def split_window(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
-                 anchor_uutc: Optional[int] = None) -> list[Piece]:
-    """Pieces of ``per_piece`` samples covering the window ``[start_uutc, end_uutc)`` exactly.
+def iter_pieces(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
+                anchor_uutc: Optional[int] = None) -> Iterator[Piece]:
+    """Pieces of ``per_piece`` samples covering the window ``[start_uutc, end_uutc)`` exactly,
+    made one at a time (a window of years is millions of pieces: none is planned ahead).
 
     ``anchor_uutc``: the first sample of the channels' tile grid (the
     channel's start); piece edges are put on multiples of ``per_piece``
     samples from the anchor (tile edges when ``per_piece`` is a whole number of
     tiles): exactly when the window's grid falls on the anchor's, otherwise
     within an exact period (a few samples) of them. The last piece ends exactly at
-    ``end_uutc``. An empty window gives no pieces.
+    ``end_uutc``. An empty window gives no pieces; the window's sample count is
+    :func:`~mef3io_server.server.tile_grid.samples_in_window`.
     """
     n = samples_in_window(int(start_uutc), int(end_uutc), fs)
     if n <= 0:
-        return []
+        return
     per_piece = max(1, int(per_piece))
     first = per_piece
     if anchor_uutc is not None:
@@ -102,18 +104,18 @@ def split_window(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
             # grid (so pieces still join exactly), a few samples from the tile edge.
             q = exact_period_samples(fs) or 1
             first = first - first % q or per_piece
-    edges = [0]
-    j = first
-    while j < n:
-        edges.append(j)
-        j += per_piece
-    edges.append(n)
-    pieces = []
-    for a, b in zip(edges[:-1], edges[1:]):
-        t0 = sample_time(start_uutc, a, fs)
+    a, t0 = 0, int(start_uutc)
+    b = min(first, n)
+    while a < n:
         t1 = int(end_uutc) if b == n else sample_time(start_uutc, b, fs)
-        pieces.append(Piece(a, b, t0, t1))
-    return pieces
+        yield Piece(a, b, t0, t1)
+        a, t0, b = b, t1, min(b + per_piece, n)
+
+
+def split_window(start_uutc: int, end_uutc: int, fs: float, per_piece: int,
+                 anchor_uutc: Optional[int] = None) -> list[Piece]:
+    """:func:`iter_pieces` as a list."""
+    return list(iter_pieces(start_uutc, end_uutc, fs, per_piece, anchor_uutc))
 
 
 def sample_times(start_uutc: int, j0: int, j1: int, fs: float) -> np.ndarray:

@@ -2,9 +2,13 @@
 
 Like httpx's models shared by ``Client`` and ``AsyncClient``: this module
 builds every request message and turns answers into the plain dicts and NumPy
-arrays the clients return, so :class:`mef3io_server.client.Mef3Client` and
-:class:`mef3io_server.aio.AsyncMef3Client` differ only in how they call.
-Nothing here touches the network.
+arrays the clients return (through :mod:`mef3io_server.client_base`, so
+:class:`mef3io_server.client.Mef3Client` and
+:class:`mef3io_server.aio.AsyncMef3Client` differ only in how they call). An
+answer carrying the server's error message raises
+:class:`~mef3io_server.exceptions.RequestRefused` (a ``RuntimeError``), except
+where the published protocol returns it in the dict. Nothing here touches the
+network.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from .exceptions import InvalidArgument, RequestRefused, ServerUnsupported
 from .protobufs import gRPCMef3Server_pb2 as pb2
 
 CLIENT_ID_KEY = "x-mef3io-client-id"
@@ -36,26 +41,13 @@ def channel_options(aio: bool = False) -> list:
     return CHANNEL_OPTIONS + [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
 
 
-class ServerUnsupported(RuntimeError):
-    """The server does not support a feature this call asked for (it is older)."""
-
-
-def unsupported_or(err: Exception, rpc: str) -> Exception:
-    """:class:`ServerUnsupported` when ``err`` says the server lacks ``rpc``, else ``err``."""
-    code = getattr(err, "code", None)
-    if callable(code) and getattr(code(), "name", "") == "UNIMPLEMENTED":
-        return ServerUnsupported(f"the server does not support {rpc} (it is older than this "
-                                 "client, e.g. the published mef3io-server 3.1.0); upgrade it")
-    return err
-
-
 def check_client_id(client_id: Optional[str]) -> str:
     """A valid client id: the given one, or a random one when ``None``."""
     if client_id is None:
         return uuid.uuid4().hex
     if not isinstance(client_id, str) or not (0 < len(client_id) <= 128) \
             or not client_id.isprintable():
-        raise ValueError("client_id must be 1 to 128 printable characters")
+        raise InvalidArgument("client_id must be 1 to 128 printable characters")
     return client_id
 
 
@@ -251,37 +243,31 @@ def _with_window(req, start_uutc=None, end_uutc=None):
 
 
 class EnvelopeAssembler:
-    """Joins ``ChannelEnvelope`` messages (a long channel comes in several) per channel."""
+    """Joins ``ChannelEnvelope`` messages (a long channel comes in several) per channel.
+
+    Both clients receive them decoded by :func:`mef3io_server.envelope_codec.decode`
+    (arrays straight from the bytes): :meth:`feed_decoded` takes one.
+    """
 
     def __init__(self):
         self.parts: dict[str, dict[str, list]] = {}
 
-    def feed(self, msg: pb2.ChannelEnvelope) -> None:
-        if msg.error_message:
-            raise RuntimeError(msg.error_message)
-        p = self.parts.setdefault(msg.channel_name, {"start_uutc": [], "end_uutc": [],
-                                                     "min": [], "max": []})
-        p["start_uutc"].append(np.asarray(msg.start_uutc, dtype=np.int64))
-        p["end_uutc"].append(np.asarray(msg.end_uutc, dtype=np.int64))
-        p["min"].append(np.asarray(msg.min, dtype=np.float64))
-        p["max"].append(np.asarray(msg.max, dtype=np.float64))
-
-    def result(self) -> dict:
-        return {ch: {k: np.concatenate(v) for k, v in p.items()} for ch, p in self.parts.items()}
-
     def feed_decoded(self, msg: dict) -> None:
         """Take one message decoded by :func:`mef3io_server.envelope_codec.decode`."""
         if msg["error_message"]:
-            raise RuntimeError(msg["error_message"])
+            raise RequestRefused(msg["error_message"])
         p = self.parts.setdefault(msg["channel_name"], {"start_uutc": [], "end_uutc": [],
                                                         "min": [], "max": []})
         for k in p:
             p[k].append(msg[k])
 
+    def result(self) -> dict:
+        return {ch: {k: np.concatenate(v) for k, v in p.items()} for ch, p in self.parts.items()}
+
 
 def list_open_answer(resp: pb2.ListOpenFilesResponse) -> list[str]:
     if resp.error_message:
-        raise RuntimeError(resp.error_message)
+        raise RequestRefused(resp.error_message)
     return list(resp.file_paths)
 
 
@@ -319,9 +305,9 @@ def record_to_dict(rec: pb2.Record) -> dict:
 
 
 def records_answer(chunk: pb2.RecordsChunk) -> list[dict]:
-    """The records of one ``RecordsChunk``; RuntimeError with the server's message on error."""
+    """The records of one ``RecordsChunk``; :class:`RequestRefused` with the server's message."""
     if chunk.error_message:
-        raise RuntimeError(chunk.error_message)
+        raise RequestRefused(chunk.error_message)
     return [record_to_dict(r) for r in chunk.records]
 
 
@@ -345,7 +331,7 @@ class SegmentsAssembler:
 
     def feed(self, msg: pb2.ChannelSegments) -> None:
         if msg.error_message:
-            raise RuntimeError(msg.error_message)
+            raise RequestRefused(msg.error_message)
         ch = self.channels.setdefault(msg.channel_name, {"fs": msg.sampling_rate, "runs": []})
         ch["runs"].extend(
             {"start_uutc": a, "end_uutc": b, "start_sample": s, "number_of_samples": n}
@@ -385,7 +371,7 @@ def recording_entry_to_dict(e: pb2.RecordingEntry) -> dict:
 
 
 def recordings_answer(chunk: pb2.RecordingsChunk) -> list[dict]:
-    """The entries of one ``RecordingsChunk``; RuntimeError with the server's message on error."""
+    """The entries of one ``RecordingsChunk``; :class:`RequestRefused` with the server's message."""
     if chunk.error_message:
-        raise RuntimeError(chunk.error_message)
+        raise RequestRefused(chunk.error_message)
     return [recording_entry_to_dict(e) for e in chunk.recordings]

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Set up a virtual environment and start the server on the demo recording
 # (written on first run), or on the recording given as the first argument.
-# Configure with environment variables (PORT, TILE_CACHE_MB, ...: docs/configuration.md).
+# It listens on this machine only and serves the recording's folder only, unless
+# BIND_ADDRESS or DATA_ROOTS say otherwise. Configure with environment variables
+# (PORT, TILE_CACHE_MB, ...: docs/configuration.md).
+# pip runs only when pyproject.toml changed since the last install (REINSTALL=1 forces it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+source scripts/venv.sh
+ensure_venv plot
+cat >&2 <<'HINT'
+In another terminal, use the environment this made: `source .venv/bin/activate`, then
+`python examples/quickstart.py`, `mef3io-server ls`, `mef3io-server info "$(mef3io-server demo)"`.
+HINT
 if [ $# -gt 0 ]; then
+  if [ -z "${BIND_ADDRESS:-}" ]; then
+    export BIND_ADDRESS=localhost
+  fi
+  if [ -z "${DATA_ROOTS:-}" ]; then
+    DATA_ROOTS="$(cd "$(dirname "$1")" && pwd -P)"
+    export DATA_ROOTS
+  fi
   exec .venv/bin/mef3io-server serve "$@"
 fi
 exec .venv/bin/mef3io-server serve --demo

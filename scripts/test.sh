@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with everything the tests need, then run every test.
 # Usage: bash scripts/test.sh [pytest arguments]
+# pip runs only when pyproject.toml changed since the last install (REINSTALL=1 forces it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+source scripts/venv.sh
+ensure_venv dev
 exec .venv/bin/python -m pytest "$@"

@@ -179,6 +179,54 @@ def golden_cases():
     return [(c["name"], c) for c in json.loads(m.read_text())["cases"]]
 
 
+PUBLISHED_VERSION = "3.1.0"
+
+
+@pytest.fixture(scope="session")
+def published_sdist() -> Path:
+    """The published mef3io-server 3.1.0 source distribution, unpacked: its own tests and
+    its code, to compare public APIs with (read as text, never imported into ours).
+
+    Downloaded from PyPI once (``pip download --no-binary :all:``) into
+    ``$MEF3IO_PUBLISHED_CACHE`` or ``~/.cache/mef3io-server-tests/published``; skips,
+    saying why, when PyPI cannot be reached.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = Path(os.environ.get("MEF3IO_PUBLISHED_CACHE") or Path(base) / "mef3io-server-tests"
+                 / "published")
+    name = f"mef3io_server-{PUBLISHED_VERSION}"
+    root = cache / name
+    if (root / "PKG-INFO").exists():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    archive = cache / f"{name}.tar.gz"
+    if not archive.exists():
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                 "--no-binary", ":all:", "-d", str(cache), f"mef3io-server=={PUBLISHED_VERSION}"],
+                capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"PyPI did not deliver mef3io-server {PUBLISHED_VERSION} within 300 s")
+        if done.returncode != 0 or not archive.exists():
+            why = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+            pytest.skip(f"cannot download mef3io-server {PUBLISHED_VERSION} from PyPI "
+                        f"(unreachable?): {why}")
+    tmp = Path(tempfile.mkdtemp(dir=cache))
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    try:
+        (tmp / name).rename(root)          # atomic: parallel runs unpack side by side
+    except OSError:
+        pass                                # another run got there first
+    shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
 @pytest.fixture
 def client_factory():
     from mef3io_server.client import Mef3Client

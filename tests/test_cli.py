@@ -261,3 +261,90 @@ def test_errors_are_one_line(server, recording, tmp_path):
     for args, words in cases:
         _assert_one_line_error(run_cli(*args, check=False), *words)
     assert not Path(out).exists()
+
+
+def test_get_refuses_an_absurd_window_at_once(server, recording, tmp_path):
+    """57 years of 3 channels: refused before anything is planned or read (it hung and grew
+    to gigabytes planning 30 million pieces)."""
+    out = tmp_path / "huge.npy"
+    p = subprocess.run([*_cli_cmd(), "get", server.address, str(recording), "-c", "a,b,c",
+                        "-s", "0", "-e", "1800000000000000", "-o", str(out)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    _assert_one_line_error(p, "free", "shorter window")
+    assert not out.exists()
+
+
+def test_windows_without_data_are_refused_and_partial_ones_noted(server, recording, tmp_path):
+    a, rec, out = server.address, str(recording), tmp_path / "w.npy"
+    for args, words in [(["-s", "+2h", "-d", "10s"], ["holds no data", "nothing read"]),
+                        (["-s", str(T0 // 1_000_000), "-d", "10s"], ["looks like seconds"]),
+                        (["-s", str(T0 // 1000), "-d", "10s"], ["looks like milliseconds"]),
+                        (["-s", "2020-09-12T00:00:00Z", "-d", "1h"], ["holds no data"])]:
+        _assert_one_line_error(run_cli("get", a, rec, "-c", "a", *args, "-o", out,
+                                       check=False), *words)
+        assert not out.exists()
+    # Half of the window before the data: read, and said.
+    p = run_cli("get", a, rec, "-c", "a", "-s", str(T0 - 10_000_000), "-d", "20s", "-o", out)
+    assert "note: " in p.stderr and "starts 10s before the data" in p.stderr
+    arr = np.load(out)
+    assert np.isnan(arr[:, :2560]).all() and not np.isnan(arr[:, 2560:]).any()
+
+
+def test_a_closed_pipe_ends_the_command_quietly(server, recording):
+    """``mef3io-server info ... | head -1``: no "Broken pipe" error, the status of a SIGPIPE."""
+    proc = subprocess.Popen([*_cli_cmd(), "info", server.address, str(recording)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    proc.stdout.close()                  # the reader is gone before the first line
+    _, err = proc.communicate(timeout=60)
+    assert err == "" and proc.returncode == 141, (proc.returncode, err)
+
+
+def test_address_is_optional_and_relative_files_are_taken_from_here(server, recording,
+                                                                   tmp_path):
+    env = {**__import__("os").environ, "MEF3IO_ADDRESS": server.address}
+
+    def cli(*args, cwd=None):
+        return subprocess.run([*_cli_cmd(), *map(str, args)], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+
+    p = cli("info", recording)
+    assert p.returncode == 0 and "channels:  4" in p.stdout, p.stderr
+    p = cli("info", recording.name, cwd=recording.parent)       # relative to this directory
+    assert p.returncode == 0 and f"file:      {recording}" in p.stdout, p.stderr
+    p = cli("get", recording.name, "-c", "a", "-d", "1s", "-o", tmp_path / "r.npy",
+            cwd=recording.parent)
+    assert p.returncode == 0 and np.load(tmp_path / "r.npy").shape == (1, 256), p.stderr
+    if _has("list_recordings"):
+        p = cli("ls", recording.parent)                          # one argument: a ROOT
+        assert p.returncode == 0 and str(recording) in p.stdout, p.stderr
+    for args, words in [((server.address,), "looks like an ADDRESS"),   # the FILE forgotten
+                        (("localhost",), "looks like an ADDRESS"),
+                        ((), "Missing argument 'FILE'")]:
+        p = cli("info", *args)
+        assert p.returncode == 2 and words in p.stderr, p.stderr
+    _assert_one_line_error(cli("get", recording, "-c", "a", "-d", "1s", "-o",
+                               tmp_path / "no" / "x.npy"), "there is no folder")
+
+
+def test_a_server_wanting_a_token_names_the_option(recording, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret-token-of-enough-length\n")
+    h = launch_server({"AUTH_TOKENS_FILE": str(tokens), "DATA_ROOTS": str(recording.parent)})
+    try:
+        _assert_one_line_error(run_cli("info", h.address, recording, check=False),
+                               "requires a bearer token", "--token", "MEF3IO_TOKEN")
+        _assert_one_line_error(run_cli("info", h.address, recording, "--token", "nope",
+                                       check=False), "did not accept the token")
+        assert run_cli("info", h.address, recording, "--token",
+                       "s3cret-token-of-enough-length").returncode == 0
+    finally:
+        h.stop()
+
+
+def test_a_missing_extra_names_the_command_that_installs_it_here():
+    from mef3io_server.client_commands import one_line
+
+    msg = one_line(ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"))
+    root = Path(__file__).resolve().parent.parent
+    assert f"{sys.executable} -m pip install -e '{root}[plot]'" in msg, msg

@@ -93,3 +93,23 @@ def test_bad_requests(server, recording):
         read_signal(server.address, str(recording), None, T0 + 10, T0)
     with pytest.raises(RuntimeError, match="cannot open"):
         read_signal(server.address, str(recording.parent / "missing.mefd"))
+
+
+def test_times_of_every_form_and_windows_outside_the_data(server, recording):
+    import warnings
+
+    from mef3io_server.dask import read_signal
+    from mef3io_server.exceptions import WindowWarning
+
+    x = read_signal(server.address, str(recording), ["x"], "+10s", "+30s")
+    assert x.mef["start_uutc"] == T0 + 10_000_000 and x.shape == (1, 20 * 256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # inside the data: nothing said, chunks quiet
+        got = x.compute(scheduler="threads")
+    assert np.array_equal(got, direct_read(recording, ["x"], T0 + 10_000_000, T0 + 30_000_000),
+                          equal_nan=True)
+    with pytest.warns(WindowWarning, match="looks like seconds"):
+        read_signal(server.address, str(recording), ["x"], T0 // 1_000_000,
+                    T0 // 1_000_000 + 60_000_000)
+    with pytest.raises(ValueError, match="chunks"), pytest.warns(WindowWarning):
+        read_signal(server.address, str(recording), ["x"], 0, 1_800_000_000_000_000)

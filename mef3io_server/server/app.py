@@ -7,10 +7,13 @@ in-flight streams get ``SHUTDOWN_GRACE_S`` to finish, decode workers exit.
 """
 from __future__ import annotations
 
+import errno
 import gc
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,6 +29,7 @@ from .admission import CallerInterceptor
 from .auth import TokenFile
 from .calls import CallObserver
 from .config import Settings, load_settings
+from .decode import stop_worker_helpers
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
@@ -83,23 +87,54 @@ class RunningServer:
             self.metrics.close()
         self.engine.close()
         if self.engine.decoder.kind == "processes":
-            _stop_process_helpers()
+            stop_worker_helpers()
 
 
-def _stop_process_helpers() -> None:
-    """Stop multiprocessing's forkserver and resource tracker now, not after our exit.
+def reach(host: str) -> str:
+    """Who can connect to a port bound on ``host``, for the start-up lines."""
+    if host in ("::", "0.0.0.0"):
+        return "every interface"
+    if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+        return "this machine only"
+    return f"address {host}"
 
-    Both would exit on their own once this process is gone; stopping them here
-    means no child process outlives the drain. Best effort (private helpers).
-    """
-    from multiprocessing import forkserver, resource_tracker
 
-    for helper in (getattr(forkserver, "_forkserver", None),
-                   getattr(resource_tracker, "_resource_tracker", None)):
+def port_problem(host: str, port: int) -> Optional[str]:
+    """Why ``host``:``port`` cannot be listened on (in use, not permitted, not an address of
+    this machine), or None. Asked before gRPC binds, whose failure is a bare "Failed to
+    bind" after a line of C-core log; a port in TIME_WAIT is free, as for gRPC."""
+    if port == 0:
+        return None
+    if host == "localhost":
+        targets = [(socket.AF_INET, "127.0.0.1")]
+    elif ":" in host:
+        targets = [(socket.AF_INET6, host)]
+    else:
+        targets = [(socket.AF_INET, host)]
+    for family, addr in targets:
         try:
-            helper._stop()
-        except Exception:  # noqa: BLE001 - not running, or a Python without _stop
-            log.debug("could not stop a multiprocessing helper", exc_info=True)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            if addr == "::":        # no IPv6 here: gRPC listens on 0.0.0.0 instead
+                return port_problem("0.0.0.0", port)
+            return None
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and addr == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind((addr, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return (f"port {port} is in use by another server (stop it, or set PORT "
+                            "to another port; PORT=0 picks a free one)")
+                if e.errno == errno.EACCES:
+                    return (f"not permitted to listen on port {port} (PORT; ports below 1024 "
+                            "need privileges)")
+                if e.errno == errno.EADDRNOTAVAIL:
+                    return f"{host} is not an address of this machine (BIND_ADDRESS)"
+                return e.strerror or str(e)
+    return None
 
 
 def server_options(settings: Settings) -> list[tuple[str, object]]:
@@ -144,16 +179,23 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
-    address = f"{settings.bind_address}:{settings.port}"
-    if credentials is not None:
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0 and settings.port != 0:
+    address = settings.listen_address()
+    problem = port_problem(settings.bind_address, settings.port)
+    if problem is None:
+        try:
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError:        # newer grpcio raises instead of returning 0
+            port = 0
+        if port == 0 and settings.port != 0:
+            problem = "gRPC could not bind it (PORT, BIND_ADDRESS)"
+    if problem is not None:
         engine.close()
         observer.close()
         pools.close()
-        raise OSError(f"cannot listen on port {settings.port} (PORT): is it in use?")
+        raise OSError(f"cannot listen on {address}: {problem}")
     server.start()
     running = RunningServer(server, engine, health_servicer, port, settings, observer,
                             service=service, pools=pools)
@@ -163,7 +205,7 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
             from .metrics import MetricsServer
 
             running.metrics = MetricsServer(engine, observer, settings.metrics_port,
-                                            addr=metrics_address(settings.bind_address))
+                                            addr=settings.effective_metrics_bind_address)
     except Exception:
         server.stop(0)
         engine.close()
@@ -173,11 +215,6 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
     if mark_serving:
         running.set_serving()
     return running
-
-
-def metrics_address(bind_address: str) -> str:
-    """The metrics server's address for BIND_ADDRESS (every interface stays 0.0.0.0)."""
-    return "0.0.0.0" if bind_address == "[::]" else bind_address.strip("[]")
 
 
 def configure_logging(settings: Settings) -> None:
@@ -224,8 +261,8 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
              "required" if settings.auth_tokens_file else "off",
              ":".join(settings.data_roots) or "unset", settings.host_root or "unset")
     if running.metrics is not None:
-        announce(f"metrics served at /metrics on port {running.metrics.port}",
-                 settings.log_format)
+        announce(f"metrics served at /metrics on port {running.metrics.port} "
+                 f"({reach(settings.effective_metrics_bind_address)})", settings.log_format)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -239,17 +276,19 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     log.info("mef3io-server listening on port %d (decode: %s, tile cache %.0f MB, "
              "tiles %.3g s)", running.port, running.engine.decoder.kind,
              settings.tile_cache_mb, settings.tile_duration_s)
-    announce(f"mef3io-server listening on port {running.port}", settings.log_format)
+    announce(f"mef3io-server listening on port {running.port} "
+             f"({reach(settings.bind_address)})", settings.log_format)
     # A timed wait: the kernel may deliver the signal to a gRPC thread, and
     # Python runs handlers only when the main thread wakes up.
     while not stop.wait(0.2):
         pass
+    gc.unfreeze()       # what the drain ends (decode pools) must be collectable again
     running.stop()
     log.info("stopped")
     if getattr(running.engine.decoder, "stuck", 0):
         # A decode pool wedged by a killed worker whose manager thread could
         # not be released keeps a thread Python would join at exit for ever
-        # (see ProcessDecoder._release_wedged): leave now.
+        # (see ProcessDecoder._end_pool): leave now.
         logging.shutdown()
         sys.stderr.flush()
         os._exit(0)

@@ -9,6 +9,7 @@ where this server's default differs, the field's comment says why and
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, fields
@@ -31,8 +32,8 @@ class Settings:
 
     # --- gRPC ---
     port: int = 50051                      # PORT
-    bind_address: str = "[::]"             # BIND_ADDRESS: the address PORT and METRICS_PORT
-                                           # listen on ("[::]": every interface)
+    bind_address: str = "::"               # BIND_ADDRESS: the address PORT listens on (3.1.0:
+                                           # every interface; `serve --demo` uses localhost)
     max_workers: int = 16                  # MAX_WORKERS: gRPC handler threads (3.1.0: 4; one
                                            # streaming call holds one, so 4 made a 5th viewer wait)
     # --- tiles and cache ---
@@ -70,6 +71,7 @@ class Settings:
     auth_tokens_file: Optional[str] = None  # AUTH_TOKENS_FILE
     grpc_reflection: bool = True           # GRPC_REFLECTION
     metrics_port: Optional[int] = None     # METRICS_PORT
+    metrics_bind_address: Optional[str] = None  # METRICS_BIND_ADDRESS (None: BIND_ADDRESS)
     log_level: str = "INFO"                # LOG_LEVEL
     log_format: str = "text"               # LOG_FORMAT: text or json
     demo_dir: str = ""                     # DEMO_DIR: where the demo recording is written
@@ -95,6 +97,14 @@ class Settings:
     @property
     def effective_prefetch_processes(self) -> int:
         return self.prefetch_processes or max(1, os.cpu_count() or 1)
+
+    def listen_address(self, port: Optional[int] = None) -> str:
+        """``host:port`` the gRPC server binds (IPv6 literals in brackets)."""
+        return host_port(self.bind_address, self.port if port is None else port)
+
+    @property
+    def effective_metrics_bind_address(self) -> str:
+        return self.metrics_bind_address or self.bind_address
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (the dataclass is frozen)."""
@@ -207,21 +217,32 @@ def _roots(raw: str) -> tuple[str, ...]:
     return tuple(roots)
 
 
-def _text(raw: str) -> str:
-    return raw.strip()
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 literal in brackets (``[::1]:50051``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bind_address(raw: str) -> str:
-    """An IP address to listen on: ``127.0.0.1``, ``[::1]``, ``0.0.0.0``, ``[::]``."""
-    import ipaddress
-
     v = raw.strip()
-    bare = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    if not v:
+        return Settings.bind_address        # empty: as if unset
+    if v.startswith("[") and v.endswith("]"):
+        v = v[1:-1]
+    if v.lower() == "localhost":
+        return "localhost"
     try:
-        ip = ipaddress.ip_address(bare)
+        return str(ipaddress.ip_address(v))
     except ValueError:
-        raise ValueError("not an IP address (e.g. 127.0.0.1, [::1], 0.0.0.0, [::])") from None
-    return f"[{ip}]" if ip.version == 6 else str(ip)
+        raise ValueError("expected an IP address (:: or 0.0.0.0 for every interface, "
+                         "127.0.0.1 or ::1 for this machine only) or localhost") from None
+
+
+def _optional_bind_address(raw: str) -> Optional[str]:
+    return None if raw.strip() == "" else _bind_address(raw)
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
 
 
 #: variable name -> (field name, parser)
@@ -255,6 +276,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "AUTH_TOKENS_FILE": ("auth_tokens_file", _existing_file),
     "GRPC_REFLECTION": ("grpc_reflection", _bool),
     "METRICS_PORT": ("metrics_port", _optional_int(0, 65535)),
+    "METRICS_BIND_ADDRESS": ("metrics_bind_address", _optional_bind_address),
     "LOG_LEVEL": ("log_level", _log_level),
     "LOG_FORMAT": ("log_format", _choice("text", "json")),
     "DEMO_DIR": ("demo_dir", _text),

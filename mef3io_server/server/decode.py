@@ -274,10 +274,51 @@ def _worker_noop(_index: int = 0) -> int:
     return os.getpid()
 
 
+@dataclass(frozen=True)
+class _PoolParts:
+    """What ending a process pool needs once ``shutdown(wait=False)`` dropped its references.
+
+    ``processes`` is the pool's own dict of workers, not a copy: a worker whose
+    start was in progress when the parts were taken is in it once started.
+    Uses the executor's private ``_processes`` / ``_result_queue`` /
+    ``_executor_manager_thread``; without them there is nothing to end.
+    """
+
+    processes: dict
+    results: object
+    manager: Optional[threading.Thread]
+
+    @classmethod
+    def of(cls, pool: cf.ProcessPoolExecutor) -> "_PoolParts":
+        return cls(getattr(pool, "_processes", None) or {}, getattr(pool, "_result_queue", None),
+                   getattr(pool, "_executor_manager_thread", None))
+
+
+def _dead_workers(pool: cf.ProcessPoolExecutor) -> frozenset:
+    """Pids of the workers ``pool`` still lists though they have exited, unless it knows it
+    is broken. A pool's manager thread removes or reports a dead worker within
+    milliseconds, so one listed for seconds means the manager is wedged."""
+    if getattr(pool, "_broken", False):
+        return frozenset()
+    dead = set()
+    for pid, proc in list((getattr(pool, "_processes", None) or {}).items()):
+        try:
+            if proc.exitcode is not None:
+                dead.add(pid)
+        except ValueError:      # a closed Process object: not ours to judge
+            pass
+    return frozenset(dead)
+
+
 class ProcessDecoder(Decoder):
     """Decode in worker processes (forkserver), one pool per lane."""
 
     kind = "processes"
+
+    #: Seconds :meth:`close` gives the workers to finish what they hold before they are killed.
+    CLOSE_GRACE_S = 2.0
+    #: Seconds spent ending a pool given up as wedged (its workers, then its manager thread).
+    RELEASE_TIMEOUT_S = 5.0
 
     def __init__(self, fg_workers: int, bg_workers: int, n_threads: int = 0):
         self._sizes = {"fg": max(1, fg_workers), "bg": max(1, bg_workers)}
@@ -406,107 +447,101 @@ class ProcessDecoder(Decoder):
                 outer.set_exception(DecodeFailed(f"decoding failed: {e}"))
 
     def _watch_pools(self) -> None:
-        """Fail over a pool that holds work but no live worker (``WATCHDOG_S`` checks).
+        """Fail over a pool wedged by a dead worker (checked every ``WATCHDOG_S``).
 
         Seen under repeated SIGKILLs of workers (Python 3.11): a worker killed
         while sending its result leaves the pool's manager thread blocked in
         ``recv`` for the rest of the message; it never reports the pool
         broken, so its decodes -- and every read waiting on them -- hung.
-        Such a pool is rebuilt, its unfinished decodes are failed as a worker
-        death (which retries them on the new pool), and it is released (see
-        :meth:`_release_wedged`). Uses the executor's private ``_processes`` /
-        ``_pending_work_items`` / ``_result_queue`` / ``_executor_manager_thread``;
-        without them it does nothing.
+        The sign is a worker the pool still lists though it has exited, on
+        two checks in a row (:func:`_dead_workers`). A pool with no worker
+        yet is no sign: its workers are still starting (the forkserver's
+        first start imports numpy and mef3io, which takes seconds on a busy
+        machine; giving such a pool up failed the server's start and leaked
+        the worker that started afterwards). A wedged pool is rebuilt, its
+        unfinished decodes are failed as a worker death (which retries them
+        on the new pool), and it is ended (see :meth:`_end_pool`).
         """
-        suspects: dict[int, int] = {}
+        suspects: dict[int, frozenset] = {}     # id(pool) -> dead pids seen last check
         while not self._closed:
             time.sleep(WATCHDOG_S)
             with self._lock:
                 pools = list(self._pools.items())
+            seen: dict[int, frozenset] = {}
             for lane, pool in pools:
-                pending = dict(getattr(pool, "_pending_work_items", None) or {})
-                procs = list((getattr(pool, "_processes", None) or {}).values())
-                # No live worker, or a dead one still listed: the manager thread
-                # notices a death within milliseconds, unless it is wedged (a
-                # worker killed while writing its result leaves the manager
-                # blocked reading the rest of that message, for ever).
-                stalled = bool(pending) and (not any(p.is_alive() for p in procs)
-                                             or any(not p.is_alive() for p in procs))
-                if not stalled:
-                    suspects.pop(id(pool), None)
-                    continue
-                suspects[id(pool)] = suspects.get(id(pool), 0) + 1
-                if suspects[id(pool)] < 2:      # twice in a row: not a spawn in progress
-                    continue
-                suspects.pop(id(pool), None)
-                self._give_up(lane, pool, pending, procs)
+                dead = _dead_workers(pool)
+                if dead & suspects.get(id(pool), frozenset()):
+                    self._give_up(lane, pool)
+                elif dead:
+                    seen[id(pool)] = dead
+            suspects = seen
             # Hold no pool between checks: a given-up pool must be freed.
-            pools = pool = pending = procs = None
+            pools = pool = None
 
-    def _give_up(self, lane: str, pool: cf.ProcessPoolExecutor, pending: dict,
-                 procs: list) -> None:
+    def _give_up(self, lane: str, pool: cf.ProcessPoolExecutor) -> None:
         """Rebuild ``lane`` without ``pool``, fail its unfinished decodes (to be
-        retried), and release it (a method, so nothing of it outlives the call)."""
+        retried), and end it (a method, so nothing of it outlives the call)."""
         log.warning("the %s decode pool is wedged by a dead worker; rebuilding", lane)
         self.wedged += 1
         # Taken before the rebuild: shutdown() drops the pool's references.
-        results = getattr(pool, "_result_queue", None)
-        manager = getattr(pool, "_executor_manager_thread", None)
+        parts = _PoolParts.of(pool)
+        items = getattr(pool, "_pending_work_items", None)
         self._rebuild(lane, pool)
         # Fail the unfinished decodes, taking them out of the pool's own table
         # (the manager thread fails whatever is left there once it is
         # released, and a future cannot be failed twice).
-        items = getattr(pool, "_pending_work_items", None)
-        for work_id in list(pending):
-            item = items.pop(work_id, None) if items is not None else pending[work_id]
+        for work_id in list(items or ()):
+            item = items.pop(work_id, None)
             try:
                 if item is not None and not item.future.done():
-                    item.future.set_exception(BrokenProcessPool("no live decode worker"))
+                    item.future.set_exception(BrokenProcessPool("its decode worker died"))
             except Exception:  # noqa: BLE001 - finished meanwhile
                 pass
-        self._release_wedged(procs, results, manager)
+        self._end_pool(parts, time.monotonic() + self.RELEASE_TIMEOUT_S, grace_s=0.0)
 
-    #: Seconds :meth:`_release_wedged` waits for a wedged pool's workers and manager thread.
-    RELEASE_TIMEOUT_S = 5.0
+    def _end_pool(self, parts: _PoolParts, deadline: float, grace_s: float) -> None:
+        """End a pool already shut down: no worker and no manager thread of it is left.
 
-    def _release_wedged(self, procs: list, results, manager: Optional[threading.Thread]) -> None:
-        """Unblock and end the manager thread of a pool given up as wedged.
-
-        The manager is blocked reading the rest of a result from the pool's
-        result pipe; this process holds a write end of that pipe too, so it
-        never sees end-of-file. Once the pool's workers are dead, closing our
-        write end makes the read fail: the manager then takes the pool's own
-        broken-pool path (fails what is left, stops the call-queue feeder
-        thread, closes its pipes) and exits. Without this, every wedge kept a
-        blocked thread, a feeder thread and their pipes until the server exited.
-        Waits up to ``RELEASE_TIMEOUT_S`` seconds; a manager still blocked after
-        that is counted in :attr:`stuck`.
+        Its workers get ``grace_s`` seconds to finish what they hold and exit
+        (the manager sends them a sentinel once the pool's work is done);
+        those still running then are killed. A manager blocked reading the
+        rest of a result a killed worker never finished cannot see
+        end-of-file, because this process holds a write end of the result
+        pipe too: closing ours makes the read fail, and the manager then takes
+        the pool's own broken-pool path (fails what is left, closes its pipes)
+        and exits. Waits until ``deadline`` (``time.monotonic()``); a manager
+        still blocked then is counted in :attr:`stuck`.
         """
-        deadline = time.monotonic() + self.RELEASE_TIMEOUT_S
-        for p in procs:
+        exit_by = min(deadline, time.monotonic() + grace_s)
+        for proc in list(parts.processes.values()):
             try:
-                if p.is_alive():
-                    p.kill()
-                p.join(max(0.0, deadline - time.monotonic()))
+                proc.join(max(0.0, exit_by - time.monotonic()))
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join(max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001 - already reaped
                 pass
-        writer = getattr(results, "_writer", None)
-        if writer is not None:
-            try:
-                writer.close()
-            except OSError:
-                pass
-        if manager is not None:
+        manager = parts.manager
+        if manager is None or manager is threading.current_thread():
+            return
+        manager.join(min(0.5, max(0.0, deadline - time.monotonic())))
+        if manager.is_alive():
+            writer = getattr(parts.results, "_writer", None)
+            if writer is not None:
+                try:
+                    writer.close()
+                except OSError:
+                    pass
             manager.join(max(0.0, deadline - time.monotonic()))
-            if manager.is_alive():
-                log.warning("a wedged decode pool's manager thread did not end; "
-                            "it stays until the server exits")
-                with self._lock:
-                    self._stuck.append(manager)
+        if manager.is_alive():
+            log.warning("a decode pool's manager thread did not end; it stays until the "
+                        "server exits")
+            with self._lock:
+                self._stuck.append(manager)
 
     @property
     def stuck(self) -> int:
-        """Manager threads of wedged pools still blocked (Python joins them at exit)."""
+        """Manager threads of ended pools still blocked (Python joins them at exit)."""
         with self._lock:
             self._stuck = [t for t in self._stuck if t.is_alive()]
             return len(self._stuck)
@@ -521,19 +556,50 @@ class ProcessDecoder(Decoder):
         return pids
 
     def close(self) -> None:
+        """Stop decoding: unfinished decodes fail ("shutting down"); when this returns no
+        worker process of this decoder is left (each gets ``CLOSE_GRACE_S`` seconds)."""
         with self._lock:
             self._closed = True
             pools = list(self._pools.values())
             self._pools.clear()
+        parts = [_PoolParts.of(p) for p in pools]
         for p in pools:
-            # wait=False: a pool wedged by a dead worker must not hang shutdown;
-            # its workers exit with the server (see _worker_init).
             p.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + self.CLOSE_GRACE_S + self.RELEASE_TIMEOUT_S
+        for part in parts:
+            self._end_pool(part, deadline, grace_s=self.CLOSE_GRACE_S)
 
     def stats(self) -> dict:
         with self._lock:
             return {"decodes": self._decodes, "decode_seconds": self._decode_seconds,
                     "worker_restarts": self._restarts}
+
+
+def stop_worker_helpers() -> None:
+    """Stop multiprocessing's forkserver and resource tracker now, after
+    :meth:`ProcessDecoder.close`, so that no child outlives a server's drain (best effort).
+
+    The tracker unlinks whatever semaphores are still registered with it when it
+    stops; the pools' queues unlink their own when they are freed, and a
+    semaphore unlinked twice printed ``FileNotFoundError`` tracebacks (and a
+    restarted tracker a ``KeyError``) at every shutdown. So the ended pools are
+    collected first, and the tracker is stopped only when no semaphore is left
+    in this process; otherwise it ends by itself once this process exits.
+    """
+    import gc
+    from multiprocessing import forkserver, resource_tracker, synchronize, util
+
+    gc.collect()
+    helpers = [getattr(forkserver, "_forkserver", None)]
+    registry = getattr(util, "_finalizer_registry", {})
+    if not any(getattr(f, "_callback", None) is synchronize.SemLock._cleanup
+               for f in list(registry.values())):
+        helpers.append(getattr(resource_tracker, "_resource_tracker", None))
+    for helper in helpers:
+        try:
+            helper._stop()
+        except Exception:  # noqa: BLE001 - not running, or a Python without _stop
+            log.debug("could not stop a multiprocessing helper", exc_info=True)
 
 
 def make_decoder(settings, reader_for: Callable[[Source], object]) -> Decoder:

@@ -166,7 +166,7 @@ class SessionRegistry:
                         key = (caller, path)
                         s = self._sessions.get(key)
                         if s is None:
-                            closed, full = self._make_room_locked(caller)
+                            closed, full = self._make_room_locked(caller, path)
                             if full:
                                 refusal = ResourceLimit(
                                     f"the server holds MAX_SESSIONS={self.max_sessions} "
@@ -315,19 +315,24 @@ class SessionRegistry:
             self._on_closed(r)
         return still_open
 
-    def _detach_locked(self, key) -> list[Recording]:
+    def _detach_locked(self, key, keep: Optional[str] = None) -> list[Recording]:
+        """Remove session ``key`` from its file; the file closes (returned) with its
+        last session, unless it is ``keep`` (a file being opened, about to be joined)."""
         entry = self._files.get(key[1])
         if entry is None:
             return []
         entry.sessions.discard(key)
-        if entry.sessions:
+        if entry.sessions or key[1] == keep:
             return []
         del self._files[key[1]]
         self._open_locks.pop(key[1], None)
         return [entry.recording]
 
-    def _make_room_locked(self, opener: Caller) -> tuple[list[Recording], bool]:
+    def _make_room_locked(self, opener: Caller, path: str) -> tuple[list[Recording], bool]:
         """Push out sessions until one more fits under ``MAX_SESSIONS``.
+
+        ``path``: the file ``opener`` is opening; pushing out its last other
+        session leaves it open for the opener.
 
         Each time, the least recently used session of whoever holds the most
         (see :func:`holder`; ``opener`` counts the one it is opening), never a
@@ -354,7 +359,7 @@ class SessionRegistry:
             key, sess = victim
             self._sessions.pop(key)
             self._pushed_out.append((sess.caller.describe(), most))
-            closed.extend(self._detach_locked(key))
+            closed.extend(self._detach_locked(key, keep=path))
         return closed, False
 
     def _log_pushed_out(self) -> None:

@@ -207,6 +207,10 @@ class TileCache:
         with self._lock:
             return key in self._items
 
+    def contains(self, key: Hashable) -> bool:
+        """``key in cache``, as a method (the published 3.1.0 API): no access, no hit/miss."""
+        return key in self
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

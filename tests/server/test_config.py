@@ -51,7 +51,7 @@ def good_values(tmp_path, a_file) -> dict:
     """Variable -> (raw value, expected parsed field value)."""
     return {
         "PORT": ("6000", 6000),
-        "BIND_ADDRESS": (" ::1 ", "[::1]"),
+        "BIND_ADDRESS": ("[::1]", "::1"),
         "MAX_WORKERS": (" 8 ", 8),
         "TILE_DURATION_S": ("2.5", 2.5),
         "TILE_CACHE_MB": ("1.5", int(1.5 * MIB)),
@@ -79,6 +79,7 @@ def good_values(tmp_path, a_file) -> dict:
         "AUTH_TOKENS_FILE": (a_file, a_file),
         "GRPC_REFLECTION": ("off", False),
         "METRICS_PORT": ("9100", 9100),
+        "METRICS_BIND_ADDRESS": (" 127.0.0.1 ", "127.0.0.1"),
         "LOG_LEVEL": ("debug", "DEBUG"),
         "LOG_FORMAT": ("JSON", "json"),
         "DEMO_DIR": ("/tmp/demo", "/tmp/demo"),
@@ -91,7 +92,6 @@ def good_values(tmp_path, a_file) -> dict:
 
 BAD_VALUES = {
     "PORT": ["abc", "-1", "70000"],
-    "BIND_ADDRESS": ["localhost", "127.0.0.300", ""],
     "MAX_WORKERS": ["0", "1.5"],
     "TILE_DURATION_S": ["0", "-3", "nan", "inf", "ten"],
     "TILE_CACHE_MB": ["0", "-1", "lots"],
@@ -118,6 +118,8 @@ BAD_VALUES = {
     "AUTH_TOKENS_FILE": ["/no/such/tokens"],
     "GRPC_REFLECTION": ["sometimes"],
     "METRICS_PORT": ["99999", "x"],
+    "BIND_ADDRESS": ["example.org", "256.0.0.1", "::1:2:3:4:5:6:7:8"],
+    "METRICS_BIND_ADDRESS": ["my laptop"],
     "LOG_LEVEL": ["LOUD"],
     "LOG_FORMAT": ["xml"],
     "STREAM_STALL_TIMEOUT_S": ["-2", "soon", "inf"],

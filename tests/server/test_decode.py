@@ -9,6 +9,10 @@ import signal
 import threading
 import time
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import psutil
 import pytest
@@ -183,6 +187,93 @@ def test_thread_server_sigterm_exits_cleanly(start_server, recording, sig):
     assert descendants(h.proc.pid) == []
     assert h.stop(sig, timeout=20) == 0, h.stderr_text()[-2000:]
     assert "draining" in h.stderr_text()
+
+
+@pytest.fixture
+def slow_forkserver(tmp_path):
+    """Environment in which multiprocessing's forkserver takes 3 s to start.
+
+    A ``sitecustomize`` that sleeps in the forkserver only: what a busy machine
+    does to its first start (it imports numpy and mef3io). Workers cannot start
+    before it is up.
+    """
+    site = tmp_path / "slow_forkserver"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "if any('multiprocessing.forkserver' in a for a in getattr(sys, 'orig_argv', [])):\n"
+        "    time.sleep(3.0)\n")
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}
+
+
+def test_process_pool_server_starts_while_its_workers_start_slowly(start_server, recording,
+                                                                   slow_forkserver):
+    """Workers still starting are not dead workers: the server starts and serves.
+
+    The pool watchdog took a pool without a live worker for a wedged one, so on
+    a busy machine the server failed to start ("no live decode worker").
+    """
+    h = start_server(USE_PROCESS_POOL="true", READER_PROCESSES="2", PREFETCH_PROCESSES="1",
+                     **slow_forkserver)
+    with Mef3Client(h.address) as c:
+        assert c.open_file(str(recording))["file_opened"]
+        t0, t1 = T0 + 95 * S + 17, T0 + 140 * S
+        r = c.get_signal_range(str(recording), [], t0, t1)
+        assert np.array_equal(r["array"], direct_read(recording, [], t0, t1), equal_nan=True)
+    assert "wedged" not in h.stderr_text()
+
+
+def test_slowly_started_decoder_leaves_no_worker_and_its_process_exits(recording,
+                                                                       slow_forkserver):
+    """A process that used a ProcessDecoder exits once it is closed.
+
+    A pool given up while its worker was still starting leaked that worker:
+    Python then waited for it at exit for ever (the test suite hung after its
+    summary line).
+    """
+    script = Path(__file__).with_name("slow_start_decoder.py")
+    env = {**os.environ, **slow_forkserver}
+    try:
+        done = subprocess.run([sys.executable, str(script), str(recording), str(T0)], env=env,
+                              capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the process did not exit: {e.stdout!r} {e.stderr!r}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok (3, 76800) wedged 0" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+def test_process_decoder_close_leaves_no_worker(recording):
+    """When close() returns, every worker process of the decoder has exited."""
+    dec = ProcessDecoder(2, 1)
+    src = Source(str(recording), 1)
+    try:
+        dec.warm_up()
+        futs = [dec.submit(src, ["c0", "c1"], T0 + i * 60 * S, T0 + (i + 2) * 60 * S,
+                           lane="fg" if i % 2 else "bg") for i in range(6)]
+        futs[0].result(60)
+        pids = dec.worker_pids()
+        assert len(pids) == 3
+    finally:
+        dec.close()
+    alive = [p for p in pids if psutil.pid_exists(p)
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"decode workers outlived close(): {alive}"
+
+
+def test_process_pool_server_shuts_down_without_tracebacks(start_server, recording):
+    """SIGTERM: exit 0, and nothing but log lines on stderr (no multiprocessing tracebacks);
+    every child (workers, forkserver, resource tracker) has ended when the server has."""
+    h, kids = warm_pool_server(start_server, recording)
+    with Mef3Client(h.address) as c:
+        assert c.open_file(str(recording))["file_opened"]
+        for i in range(4):
+            c.get_signal_range(str(recording), [], T0 + i * 60 * S, T0 + (i + 1) * 60 * S)
+    assert h.stop(signal.SIGTERM, timeout=60) == 0
+    left = [p.pid for p in kids if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"children outlived the server: {left}"
+    err = h.stderr_text()
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
 
 
 def test_thread_and_process_decoders_agree(recording):
