@@ -73,8 +73,11 @@ class MefReader:
         """Per channel, pymef's ``read_ts_channel_basic_info`` entry: arrays of one value."""
         runs = self._rec.segments()
         factors = self._rec.unit_factors([c.name for c in self._rec.channels])
+        descriptions = self._rec.info.get("channel_descriptions") or []
+        if len(descriptions) != len(self._rec.channels):    # a server that does not send them
+            descriptions = [None] * len(self._rec.channels)
         out = []
-        for c in self._rec.channels:
+        for c, description in zip(self._rec.channels, descriptions):
             nsamp = sum(r["number_of_samples"] for r in runs.get(c.name, {}).get("runs", []))
             u = factors[c.name]
             out.append({
@@ -86,6 +89,8 @@ class MefReader:
                 "start_time": np.array([c.start_uutc], dtype=np.int64),
                 "end_time": np.array([c.end_uutc], dtype=np.int64),
             })
+            if description is not None:
+                out[-1]["channel_description"] = np.array([description.encode()], dtype="S2048")
         return out
 
     def __del__(self):

@@ -6,7 +6,8 @@ recording opened through the public :class:`~mef3io_server.client.Mef3Client`
 API (``open_file``, ``get_signal_range``, ``get_segments``, ``get_records``),
 its channels' metadata, reads that open the file again when the server has
 forgotten this client's session, and the channels' units conversion factors
-(see :mod:`mef3io_server.unit_factors`).
+(sent by the server; recovered as :mod:`mef3io_server.unit_factors` says from
+a server that does not send them).
 
 Times are uUTC (int), rates Hz. ``source`` is a ``host:port`` address (a
 client is made, and closed with :meth:`ServedRecording.close`) or a client
@@ -93,6 +94,9 @@ class ServedRecording:
                          for n, fs, a, b, u in zip(names, rates, self.info["channel_start_uutc"],
                                                    self.info["channel_end_uutc"], units)]
         self.by_name = {c.name: c for c in self.channels}
+        factors = self.info.get("channel_units_conversion_factors") or []
+        if len(factors) == len(names):          # sent by this project's server
+            self._factors.update({n: float(f) for n, f in zip(names, factors)})
 
     @property
     def client_options(self) -> dict:
@@ -158,7 +162,8 @@ class ServedRecording:
     def read(self, names: Sequence[str], t0: int, t1: int, *, dtype: Optional[str] = None,
              n_points: Optional[int] = None) -> dict:
         """``get_signal_range`` of ``[t0, t1)``; the file is opened again, once, when
-        the read fails (the server may have closed an idle session). Raises
+        the read fails (the server may have closed an idle session: this project's
+        client re-opens by itself, the published one does not). Raises
         ``RuntimeError`` with the server's message when it still fails."""
         kw = {} if dtype is None else {"dtype": dtype}
         if n_points is not None:
@@ -181,8 +186,10 @@ class ServedRecording:
         return self.client.get_records(self.path, names)
 
     def unit_factors(self, names: Sequence[str]) -> dict[str, Optional[float]]:
-        """Units conversion factor of each channel, recovered once per channel from
-        its first second (then its first 30 s) read as int32 and float32; None
+        """Units conversion factor of each channel: as the server sent it with the
+        file's metadata (``channel_units_conversion_factors``); from a server that
+        does not send it (the published 3.1.0), recovered once per channel from
+        its first second (then its first 30 s) read as int32 and float32, None
         where those are flat. See :mod:`mef3io_server.unit_factors`."""
         with self._lock:
             todo = [n for n in names if n not in self._factors]

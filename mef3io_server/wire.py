@@ -95,6 +95,9 @@ def file_info_to_dict(resp: pb2.FileInfoResponse) -> dict:
         "channel_end_uutc": list(resp.channel_end_uutc),
         "channel_served_sampling_rates": list(resp.channel_served_sampling_rates),
         "channel_units": list(resp.channel_units),
+        # Empty from servers that do not send them (the published 3.1.0).
+        "channel_units_conversion_factors": list(resp.channel_units_conversion_factors),
+        "channel_descriptions": list(resp.channel_descriptions),
         "cache_fs": resp.cache_fs if resp.HasField("cache_fs") else None,
         "start_uutc": resp.start_uutc,
         "end_uutc": resp.end_uutc,

@@ -25,7 +25,7 @@ class FileInfoRequest(_message.Message):
     def __init__(self, file_path: _Optional[str] = ...) -> None: ...
 
 class FileInfoResponse(_message.Message):
-    __slots__ = ("file_path", "file_opened", "number_of_channels", "channel_names", "channel_sampling_rates", "start_uutc", "end_uutc", "duration_s", "channel_start_uutc", "channel_end_uutc", "channel_served_sampling_rates", "cache_fs", "error_message", "channel_sampling_rates_exact", "channel_units", "encrypted", "access_level")
+    __slots__ = ("file_path", "file_opened", "number_of_channels", "channel_names", "channel_sampling_rates", "start_uutc", "end_uutc", "duration_s", "channel_start_uutc", "channel_end_uutc", "channel_served_sampling_rates", "cache_fs", "error_message", "channel_sampling_rates_exact", "channel_units", "encrypted", "access_level", "channel_units_conversion_factors", "channel_descriptions")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     FILE_OPENED_FIELD_NUMBER: _ClassVar[int]
     NUMBER_OF_CHANNELS_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,8 @@ class FileInfoResponse(_message.Message):
     CHANNEL_UNITS_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     ACCESS_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_UNITS_CONVERSION_FACTORS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_DESCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     file_opened: bool
     number_of_channels: int
@@ -60,7 +62,9 @@ class FileInfoResponse(_message.Message):
     channel_units: _containers.RepeatedScalarFieldContainer[str]
     encrypted: bool
     access_level: str
-    def __init__(self, file_path: _Optional[str] = ..., file_opened: _Optional[bool] = ..., number_of_channels: _Optional[int] = ..., channel_names: _Optional[_Iterable[str]] = ..., channel_sampling_rates: _Optional[_Iterable[float]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., duration_s: _Optional[float] = ..., channel_start_uutc: _Optional[_Iterable[int]] = ..., channel_end_uutc: _Optional[_Iterable[int]] = ..., channel_served_sampling_rates: _Optional[_Iterable[float]] = ..., cache_fs: _Optional[float] = ..., error_message: _Optional[str] = ..., channel_sampling_rates_exact: _Optional[_Iterable[float]] = ..., channel_units: _Optional[_Iterable[str]] = ..., encrypted: _Optional[bool] = ..., access_level: _Optional[str] = ...) -> None: ...
+    channel_units_conversion_factors: _containers.RepeatedScalarFieldContainer[float]
+    channel_descriptions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, file_path: _Optional[str] = ..., file_opened: _Optional[bool] = ..., number_of_channels: _Optional[int] = ..., channel_names: _Optional[_Iterable[str]] = ..., channel_sampling_rates: _Optional[_Iterable[float]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., duration_s: _Optional[float] = ..., channel_start_uutc: _Optional[_Iterable[int]] = ..., channel_end_uutc: _Optional[_Iterable[int]] = ..., channel_served_sampling_rates: _Optional[_Iterable[float]] = ..., cache_fs: _Optional[float] = ..., error_message: _Optional[str] = ..., channel_sampling_rates_exact: _Optional[_Iterable[float]] = ..., channel_units: _Optional[_Iterable[str]] = ..., encrypted: _Optional[bool] = ..., access_level: _Optional[str] = ..., channel_units_conversion_factors: _Optional[_Iterable[float]] = ..., channel_descriptions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignalRangeRequest(_message.Message):
     __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype")

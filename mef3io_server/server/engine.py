@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -63,6 +63,8 @@ class FileInfo:
     cache_fs: Optional[float]
     encrypted: bool
     access_level: str
+    units_factors: list[float] = field(default_factory=list)   # value = stored count x factor
+    descriptions: list[str] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -326,6 +328,8 @@ class Engine:
             channel_start_uutc=[c.start_uutc for c in rec.channels],
             channel_end_uutc=[c.end_uutc for c in rec.channels],
             units=[c.units for c in rec.channels],
+            units_factors=[c.units_factor for c in rec.channels],
+            descriptions=[c.description for c in rec.channels],
             start_uutc=rec.start_uutc, end_uutc=rec.end_uutc, cache_fs=cache_fs,
             encrypted=rec.encrypted,
             access_level=(session.access_level if session and session.access_level

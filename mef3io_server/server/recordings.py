@@ -49,6 +49,9 @@ class ChannelInfo:
     # Block starts and ends in time order, as a MEF index is: where it is not
     # (a damaged .tidx), nothing is concluded from it (see Recording).
     index_ordered: bool = True
+    # A stored count times this is a value in ``units`` (MEF units_conversion_factor).
+    units_factor: float = 1.0
+    description: str = ""                          # MEF channel_description
 
 
 def _classify_open_error(path: str, exc: Exception, password_given: bool = False,
@@ -280,7 +283,9 @@ class Recording:
                     block_starts=starts, block_ends=ends, block_samples=max(0, block),
                     block_min=np.asarray(e["min"], dtype=np.float64),
                     block_max=np.asarray(e["max"], dtype=np.float64),
-                    index_ordered=index_in_order(starts, ends)))
+                    index_ordered=index_in_order(starts, ends),
+                    units_factor=float(info.get("units_conversion_factor") or 1.0),
+                    description=str(info.get("channel_description") or "")))
         damaged = [c.name for c in out if not c.index_ordered]
         if damaged:
             log.warning("%s: the block index of channel(s) %s is not in time order (a damaged "

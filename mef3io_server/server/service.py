@@ -85,7 +85,9 @@ def file_info_message(info: FileInfo, opened: bool = True) -> pb2.FileInfoRespon
         channel_start_uutc=info.channel_start_uutc, channel_end_uutc=info.channel_end_uutc,
         channel_served_sampling_rates=info.served_rates,
         channel_sampling_rates_exact=info.sampling_rates,
-        channel_units=info.units, encrypted=info.encrypted, access_level=info.access_level)
+        channel_units=info.units, encrypted=info.encrypted, access_level=info.access_level,
+        channel_units_conversion_factors=info.units_factors,
+        channel_descriptions=info.descriptions)
     if info.cache_fs is not None:
         msg.cache_fs = info.cache_fs
     return msg
