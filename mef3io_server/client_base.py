@@ -35,7 +35,7 @@ from .exceptions import (InvalidArgument, Mef3Error, OpenFailed, ReadFailed, Req
                          WindowOutsideData, WindowWarning, from_rpc_error)
 from .protobufs import gRPCMef3Server_pb2 as pb2
 from .protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
-from .reopen import OpenedFiles, Pause, reopened_once
+from .reopen import OpenedFiles, Pause, reopened
 from .window_check import WindowCheck, data_span
 
 #: The environment variable naming the server when a client is given no address.
@@ -298,7 +298,7 @@ class BaseClient:
     def _reopened(self, file_path, make_op):
         """``make_op()``, run once more after opening the file again when the server
         says this client's session on it is gone (see :mod:`mef3io_server.reopen`)."""
-        return reopened_once(self._opened, str(file_path), make_op, self._open_file)
+        return reopened(self._opened, str(file_path), make_op, self._open_file)
 
     # ------------------------------------------------------------ operations
 

@@ -1,4 +1,4 @@
-"""Sessions that survive a move: open again, transparently, and retry once.
+"""Sessions that survive a move: open again, transparently, and retry.
 
 Behind a load balancer a client's next call about a recording may reach a
 replica that has no session of this client's for it: the replica that had it
@@ -9,13 +9,13 @@ single server when the session expired (``SESSION_TTL_S``, ``MAX_SESSIONS``).
 
 :class:`OpenedFiles` remembers, per path, the arguments each successful
 ``open_file`` was given (``cache_fs``, ``allow_mixed_rates``, ``password``);
-:func:`reopened_once` wraps a client operation about a file (see
+:func:`reopened` wraps a client operation about a file (see
 :mod:`mef3io_server.client_base`) so that such an answer makes it open the
-file again with those arguments, then run once more. A call cut off because its replica went away
-(see :func:`was_cut_off`) is also made once more, after
-:data:`CUT_OFF_PAUSE_S`. Answers are whole or not at all,
-so a retried read is as exact as any other: nothing of a failed attempt is
-kept.
+file again with those arguments, then run again. A call cut off because its
+replica went away (see :func:`was_cut_off`) is also made again, after
+:data:`CUT_OFF_PAUSE_S`; at most :data:`MAX_RETRIES` rounds. Answers are
+whole or not at all, so a retried read is as exact as any other: nothing of a
+failed attempt is kept.
 
 Only files the client opened itself are re-opened: a read of a file some
 other client opened fails as before when it is gone.
@@ -43,6 +43,8 @@ STREAM_REMOVED = (frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 #: Seconds before a cut-off call is made again: time for the balancer to see the
 #: replica gone (its next health check, or its next connection refused).
 CUT_OFF_PAUSE_S = 0.5
+#: Rounds of re-opening or pausing after a call's first attempt.
+MAX_RETRIES = 3
 
 
 class OpenedFiles:
@@ -140,24 +142,31 @@ def _attempt(op):
         return _Outcome(error=e)
 
 
-def reopened_once(opened: OpenedFiles, file_path: str, make_op, open_op):
-    """An operation that runs ``make_op()`` and, when needed, once more.
+def reopened(opened: OpenedFiles, file_path: str, make_op, open_op):
+    """An operation that runs ``make_op()`` and, when needed, again (at most
+    :data:`MAX_RETRIES` more times).
 
     When the answer (an ``error_message`` in the returned dict, or a
     RuntimeError) says the client has no session on the file and the client
     opened it (``opened``), run ``open_op(file_path, **remembered arguments)``
-    and, when that opened it, ``make_op()`` once more. A call cut off by its
-    replica going away is made once more first, after a :class:`Pause` of
-    :data:`CUT_OFF_PAUSE_S`. The sync and asyncio clients run it alike.
+    and, when that opened it, ``make_op()`` again. A call (or re-open) cut off
+    by its replica going away is made again after a :class:`Pause` of
+    :data:`CUT_OFF_PAUSE_S`. More than one round is needed when the balancer's
+    ring changes between the re-open and the call (a replica lost, then back).
+    The sync and asyncio clients run it alike.
     """
     outcome = yield from _attempt(make_op())
-    if outcome.cut_off and file_path in opened:
-        yield Pause(CUT_OFF_PAUSE_S)
+    for _ in range(MAX_RETRIES):
+        if outcome.cut_off and file_path in opened:
+            yield Pause(CUT_OFF_PAUSE_S)
+        elif outcome.not_open and opened.open_args(file_path) is not None:
+            reopened = yield from _attempt(open_op(file_path, **opened.open_args(file_path)))
+            if reopened.cut_off:
+                yield Pause(CUT_OFF_PAUSE_S)
+                continue                     # still not open here: open again
+            if reopened.error is not None or not reopened.result.get("file_opened"):
+                break
+        else:
+            break
         outcome = yield from _attempt(make_op())
-    if outcome.not_open:
-        open_kwargs = opened.open_args(file_path)
-        if open_kwargs is not None:
-            reopened = yield from _attempt(open_op(file_path, **open_kwargs))
-            if reopened.error is None and reopened.result.get("file_opened"):
-                outcome = yield from _attempt(make_op())
     return outcome.get()

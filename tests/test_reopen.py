@@ -1,4 +1,4 @@
-"""Sessions that survive a move: the clients open again with the same arguments and retry once.
+"""Sessions that survive a move: the clients open again with the same arguments and retry.
 
 On one server a client's session goes when it expires or is pushed out
 (``MAX_SESSIONS``), or when the server restarts; behind a balancer also when
@@ -157,3 +157,64 @@ def test_what_counts_as_a_call_cut_off():
     assert not was_cut_off(_Failed(grpc.StatusCode.UNKNOWN, "Exception iterating responses"))
     assert not was_cut_off(_Failed(grpc.StatusCode.UNAUTHENTICATED, "no token"))
     assert not was_cut_off(RuntimeError("x is not open"))
+
+
+def _drive(op, answers):
+    """Run an operation of the client base by hand: each Unary gets the next of
+    ``answers[rpc]`` (a dict answer, or an exception thrown into the operation);
+    returns (result or raised exception, the calls seen)."""
+    from mef3io_server.client_base import Done
+    from mef3io_server.reopen import Pause
+
+    seen, answer, error = [], None, None
+    while True:
+        try:
+            step = op.throw(error) if error is not None else op.send(answer)
+        except StopIteration as done:
+            return Done(done.value).value, seen
+        except Exception as e:  # noqa: BLE001 - what the operation raised
+            return e, seen
+        seen.append("pause" if isinstance(step, Pause) else step)
+        answer, error = None, None
+        if not isinstance(step, Pause):
+            got = answers[step].pop(0)
+            if isinstance(got, BaseException):
+                error = got
+            else:
+                answer = got
+
+
+def _op(kind):
+    """An operation making one call ``kind`` and returning its answer."""
+    def op(*_, **__):
+        return (yield kind)
+    return op
+
+
+NOT_OPEN = {"error_message": "/r.mefd is not open by this client here (...): open it again"}
+OK = {"error_message": "", "value": 7}
+
+
+def test_a_moved_ring_gets_a_few_rounds_not_one():
+    """The ring changed between the re-open and the call (a lost replica came back):
+    the second attempt finds no session either; a third one is made."""
+    from mef3io_server.reopen import OpenedFiles, reopened
+
+    opened = OpenedFiles()
+    opened.remember("/r.mefd", {"file_opened": True}, cache_fs=64.0)
+    answers = {"read": [NOT_OPEN, NOT_OPEN, OK], "open": [{"file_opened": True}] * 2}
+    result, seen = _drive(reopened(opened, "/r.mefd", _op("read"), _op("open")), answers)
+    assert result == OK and seen == ["read", "open", "read", "open", "read"]
+
+
+def test_rounds_are_bounded_and_files_not_opened_here_are_left_alone():
+    from mef3io_server.reopen import MAX_RETRIES, OpenedFiles, reopened
+
+    opened = OpenedFiles()
+    opened.remember("/r.mefd", {"file_opened": True})
+    answers = {"read": [NOT_OPEN] * 10, "open": [{"file_opened": True}] * 10}
+    result, seen = _drive(reopened(opened, "/r.mefd", _op("read"), _op("open")), answers)
+    assert result == NOT_OPEN and seen.count("open") == MAX_RETRIES
+    result, seen = _drive(reopened(OpenedFiles(), "/r.mefd", _op("read"), _op("open")),
+                          {"read": [NOT_OPEN]})
+    assert result == NOT_OPEN and seen == ["read"]
