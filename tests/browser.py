@@ -49,8 +49,9 @@ def chromium_or_skip() -> tuple[str, str]:
         return found
 
 
-def start_chromium(width: int = 1920, height: int = 1080):
-    """A headless Chromium window of ``width`` x ``height`` CSS pixels (device scale 1)."""
+def start_chromium(width: int = 1920, height: int = 1080, extra_args=()):
+    """A headless Chromium window of ``width`` x ``height`` CSS pixels (device scale 1);
+    ``extra_args``: more command-line switches."""
     from selenium import webdriver
 
     browser, driver = chromium_or_skip()
@@ -59,7 +60,7 @@ def start_chromium(width: int = 1920, height: int = 1080):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--window-size={width},{height}", "--force-device-scale-factor=1",
                 "--enable-precise-memory-info", "--disable-extensions",
-                "--no-first-run", "--disable-background-networking"):
+                "--no-first-run", "--disable-background-networking", *extra_args):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path=driver)

@@ -214,7 +214,9 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
             from .http_server import HttpServer
 
             front = HttpFrontEnd(engine, tokens, observer.listeners)
-            running.http = HttpServer(front.app(), settings)
+            host = settings.effective_http_bind_address
+            running.http = HttpServer(front.app(loopback_only=reach(host) == "this machine only"),
+                                      settings)
     except Exception:
         if running.metrics is not None:
             running.metrics.close()

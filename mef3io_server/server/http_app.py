@@ -68,6 +68,11 @@ CLIENT_ID_HEADER = "x-mef3io-client-id"
 FRAME_TYPE = "application/x-mef3io-frame"
 MAX_N_POINTS = 65_536          # points per channel an HTTP n_points read may ask for
 VIEWER_DIR = resources.files("mef3io_server.server") / "viewer"
+#: The page may load and fetch from this server only (hospital networks are closed,
+#: and nothing the page shows should leave it).
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 #: Core errors -> (HTTP status, ``problem`` for the page).
 STATUS = (
@@ -229,7 +234,8 @@ class HttpFrontEnd:
 
     async def index(self, request: Request) -> Response:
         return FileResponse(str(VIEWER_DIR / "index.html"),
-                            headers={"cache-control": "no-cache"})
+                            headers={"cache-control": "no-cache",
+                                     "content-security-policy": PAGE_POLICY})
 
     async def server_offers(self, request: Request) -> Response:
         """What the page may offer: no token needed (it says whether one is)."""
@@ -384,7 +390,14 @@ class HttpFrontEnd:
 
     # ------------------------------------------------------------ the app
 
-    def app(self) -> Starlette:
+    def app(self, loopback_only: bool = False):
+        """The ASGI app. ``loopback_only``: answer only requests addressed to
+        ``localhost``/``127.0.0.1``/``[::1]`` (a server listening on this machine only),
+        so a web page elsewhere cannot reach it through DNS rebinding."""
+        app = self._routes()
+        return loopback_hosts_only(app) if loopback_only else app
+
+    def _routes(self) -> Starlette:
         routes = [
             Route("/", self.index),
             Route("/api/server", self.server_offers),
@@ -397,6 +410,27 @@ class HttpFrontEnd:
             Mount("/assets", StaticFiles(directory=str(VIEWER_DIR)), name="assets"),
         ]
         return Starlette(routes=routes)
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port (``[::1]:8080`` -> ``::1``)."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def loopback_hosts_only(app):
+    """``app``, refusing (421) HTTP requests whose Host is not a loopback name."""
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope.get("headers") or ()).get(b"host", b"").decode("latin-1")
+            if host_name(host.strip()).lower() not in LOOPBACK_NAMES:
+                await JSONResponse({"error": "this server answers requests to localhost only "
+                                    "(it listens on this machine only: HTTP_BIND_ADDRESS)",
+                                    "problem": "host"}, status_code=421)(scope, receive, send)
+                return
+        await app(scope, receive, send)
+    return guarded
 
 
 def _rows(chunks: Iterator) -> Iterator[np.ndarray]:

@@ -271,3 +271,30 @@ def test_a_taken_http_port_stops_start_up_naming_it(start_server, data):
                           expect_port=False)
         assert h.proc.wait(60) != 0
     assert "HTTP_PORT" in h.stderr_text()
+
+
+def test_a_server_on_this_machine_only_answers_localhost_names_only(server):
+    """A page elsewhere cannot reach it through DNS rebinding (its Host is not ours)."""
+    base = viewer_url(server)
+    port = urllib.parse.urlsplit(base).port
+    for host, status in ((f"localhost:{port}", 200), (f"127.0.0.1:{port}", 200),
+                         (f"[::1]:{port}", 200), (f"rebound.example:{port}", 421),
+                         ("", 421)):
+        req = urllib.request.Request(base + "api/server", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                got = r.status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert got == status, host
+
+
+def test_the_page_and_its_assets_come_from_the_server_only(server):
+    base = viewer_url(server)
+    status, headers, body = get(base)
+    assert status == 200 and b'<canvas id="traces">' in body
+    policy = headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+    assert not re.search(rb"(src|href)=\"(https?:)?//", body)        # nothing from elsewhere
+    for asset in re.findall(rb'(?:src|href)="(assets/[^"]+)"', body):
+        assert get(base + asset.decode())[0] == 200

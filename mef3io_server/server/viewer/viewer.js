@@ -18,7 +18,7 @@ const US = 1e6;
 // ------------------------------------------------------------------ state
 const S = {
   server: null, info: null, path: "", t0: 0, dur: 10 * US, channels: [], scaleUv: 100,
-  chGain: {}, montage: "", filter: "", records: [], gaps: {}, envelopes: {},
+  order: [], chGain: {}, montage: "", filter: "", records: [], gaps: {}, envelopes: {},
   blockUs: 0, password: "", token: sessionStorage.getItem("mef3io-token") || "",
   clientId: sessionStorage.getItem("mef3io-client-id") || "",
 };
@@ -563,13 +563,13 @@ function label(s) {
 function renderChannelList() {
   const ul = $("channel-list");
   ul.innerHTML = "";
-  S.info.channels.forEach((name) => {
+  S.order.forEach((name) => {
     const li = document.createElement("li");
     const cb = document.createElement("input");
     cb.type = "checkbox"; cb.checked = S.channels.includes(name); cb.dataset.channel = name;
     cb.addEventListener("change", () => {
       const set = new Set(Array.from(ul.querySelectorAll("input:checked")).map((x) => x.dataset.channel));
-      S.channels = S.info.channels.filter((n) => set.has(n));
+      S.channels = S.order.filter((n) => set.has(n));
       refreshChannelData().then(show, fail);
     });
     const span = document.createElement("span"); span.textContent = name;
@@ -663,9 +663,11 @@ async function openRecording(path, view) {
   cache.clear();
   S.info = info; S.path = path; S.envelopes = {}; S.gaps = {}; S.records = []; S.blockUs = 0;
   view = view || {};
+  // Shown in natural order (Ch2 before Ch10); the URL's order when it gives one.
+  S.order = info.channels.slice().sort(new Intl.Collator(undefined, { numeric: true }).compare);
   const known = new Set(info.channels);
-  S.channels = view.ch ? view.ch.split(",").filter((n) => known.has(n)) : info.channels.slice(0, 64);
-  if (!S.channels.length) S.channels = info.channels.slice(0, 64);
+  S.channels = view.ch ? view.ch.split(",").filter((n) => known.has(n)) : S.order.slice(0, 64);
+  if (!S.channels.length) S.channels = S.order.slice(0, 64);
   S.scaleUv = view.g ? Number(view.g) || 100 : 100;
   S.chGain = {};
   if (view.cg) for (const part of view.cg.split(",")) {
@@ -768,8 +770,8 @@ function wire() {
   $("sel-montage").addEventListener("change", (e) => { S.montage = e.target.value; show(); });
   $("sel-filter").addEventListener("change", (e) => { S.filter = e.target.value; show(); });
   $("btn-channels").addEventListener("click", () => { $("side").hidden = !$("side").hidden; show(); });
-  $("btn-all").addEventListener("click", () => { S.channels = S.info.channels.slice(0, 256); renderChannelList(); refreshChannelData().then(show, fail); });
-  $("btn-none").addEventListener("click", () => { S.channels = S.info.channels.slice(0, 1); renderChannelList(); refreshChannelData().then(show, fail); });
+  $("btn-all").addEventListener("click", () => { S.channels = S.order.slice(0, 256); renderChannelList(); refreshChannelData().then(show, fail); });
+  $("btn-none").addEventListener("click", () => { S.channels = S.order.slice(0, 1); renderChannelList(); refreshChannelData().then(show, fail); });
   $("overview").addEventListener("click", (e) => {
     if (!S.info) return;
     const r = $("overview").getBoundingClientRect();
