@@ -115,11 +115,15 @@ def draws(d) -> int:
     return d.execute_script("return mefViewer.stats.draws")
 
 
-def press(d, key, expect_draw=True):
+def press(d, key, expect_draw=True, shift=False):
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
 
     before = draws(d)
-    ActionChains(d).send_keys(key).perform()
+    if shift:
+        ActionChains(d).key_down(Keys.SHIFT).send_keys(key).key_up(Keys.SHIFT).perform()
+    else:
+        ActionChains(d).send_keys(key).perform()
     if expect_draw:
         wait_for(d, f"mefViewer.stats.draws > {before}")
     settle(d)
@@ -207,6 +211,17 @@ def test_page_forward_and_back_zoom_and_gain(server, browser, data):
     assert pixels(d)["hash"] == first["hash"]                         # the same drawing again
     assert d.execute_script("return mefViewer.stats.cacheHits") == hits + 1
     assert len(signal_lines(server, (T0, T0 + 10 * S))) == 1          # from the page's cache
+
+    # The same with the buttons, and a scroll by a tenth of a page (Shift+Right).
+    click(d, "#btn-next")
+    assert drawn(d)["t0"] == T0 + 10 * S
+    click(d, "#btn-prev")
+    assert drawn(d)["t0"] == T0 and pixels(d)["hash"] == first["hash"]
+    press(d, "\ue014", shift=True)
+    assert drawn(d)["t0"] == T0 + S
+    assert signal_lines(server, (T0 + S, T0 + 11 * S))
+    press(d, "\ue012", shift=True)
+    assert drawn(d)["t0"] == T0
 
     # Gain: one step up halves the microvolts per channel spacing; traces grow taller.
     press(d, "\ue013")                                                # ArrowUp

@@ -11,7 +11,8 @@ const $ = (id) => document.getElementById(id);
 const WINDOWS_S = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400,
                    28800, 43200, 86400, 172800, 604800];
 const GAINS_UV = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
-const CACHE_ENTRIES = 48;       // signal answers kept (pages, overviews)
+const CACHE_ENTRIES = 48;       // signal answers kept (pages, overviews)...
+const CACHE_BYTES = 48 * 2 ** 20;  // ...and at most this many bytes of samples
 const LEFT = 96, RIGHT = 70, TOP = 22, BOTTOM = 26;   // plot margins, CSS px
 const US = 1e6;
 
@@ -133,12 +134,18 @@ function fetchSignal(names, t0, t1, nPoints, prefetch) {
     })
     .catch((e) => { cache.delete(key); throw e; });
   cache.set(key, entry);
-  while (cache.size > CACHE_ENTRIES) {
+  while (cache.size > CACHE_ENTRIES || (cacheBytes() > CACHE_BYTES && cache.size > 3)) {
     const [oldKey, old] = cache.entries().next().value;
     if (old.controller) { old.controller.abort(); stats.aborted++; }
     cache.delete(oldKey);
   }
   return entry;
+}
+
+function cacheBytes() {
+  let n = 0;
+  for (const e of cache.values()) if (e.data) n += e.data.n * Object.keys(e.data.rows).length * 4;
+  return n;
 }
 
 // A view's plan: how each group of channels is read for [t0, t1).
@@ -408,27 +415,35 @@ function draw(p, datas) {
   finishMeasure();
 }
 
+// Per-MEF-block minima and maxima binned into pixel columns, drawn as one vertical
+// line per column (one path per channel). Returns the blocks drawn.
 function drawEnvelope(ctx, env, t0, t1, xOf, yc, k, pw) {
   if (!env) return 0;
   const cols = Math.ceil(pw);
   const lo = new Float32Array(cols).fill(Infinity), hi = new Float32Array(cols).fill(-Infinity);
   let sum = 0, cnt = 0;
   const x0 = xOf(t0);
-  for (let b = 0; b < env.start.length; b++) {
-    if (env.end[b] <= t0 || env.start[b] >= t1) continue;
+  const scale = pw / (t1 - t0);
+  let b = 0;
+  const n = env.start.length;
+  while (b < n && env.end[b] <= t0) b++;
+  for (; b < n && env.start[b] < t1; b++) {
     const mn = env.min[b], mx = env.max[b];
     if (mn !== mn || mx !== mx) continue;
     sum += (mn + mx) / 2; cnt++;
-    const ca = Math.max(0, Math.floor(xOf(env.start[b]) - x0));
-    const cb = Math.min(cols - 1, Math.floor(xOf(env.end[b]) - x0));
+    const ca = Math.max(0, Math.floor((env.start[b] - t0) * scale));
+    const cb = Math.min(cols - 1, Math.floor((env.end[b] - t0) * scale));
     for (let c = ca; c <= cb; c++) { if (mn < lo[c]) lo[c] = mn; if (mx > hi[c]) hi[c] = mx; }
   }
   const mean = cnt ? sum / cnt : 0;
+  ctx.beginPath();
   for (let c = 0; c < cols; c++) {
     if (lo[c] === Infinity) continue;
     const ya = yc - (hi[c] - mean) * k, yb = yc - (lo[c] - mean) * k;
-    ctx.fillRect(x0 + c, ya, 1, Math.max(1, yb - ya));
+    ctx.moveTo(x0 + c + 0.5, ya - 0.5);
+    ctx.lineTo(x0 + c + 0.5, Math.max(yb + 0.5, ya + 0.5));
   }
+  ctx.stroke();
   return cnt;
 }
 
@@ -437,38 +452,51 @@ function recordText(r) {
   return r.text ? `${r.text}` : r.type;
 }
 
+// The overview strip: the whole recording (envelopes of the first four channels shown,
+// gaps, records), drawn once into an offscreen canvas, then the current window on top.
+let overviewCache = { key: "", canvas: null };
+
 function drawOverview() {
   const canvas = $("overview");
   const { ctx, w, h } = fitCanvas(canvas);
   const a = S.info.start_uutc, b = S.info.end_uutc;
-  const xOf = (t) => LEFT + ((t - a) / (b - a)) * (w - LEFT - RIGHT);
-  ctx.fillStyle = "#fafbfc"; ctx.fillRect(0, 0, w, h);
   const pw = w - LEFT - RIGHT;
+  const xOf = (t) => LEFT + ((t - a) / (b - a)) * pw;
   const shown = S.channels.slice(0, 4).filter((n) => S.envelopes[n]);
-  ctx.fillStyle = "#8c959f";
-  shown.forEach((name, i) => {
-    const band = (h - 12) / Math.max(1, shown.length);
-    const env = S.envelopes[name];
-    let lo = Infinity, hi = -Infinity;
-    for (let j = 0; j < env.min.length; j++) {
-      if (env.min[j] < lo) lo = env.min[j]; if (env.max[j] > hi) hi = env.max[j];
-    }
-    const yc = 6 + (i + 0.5) * band;
-    const k = hi > lo ? (band * 0.9) / (hi - lo) : 0;
-    const mid = (hi + lo) / 2;
-    drawEnvelope(ctx, env, a, b, xOf, yc, k, pw);
-    void mid;
-  });
-  ctx.fillStyle = "rgba(200, 200, 200, 0.6)";
-  for (const [ga, gb] of S.gaps[S.channels[0]] || []) ctx.fillRect(xOf(ga), 0, Math.max(1, xOf(gb) - xOf(ga)), h);
-  ctx.fillStyle = "#bf8700";
-  for (const r of S.records) ctx.fillRect(Math.round(xOf(r.time_uutc)), 0, 1, 6);
+  const key = [S.path, w, h, shown.join(","), S.records.length, canvas.width].join("|");
+  if (overviewCache.key !== key) {
+    const off = document.createElement("canvas");
+    off.width = canvas.width; off.height = canvas.height;
+    const o = off.getContext("2d");
+    o.setTransform(canvas.width / w, 0, 0, canvas.height / h, 0, 0);
+    o.fillStyle = "#fafbfc"; o.fillRect(0, 0, w, h);
+    o.strokeStyle = "#8c959f"; o.lineWidth = 1;
+    shown.forEach((name, i) => {
+      const band = (h - 12) / Math.max(1, shown.length);
+      const env = S.envelopes[name];
+      let lo = Infinity, hi = -Infinity;
+      for (let j = 0; j < env.min.length; j++) {
+        if (env.min[j] < lo) lo = env.min[j];
+        if (env.max[j] > hi) hi = env.max[j];
+      }
+      const k = hi > lo ? (band * 0.9) / (hi - lo) : 0;
+      drawEnvelope(o, env, a, b, xOf, 6 + (i + 0.5) * band, k, pw);
+    });
+    o.fillStyle = "rgba(200, 200, 200, 0.6)";
+    for (const [ga, gb] of S.gaps[S.channels[0]] || []) o.fillRect(xOf(ga), 0, Math.max(1, xOf(gb) - xOf(ga)), h);
+    o.fillStyle = "#bf8700";
+    for (const r of S.records) o.fillRect(Math.round(xOf(r.time_uutc)), 0, 1, 6);
+    o.fillStyle = "#57606a"; o.font = "11px system-ui, sans-serif"; o.textBaseline = "middle";
+    o.textAlign = "right"; o.fillText("whole", LEFT - 8, h / 2 - 7);
+    o.fillText("recording", LEFT - 8, h / 2 + 7);
+    overviewCache = { key, canvas: off };
+  }
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.drawImage(overviewCache.canvas, 0, 0);
+  ctx.setTransform(canvas.width / w, 0, 0, canvas.height / h, 0, 0);
   ctx.strokeStyle = "#0969da"; ctx.lineWidth = 2; ctx.fillStyle = "rgba(9, 105, 218, 0.15)";
   const xa = xOf(S.t0), xb = Math.max(xa + 2, xOf(S.t0 + S.dur));
   ctx.fillRect(xa, 1, xb - xa, h - 2); ctx.strokeRect(xa, 1, xb - xa, h - 2);
-  ctx.fillStyle = "#57606a"; ctx.font = "11px system-ui, sans-serif"; ctx.textBaseline = "middle";
-  ctx.textAlign = "right"; ctx.fillText("whole", LEFT - 8, h / 2 - 7);
-  ctx.fillText("recording", LEFT - 8, h / 2 + 7);
 }
 
 // ------------------------------------------------------------------ measuring
