@@ -173,6 +173,20 @@ def pixels(d, x0=LEFT, x1=None, bands=8, want=None) -> dict:
                             bands, want)
 
 
+def wrong_then_right(d, kind: str, wrong: str, says: str, right: str):
+    """Answer the page's ``kind`` dialog (password, token) wrongly: it asks again, saying
+    ``says``, with nothing drawn; then rightly, and wait for the drawing."""
+    wait_for(d, f"document.getElementById('dlg-{kind}').open")
+    d.find_element("id", f"inp-{kind}").send_keys(wrong)
+    d.find_element("id", f"btn-{kind}").click()
+    wait_for(d, f"document.getElementById('{kind}-text').textContent.includes({says!r})")
+    assert d.execute_script("return mefViewer.stats.draws") == 0
+    d.find_element("id", f"inp-{kind}").send_keys(right)
+    d.find_element("id", f"btn-{kind}").click()
+    wait_for(d, "mefViewer.stats.draws > 0")
+    settle(d)
+
+
 def x_of(d, t: int) -> float:
     v = drawn(d)
     return LEFT + (t - v["t0"]) / (v["t1"] - v["t0"]) * v["width"]
@@ -331,15 +345,7 @@ def test_picker_lists_the_served_recordings(server, browser, data):
 def test_encrypted_recording_needs_its_password(server, browser, data):
     d, base = browser, http_base(server)
     load(d, base + "#path=" + data["enc"])
-    wait_for(d, "document.getElementById('dlg-password').open")
-    d.find_element("id", "inp-password").send_keys("wrong")
-    d.find_element("id", "btn-password").click()
-    wait_for(d, "document.getElementById('password-text').textContent.startsWith('Wrong')")
-    assert d.execute_script("return mefViewer.stats.draws") == 0
-    d.find_element("id", "inp-password").send_keys("pw2")
-    d.find_element("id", "btn-password").click()
-    wait_for(d, "mefViewer.stats.draws > 0")
-    settle(d)
+    wrong_then_right(d, "password", "wrong", "Wrong password", "pw2")
     assert drawn(d)["channels"] == 1 and pixels(d, bands=1)["ink"][0] > 500
     assert signal_lines(server, (T0, T0 + 10 * S))
 
@@ -400,15 +406,7 @@ def test_a_wrong_token_is_asked_again(tmp_path, data):
     d = start_chromium(1280, 800)
     try:
         load(d, http_base(h) + "#path=" + data["ann"])
-        wait_for(d, "document.getElementById('dlg-token').open")
-        d.find_element("id", "inp-token").send_keys("guess")
-        d.find_element("id", "btn-token").click()
-        wait_for(d, "document.getElementById('token-text').textContent.includes('not accepted')")
-        assert d.execute_script("return mefViewer.stats.draws") == 0
-        d.find_element("id", "inp-token").send_keys("s3cret")
-        d.find_element("id", "btn-token").click()
-        wait_for(d, "mefViewer.stats.draws > 0")
-        settle(d)
+        wrong_then_right(d, "token", "guess", "not accepted", "s3cret")
         assert drawn(d)["channels"] == 8 and pixels(d)["ink"][3] > 200
         assert any("http_signal identity=alice" in ln for ln in h.stderr_text().splitlines())
     finally:
