@@ -397,6 +397,34 @@ def test_a_superseded_view_is_not_drawn_and_its_request_is_aborted(server, brows
         assert "outcome=cancelled" in line, line
 
 
+@pytest.mark.parametrize("which", ["ann", "enc"])
+def test_a_tab_whose_session_expired_opens_the_recording_again(which, data):
+    """A tab left idle past SESSION_TTL_S reads on: the page opens the recording again
+    (with the password it was opened with) and retries, instead of showing an error."""
+    chromium_or_skip()
+    h = launch_server({"HTTP_PORT": "0", "DATA_ROOTS": str(data["root"]),
+                       "BIND_ADDRESS": "127.0.0.1", "SESSION_TTL_S": "1"})
+    d = start_chromium(1280, 800)
+    try:
+        load(d, http_base(h) + "#path=" + data[which])
+        if which == "enc":
+            wait_for(d, "document.getElementById('dlg-password').open")
+            d.find_element("id", "inp-password").send_keys("pw2")
+            d.find_element("id", "btn-password").click()
+        wait_for(d, "mefViewer.stats.draws > 0")
+        settle(d)
+        time.sleep(3)                                   # the session expires meanwhile
+        press(d, "\ue010")                              # End: a page not read yet
+        v = drawn(d)
+        assert v["t1"] == d.execute_script("return mefViewer.state.info.end_uutc")
+        assert d.execute_script("return mefViewer.stats.reopened") >= 1
+        assert d.execute_script("return mefViewer.stats.errors") == []
+        assert d.find_element("id", "banner").is_displayed() is False
+    finally:
+        d.quit()
+        h.stop()
+
+
 def test_a_wrong_token_is_asked_again(tmp_path, data):
     chromium_or_skip()
     tokens = tmp_path / "tokens"

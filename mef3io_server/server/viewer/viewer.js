@@ -44,11 +44,20 @@ function headers() {
   return h;
 }
 
-async function api(url, options = {}) {
+async function api(url, options = {}, again = true) {
   const r = await fetch(url, Object.assign({ headers: headers() }, options));
   if (!r.ok) {
     let body = {};
     try { body = await r.json(); } catch (e) { body = { error: r.statusText }; }
+    // The tab's session ended (SESSION_TTL_S while the tab sat idle, a restart):
+    // open the recording again, with the password it was opened with, and retry once.
+    const ended = body.problem === "not_open" || (body.problem === "password" && S.password);
+    if (ended && again && S.info && !url.startsWith("api/open")) {
+      stats.reopened = (stats.reopened || 0) + 1;
+      await api("api/open", { method: "POST", body: JSON.stringify({ path: S.path, password: S.password }),
+                              headers: Object.assign({ "Content-Type": "application/json" }, headers()) }, false);
+      return api(url, options, false);
+    }
     throw new ApiError(r.status, body.problem || "server", body.error || r.statusText);
   }
   return r;
