@@ -367,7 +367,7 @@ def test_a_path_outside_data_roots_is_refused(server, browser, data):
                        "document.getElementById('banner').textContent")
     assert "DATA_ROOTS" in text or "outside" in text, text
     assert d.execute_script("return mefViewer.stats.draws") == 0
-    assert any("http_open" in ln and "outcome=error" in ln and data["outside"] in ln
+    assert any("http_open" in ln and f"file={data['outside']} " in ln and "outcome=error" in ln
                for ln in server.stderr_text().splitlines())
 
 

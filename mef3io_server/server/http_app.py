@@ -218,12 +218,15 @@ class HttpFrontEnd:
             self._finish(rec, outcome, str(exc))
         return JSONResponse({"error": str(exc), "problem": problem}, status_code=status)
 
-    async def _json_call(self, request: Request, name: str, work) -> Response:
-        """Run ``work(caller)`` on a worker thread; answer its result as JSON."""
+    async def _json_call(self, request: Request, name: str, work,
+                         file: Optional[str] = None) -> Response:
+        """Run ``work(caller)`` on a worker thread; answer its result as JSON.
+        ``file``: the recording for the call log (default: the ``path`` parameter)."""
         rec = None
         try:
             caller = self.caller(request)
-            rec = self._record(name, caller, file=request.query_params.get("path", ""))
+            rec = self._record(name, caller, file=request.query_params.get("path", "")
+                               if file is None else file)
             body = await run_in_threadpool(work, caller)
         except Exception as exc:  # noqa: BLE001 - translated for the page
             return self._refusal(rec, exc)
@@ -275,7 +278,7 @@ class HttpFrontEnd:
         def work(caller):
             return file_info_json(self.engine.open_file(caller, body["path"],
                                                         password=body.get("password", "")))
-        return await self._json_call(request, "open", work)
+        return await self._json_call(request, "open", work, file=body["path"])
 
     async def records(self, request: Request) -> Response:
         def work(caller):
