@@ -342,6 +342,30 @@ def test_picker_lists_the_served_recordings(server, browser, data):
     assert drawn(d)["channels"] == 8
 
 
+def test_one_to_256_channels(tmp_path_factory):
+    """256 channels stacked (labels thinned to stay readable), or one."""
+    chromium_or_skip()
+    root = tmp_path_factory.mktemp("wide")
+    path = write_session(root / "wide.mefd", {f"C{i:03d}": random_walk(256 * 20, i) * 0.3
+                                              for i in range(256)})
+    h = launch_server({"HTTP_PORT": "0", "DATA_ROOTS": str(root), "BIND_ADDRESS": "127.0.0.1"})
+    d = start_chromium(1920, 1080)
+    try:
+        open_view(d, http_base(h), str(path))
+        assert drawn(d)["channels"] == 64                  # the first 64 at first
+        click(d, "#btn-channels")
+        click(d, "#btn-all")
+        v = drawn(d)
+        assert v["channels"] == 256 and v["points"] == 256 * 2560
+        ink = pixels(d, bands=256)["ink"]
+        assert sum(1 for i in ink if i > 0) >= 250, ink     # every band has its trace
+        click(d, "#btn-none")
+        assert drawn(d)["channels"] == 1 and pixels(d, bands=1)["ink"][0] > 500
+    finally:
+        d.quit()
+        h.stop()
+
+
 def test_encrypted_recording_needs_its_password(server, browser, data):
     d, base = browser, http_base(server)
     load(d, base + "#path=" + data["enc"])
