@@ -57,8 +57,8 @@ def cli():
 @click.argument("path", required=False, type=click.Path())
 @click.option("--demo", is_flag=True, help="Serve the built-in demo recording "
               "(written on first run) when no PATH is given: on this machine only "
-              "(BIND_ADDRESS=localhost) and its folder only (DATA_ROOTS), unless those "
-              "variables are set.")
+              "(BIND_ADDRESS=localhost), its folder only (DATA_ROOTS), with the web "
+              "viewer on port 8080 (HTTP_PORT), unless those variables are set.")
 def serve(path, demo):
     """Run the server (configured by environment variables; see docs/configuration.md).
 
@@ -84,9 +84,16 @@ def serve(path, demo):
     sys.exit(run(settings, preload=preload))
 
 
+#: The demo's web viewer port (HTTP_PORT), unless set.
+DEMO_HTTP_PORT = 8080
+
+
 def _demo_settings(settings, recording: str):
-    """The demo's defaults: this machine only, the demo's folder only (unless set)."""
+    """The demo's defaults: this machine only, the demo's folder only, and the web
+    viewer on port 8080 (unless set)."""
     changes = {}
+    if not os.environ.get("HTTP_PORT", "").strip():
+        changes["http_port"] = DEMO_HTTP_PORT
     if not os.environ.get("BIND_ADDRESS", "").strip():
         changes["bind_address"] = "localhost"
     if not os.environ.get("DATA_ROOTS", "").strip():

@@ -10,12 +10,16 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 ensure_venv plot
 cat >&2 <<'HINT'
+Open the "web viewer at" link printed below in a browser to look at the recording.
 In another terminal, use the environment this made: `source .venv/bin/activate`, then
 `python examples/quickstart.py`, `mef3io-server ls`, `mef3io-server info "$(mef3io-server demo)"`.
 HINT
 if [ $# -gt 0 ]; then
   if [ -z "${BIND_ADDRESS:-}" ]; then
     export BIND_ADDRESS=localhost
+  fi
+  if [ -z "${HTTP_PORT:-}" ]; then
+    export HTTP_PORT=8080        # the web viewer; its link is printed at start-up
   fi
   if [ -z "${DATA_ROOTS:-}" ]; then
     DATA_ROOTS="$(cd "$(dirname "$1")" && pwd -P)"

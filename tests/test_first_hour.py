@@ -64,7 +64,9 @@ def demo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if k not in ("BIND_ADDRESS", "DATA_ROOTS", "METRICS_PORT", "VIRTUAL_ENV")}
     env.update({"PORT": str(port), "DEMO_DIR": str(home / "demo"), "PIP_NO_INDEX": "1",
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1",
+                # the web viewer on a free port (the demo's own 8080 may be taken here)
+                "HTTP_PORT": str(_free_port())})
     proc = subprocess.Popen(["bash", "scripts/serve-demo.sh"], cwd=str(ROOT), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -116,6 +118,34 @@ def test_the_demo_listens_on_this_machine_only_and_serves_its_folder_only(demo, 
         assert [r["path"] for r in recordings] == [str(Path(env["DEMO_DIR"]) / "demo.mefd")]
         refused = c.open_file(str(other))
     assert not refused["file_opened"] and "outside the served roots" in refused["error_message"]
+
+
+def test_the_demo_prints_the_viewers_link_and_the_page_draws_it(demo):
+    """The link the README's first command prints opens the demo in a browser."""
+    import re
+
+    from browser import chromium_or_skip, start_chromium
+
+    proc, _, env, lines = demo
+    m = re.search(r"web viewer at (http://localhost:\d+/#path=(\S+)) \(this machine only\)",
+                  "".join(lines))
+    assert m, "".join(lines)
+    assert m.group(2) == str(Path(env["DEMO_DIR"]) / "demo.mefd")
+    chromium_or_skip()
+    d = start_chromium(1920, 1080)
+    try:
+        d.get(m.group(1))
+        for _ in range(600):
+            drawn = d.execute_script("return window.mefViewer && mefViewer.stats.lastDraw")
+            if drawn:
+                break
+            import time
+            time.sleep(0.05)
+        assert drawn and drawn["channels"] == 16 and drawn["mode"] == "samples"
+        assert drawn["labels"][0] == "2024-01-01 00:00:00"
+        assert d.execute_script("return mefViewer.stats.errors") == []
+    finally:
+        d.quit()
 
 
 def _loopback(ip: str) -> bool:

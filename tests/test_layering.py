@@ -1,4 +1,5 @@
-"""The core never imports grpc or protobuf: only the service layer translates messages."""
+"""The core never imports grpc, protobuf or HTTP frameworks: only the front ends (the gRPC
+service, the HTTP side) translate requests."""
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ CORE = ["engine", "sessions", "recordings", "tile_grid", "tile_store", "tile_cac
 PROBE = """
 import importlib, sys
 importlib.import_module("mef3io_server.server." + sys.argv[1])
-bad = sorted(m for m in sys.modules if m == "grpc" or m.startswith(("grpc.", "google.protobuf")))
+bad = sorted(m for m in sys.modules if m in ("grpc", "starlette", "uvicorn")
+             or m.startswith(("grpc.", "google.protobuf", "starlette.", "uvicorn.")))
 print(",".join(bad))
 """
 

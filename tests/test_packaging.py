@@ -32,6 +32,13 @@ def test_building_the_package_prints_no_setuptools_warning(tmp_path):
     backend = [line for line in out.splitlines()
                if re.search(r"Warning|deprecat|!!", line) and "Location 'file:" not in line]
     assert backend == [], "\n".join(backend)
+    # The web viewer's page is in the wheel (pip install alone gives a working viewer).
+    import zipfile
+
+    (wheel,) = (tmp_path / "dist").glob("mef3io_server-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for asset in ("index.html", "viewer.js", "viewer.css"):
+        assert f"mef3io_server/server/viewer/{asset}" in names, sorted(names)
 
 
 def test_the_demo_environment_has_what_the_docs_then_run():

@@ -58,6 +58,7 @@ class RunningServer:
     metrics: Optional[object] = None      # metrics.MetricsServer when METRICS_PORT is set
     service: Optional[Mef3Service] = None
     pools: Optional[WorkerPools] = None
+    http: Optional[object] = None         # http_server.HttpServer when HTTP_PORT is set
 
     def set_serving(self) -> None:
         """Health SERVING (after start-up: workers warm, preloaded recording open)."""
@@ -79,6 +80,8 @@ class RunningServer:
         if self.observer is not None and self.observer.wait_idle(grace):
             left = 0.5      # data calls done: only health watches and refusals remain
         self.server.stop(max(0.0, min(left, deadline - time.monotonic()))).wait()
+        if self.http is not None:
+            self.http.close()
         if self.observer is not None:
             self.observer.close()
         if self.pools is not None:
@@ -206,7 +209,17 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
 
             running.metrics = MetricsServer(engine, observer, settings.metrics_port,
                                             addr=settings.effective_metrics_bind_address)
+        if settings.http_port is not None:
+            from .http_app import HttpFrontEnd
+            from .http_server import HttpServer
+
+            front = HttpFrontEnd(engine, tokens, observer.listeners)
+            host = settings.effective_http_bind_address
+            running.http = HttpServer(front.app(loopback_only=reach(host) == "this machine only"),
+                                      settings)
     except Exception:
+        if running.metrics is not None:
+            running.metrics.close()
         server.stop(0)
         engine.close()
         observer.close()
@@ -260,6 +273,9 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
                                                            else "off"),
              "required" if settings.auth_tokens_file else "off",
              ":".join(settings.data_roots) or "unset", settings.host_root or "unset")
+    if running.http is not None:
+        announce(f"web viewer at {running.http.link(preload or '')} "
+                 f"({reach(running.http.host)})", settings.log_format)
     if running.metrics is not None:
         announce(f"metrics served at /metrics on port {running.metrics.port} "
                  f"({reach(settings.effective_metrics_bind_address)})", settings.log_format)

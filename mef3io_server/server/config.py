@@ -72,6 +72,8 @@ class Settings:
     grpc_reflection: bool = True           # GRPC_REFLECTION
     metrics_port: Optional[int] = None     # METRICS_PORT
     metrics_bind_address: Optional[str] = None  # METRICS_BIND_ADDRESS (None: BIND_ADDRESS)
+    http_port: Optional[int] = None        # HTTP_PORT: the web viewer and its API (None: off)
+    http_bind_address: Optional[str] = None  # HTTP_BIND_ADDRESS (None: BIND_ADDRESS)
     log_level: str = "INFO"                # LOG_LEVEL
     log_format: str = "text"               # LOG_FORMAT: text or json
     demo_dir: str = ""                     # DEMO_DIR: where the demo recording is written
@@ -105,6 +107,10 @@ class Settings:
     @property
     def effective_metrics_bind_address(self) -> str:
         return self.metrics_bind_address or self.bind_address
+
+    @property
+    def effective_http_bind_address(self) -> str:
+        return self.http_bind_address or self.bind_address
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (the dataclass is frozen)."""
@@ -277,6 +283,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "GRPC_REFLECTION": ("grpc_reflection", _bool),
     "METRICS_PORT": ("metrics_port", _optional_int(0, 65535)),
     "METRICS_BIND_ADDRESS": ("metrics_bind_address", _optional_bind_address),
+    "HTTP_PORT": ("http_port", _optional_int(0, 65535)),
+    "HTTP_BIND_ADDRESS": ("http_bind_address", _optional_bind_address),
     "LOG_LEVEL": ("log_level", _log_level),
     "LOG_FORMAT": ("log_format", _choice("text", "json")),
     "DEMO_DIR": ("demo_dir", _text),
@@ -313,4 +321,8 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     if settings.metrics_port is not None and settings.metrics_port == settings.port \
             and settings.port != 0:
         raise ConfigError("METRICS_PORT", str(settings.metrics_port), "must differ from PORT")
+    if settings.http_port:
+        for other, value in (("PORT", settings.port), ("METRICS_PORT", settings.metrics_port)):
+            if value == settings.http_port:
+                raise ConfigError("HTTP_PORT", str(settings.http_port), f"must differ from {other}")
     return settings
