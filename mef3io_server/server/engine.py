@@ -44,8 +44,6 @@ from .tile_store import TileStore
 
 log = logging.getLogger("mef3io_server.engine")
 
-INT64_MAX = 2**63 - 1
-
 
 @dataclass
 class FileInfo:
@@ -86,6 +84,9 @@ class SignalRead:
     end_uutc: int
     chunks: Iterator[tuple[int, int, int, np.ndarray]]
     dtype: str = "float32"
+    #: The chunks are read-only slices of a window other readers share (so their
+    #: encoding may be shared too); else each chunk is this read's own array.
+    shared: bool = False
 
 
 @dataclass
@@ -434,6 +435,12 @@ class Engine:
         rec = self._refreshed(rec)
         return rec, session
 
+    def recording(self, client_id, client_path: str) -> Recording:
+        """The open :class:`Recording` a read of ``client_path`` by this client uses
+        now (refreshed if its files changed): for tests, benchmarks and front ends
+        that work on the core directly."""
+        return self._read_context(client_id, client_path)[0]
+
     @staticmethod
     def _check_window(t0, t1) -> None:
         for name, v in (("start_uutc", t0), ("end_uutc", t1)):
@@ -501,8 +508,8 @@ class Engine:
         def chunks():
             it = self.store.read_chunks(rec, chans, fs, t0, t1, per)
             for j0, j1, rows in it:
-                a = t0 + _offset_us(j0, fs)
-                b = t1 if j1 == n else t0 + _offset_us(j1, fs)
+                a = t0 + tg.sample_offset_us(j0, fs)
+                b = t1 if j1 == n else t0 + tg.sample_offset_us(j1, fs)
                 with self._gen_lock:
                     self.counters.bytes_served += rows.nbytes
                 yield a, b, j0, rows
@@ -511,7 +518,8 @@ class Engine:
             # otherwise compete with encoding and sending it (docs/benchmarks.md).
             self._prefetch(rec, chans, fs, t0, t1)
 
-        return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()))
+        return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()),
+                          shared=self.store.shares(n, len(chans)))
 
     def _samples_per_chunk(self, n_channels: int, fs: float) -> int:
         """Samples per streamed chunk: at most ``CHUNK_BYTES`` of 4-byte samples, a
@@ -550,8 +558,8 @@ class Engine:
 
         def chunks():
             for j0, j1 in tg.chunk_bounds(n, per):
-                a = t0 + _offset_us(j0, fs)
-                b = t1 if j1 == n else t0 + _offset_us(j1, fs)
+                a = t0 + tg.sample_offset_us(j0, fs)
+                b = t1 if j1 == n else t0 + tg.sample_offset_us(j1, fs)
                 if b <= lo or a >= hi:          # outside every channel: nothing to decode
                     rows = np.full((len(names), j1 - j0), RAW_GAP, dtype=np.int32)
                 else:
@@ -878,13 +886,6 @@ class Engine:
                     pass            # vanished or unreadable: _refreshed dropped it already
                 except Exception:  # noqa: BLE001 - the refresher must never die
                     log.exception("background change check of %s failed", rec.path)
-
-
-def _offset_us(j: int, fs: float) -> int:
-    """uUTC offset of window sample ``j`` at ``fs`` Hz, rounded half up (exact)."""
-    if j == 0:
-        return 0
-    return tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))
 
 
 class _TrackedChunks:

@@ -207,6 +207,10 @@ class Recording:
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
+        # Pure functions of this version's block index, asked on every read:
+        # (channel, fs, tile) -> has data; (channel, grid) -> on grid.
+        self._has_data: dict[tuple, bool] = {}
+        self._on_grid: dict[tuple, bool] = {}
         self.closed = False
         start = time.perf_counter()
         self.signature = session_signature(path)
@@ -362,11 +366,17 @@ class Recording:
 
     def on_grid(self, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
         """Every block of ``ch`` starts within tolerance of ``grid``'s samples (never
-        said of a channel whose index is out of order)."""
-        if not ch.index_ordered:
-            return False
-        p = self.block_phases(ch, grid)
-        return bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
+        said of a channel whose index is out of order). Memoized."""
+        key = (ch.name, grid)
+        v = self._on_grid.get(key)
+        if v is None:
+            if not ch.index_ordered:
+                v = False
+            else:
+                p = self.block_phases(ch, grid)
+                v = bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
+            self._on_grid[key] = v
+        return v
 
     def phases_in_window(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
         """Phases of the blocks of ``ch`` overlapping ``[t0, t1)``."""
@@ -384,6 +394,34 @@ class Recording:
         lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
         hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")
         return (hi > lo).tolist()
+
+    #: Entries of the has-data memo kept per recording version (then it starts over).
+    HAS_DATA_MEMO_LIMIT = 500_000
+
+    def has_data_tiles(self, ch: ChannelInfo, grid: tg.TileGrid, ks: list[int]) -> list[bool]:
+        """Whether ``ch`` has data in each tile ``ks`` of ``grid`` (memoized;
+        :meth:`has_data_many` over the tiles missing from the memo)."""
+        memo = self._has_data
+        base = (ch.name, float(grid.fs))
+        flags = [memo.get(base + (k,)) for k in ks]
+        if None not in flags:
+            return flags
+        starts, ends = tg.tile_windows(grid, tuple(ks))
+        flags = self.has_data_many(ch, starts, ends)
+        if len(memo) > self.HAS_DATA_MEMO_LIMIT:
+            memo.clear()
+        for k, f in zip(ks, flags):
+            memo[base + (k,)] = f
+        return flags
+
+    def blocks_span(self, ch: ChannelInfo, t0: int, t1: int) -> int:
+        """uUTC covered by the MEF blocks of ``ch`` that overlap ``[t0, t1)`` (what a
+        read of that window decodes), 0 when none does."""
+        lo = int(np.searchsorted(ch.block_ends, t0, side="right"))
+        hi = int(np.searchsorted(ch.block_starts, t1, side="left"))
+        if hi <= lo:
+            return 0
+        return int((ch.block_ends[lo:hi] - ch.block_starts[lo:hi]).sum())
 
     # ---- life cycle ----
 

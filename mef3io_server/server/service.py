@@ -167,11 +167,12 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                 dtype=request.dtype or "float32")
             encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
                                          read.dtype)
-            for a, b, j0, rows in read.chunks:
-                if rows.flags.writeable:            # assembled for this read alone
+            if not read.shared:                     # assembled for this read alone
+                for a, b, j0, rows in read.chunks:
                     yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
-                    continue
-                # A window shared by everyone (read-only, see TileStore.read_chunks): its
+                return
+            for a, b, j0, rows in read.chunks:
+                # A window shared by everyone (read-only, see SignalRead.shared): its
                 # message is kept, from its second asker on, while that very array lives.
                 source = rows if rows.base is None else rows.base
                 key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
