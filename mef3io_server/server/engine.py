@@ -27,9 +27,9 @@ from . import tile_grid as tg
 from .annotations import read_annotations
 from .callers import Caller, as_caller
 from .config import Settings
-from .decode import DTYPES, RAW_GAP, Decoder, Source, make_decoder
+from .decode import DTYPES, RAW_GAP, Decoder, make_decoder
 from .discovery import SessionIndex, WalkCancelled, find_sessions
-from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, ResourceLimit,
+from .errors import (BadRequest, NotOpen, PasswordRequired, ResourceLimit,
                      ServerError, ShuttingDown)
 from .password_throttle import PasswordThrottle
 from .paths import PathResolver
@@ -39,6 +39,8 @@ from .segments import channel_runs
 from .memory_budget import MemoryBudget
 from .reduction import STATE_BYTES_PER_POINT, PointReducer
 from .sessions import Session, SessionRegistry
+from .changes import ChangeWatcher
+from .versions import Versions
 from .tile_cache import TileCache
 from .tile_store import TileStore
 
@@ -106,7 +108,8 @@ class Engine:
         # With DATA_ROOTS, recordings are opened through pinned views (see .pinning).
         self.pinner = Pinner(self.paths.within_roots) if settings.data_roots else None
         self.cache = TileCache(settings.tile_cache_bytes, settings.cache_ttl_s)
-        self.decoder = decoder or make_decoder(settings, self._reader_for)
+        self.versions = Versions(lambda source: self.decoder.forget(source))
+        self.decoder = decoder or make_decoder(settings, self.versions.reader_for)
         self.store = TileStore(self.cache, self.decoder,
                                min_parallel_tiles=settings.min_parallel_tiles,
                                prefetch_ahead=settings.prefetch_ahead_windows,
@@ -118,30 +121,21 @@ class Engine:
         self.counters = EngineCounters()
         self.passwords = PasswordThrottle(clock)
         self.points_memory = MemoryBudget(settings.points_memory_bytes, "POINTS_MEMORY_MB")
-        self._generation = 0
-        self._gen_lock = threading.RLock()   # re-entrant: _TrackedChunks may finalize under it
-        # Weak: a recording opened only to check a password, or refused after
-        # opening (cache_fs), is closed and dropped without being unregistered.
-        self._readers: "weakref.WeakValueDictionary[tuple[str, int], Recording]" = \
-            weakref.WeakValueDictionary()
-        self._refresh_locks: dict[str, threading.Lock] = {}
+        self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
+                                     self.versions, self._open_recording,
+                                     self._recording_closed, clock)
+        # Guards the counters and the lazily made indexes below.
+        self._lock = threading.Lock()
         self._walk_locks: dict[str, threading.Lock] = {}    # identity -> its one walk
         self._stop = threading.Event()
         self._draining = False
         self._sweeper: Optional[threading.Thread] = None
-        self._retired: list[Recording] = []    # superseded versions still being read
-        self._refresher: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ plumbing
 
-    def _next_generation(self) -> int:
-        with self._gen_lock:
-            self._generation += 1
-            return self._generation
-
     def _open_recording(self, path: str, password: str, *, cache_epoch=None) -> Recording:
         s = self.settings
-        rec = Recording(path, password, generation=self._next_generation(),
+        rec = Recording(path, password, generation=self.versions.next_generation(),
                         cache_epoch=cache_epoch, decode_threads=s.decode_threads,
                         tile_duration_s=s.tile_duration_s,
                         respect_mef_blocks=s.respect_mef_blocks, pinner=self.pinner)
@@ -153,21 +147,11 @@ class Engine:
             # docs/benchmarks.md). The open itself used mef3io's automatic count.
             rec.reader.n_threads = 1
         rec.last_checked = self._clock()
-        with self._gen_lock:
-            self._readers[(rec.source.path, rec.generation)] = rec
+        self.versions.register(rec)
         return rec
 
-    def _reader_for(self, source: Source):
-        """The thread decoder's reader lookup: the open recording's shared reader."""
-        rec = self._readers.get((source.path, source.generation))
-        if rec is None or rec.closed:
-            raise NotOpen(f"{source.path} was closed while it was being read")
-        return rec.reader
-
     def _recording_closed(self, rec: Recording) -> None:
-        with self._gen_lock:
-            if self._readers.get((rec.source.path, rec.generation)) is rec:
-                del self._readers[(rec.source.path, rec.generation)]
+        self.versions.unregister(rec)
         rec.close()
         self.store.forget(rec)
         self.decoder.forget(rec.source)
@@ -180,10 +164,7 @@ class Engine:
         self._sweeper = threading.Thread(target=self._sweep_loop, args=(interval,),
                                          name="sweeper", daemon=True)
         self._sweeper.start()
-        if self.settings.refresh_interval_s > 0:
-            self._refresher = threading.Thread(target=self._refresh_loop, name="refresher",
-                                               daemon=True)
-            self._refresher.start()
+        self.changes.start(self._stop)
 
     def _sweep_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -209,8 +190,7 @@ class Engine:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
-        if self._refresher is not None:
-            self._refresher.join(timeout=5)
+        self.changes.join(timeout=5)
         self.store.close()
         self.sessions.close_all()
         self.decoder.close()
@@ -273,7 +253,7 @@ class Engine:
             raise
         if password:
             self.passwords.succeeded(caller, path)
-        rec = self._refreshed(rec, force=False)
+        rec = self.changes.refreshed(rec, force=False)
         return self._info(rec, session, client_path)
 
     def close_file(self, client_id, client_path: str) -> bool:
@@ -310,7 +290,7 @@ class Engine:
     def file_info(self, client_id, client_path: str) -> FileInfo:
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
-        rec = self._refreshed(rec)
+        rec = self.changes.refreshed(rec)
         return self._info(rec, session, client_path)
 
     def list_open_files(self, caller: Optional[Caller] = None) -> list[str]:
@@ -332,107 +312,13 @@ class Engine:
             access_level=(session.access_level if session and session.access_level
                           else rec.access_level))
 
-    # ------------------------------------------------------------ changes on disk
-
-    def _refreshed(self, rec: Recording, force: bool = False,
-                   background: bool = False) -> Recording:
-        """``rec``, or its re-opened successor when the files changed on disk.
-
-        Checked at most every ``REFRESH_INTERVAL_S`` per recording (a stat of
-        each file). An append keeps the cached tiles except those at each
-        channel's old end; any other change drops every tile of the file.
-        """
-        now = self._clock()
-        if not force and now - rec.last_checked < self._check_interval(rec):
-            return rec
-        lock = self._refresh_locks.setdefault(rec.path, threading.Lock())
-        with lock:
-            current = self.sessions.recording(rec.path)
-            if current is not None and current is not rec:
-                return current
-            rec.last_checked = now
-            if not rec.changed_on_disk():
-                return rec
-            import os
-            if not os.path.exists(rec.path):
-                gone = self.sessions.drop_file(rec.path)
-                if gone is not None:
-                    self._recording_closed(gone)
-                raise RecordingNotFound(
-                    f"the recording at {rec.path} vanished from disk; open it again when it is back")
-            try:
-                new = self._open_recording(rec.path, rec.password, cache_epoch=None)
-            except ServerError as e:
-                if background:
-                    # Maybe caught mid-rewrite: leave the sessions, and make the
-                    # next request check for itself (it fails and drops them if
-                    # the files are still unreadable; it never reads the old data).
-                    rec.last_checked = float("-inf")
-                    raise
-                gone = self.sessions.drop_file(rec.path)
-                if gone is not None:
-                    self._recording_closed(gone)
-                raise type(e)(f"the recording at {rec.path} changed on disk and can no longer "
-                              f"be read: {e}") from None
-            appended = self._is_append(rec, new)
-            if appended:
-                new.cache_epoch = rec.cache_epoch
-            if not self.sessions.replace_recording(rec, new):
-                new.close()
-                return self.sessions.recording(rec.path) or rec
-            rec.superseded = True     # from now on its tiles stay out of the cache
-            if appended:
-                self._evict_tails(rec, new)
-            else:
-                self.store.forget(rec)
-            self._retire(rec)
-            log.info("recording %s changed on disk (%s); re-opened", rec.path,
-                     "appended" if appended else "replaced")
-            return new
-
-    @staticmethod
-    def _is_append(old: Recording, new: Recording) -> bool:
-        # Same block index is not enough: a session rewritten with other values
-        # of the same shape has it too. The old files' bytes must be intact.
-        if not old.data_kept_on_disk():
-            return False
-        if [c.name for c in old.channels] != [c.name for c in new.channels[:len(old.channels)]]:
-            return False
-        for a in old.channels:
-            b = new.by_name.get(a.name)
-            if b is None or b.fs != a.fs or b.start_uutc != a.start_uutc or b.end_uutc < a.end_uutc:
-                return False
-            n = a.block_starts.size
-            if b.block_starts.size < n or not np.array_equal(a.block_starts, b.block_starts[:n]):
-                return False
-            if n > 1 and not np.array_equal(a.block_ends[:n - 1], b.block_ends[:n - 1]):
-                return False
-        return True
-
-    def _evict_tails(self, old: Recording, new: Recording) -> None:
-        """Drop tiles that reach past a channel's old end (they may now hold new data)."""
-        key = old.key
-        ends = {c.name: c.end_uutc for c in old.channels}
-
-        def stale(k) -> bool:
-            if k[0] != key:
-                return False
-            ch = old.by_name.get(k[1])
-            if ch is None:
-                return True
-            grid = old.grid(ch, k[2])
-            _, b = grid.tile_window(k[3])
-            return b > ends[k[1]] - int(1e6 / ch.fs) - 1
-
-        self.cache.evict_matching(stale)
-
     # ------------------------------------------------------------ reads
 
     def _read_context(self, client_id, client_path: str):
         self._check_open_for_work()
         path = self.paths.resolve_session(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
-        rec = self._refreshed(rec)
+        rec = self.changes.refreshed(rec)
         return rec, session
 
     def recording(self, client_id, client_path: str) -> Recording:
@@ -502,7 +388,7 @@ class Engine:
                                          int(n_points), client_path)
             fs, n = src_fs, n_src      # few enough samples: the source window, unchanged
         per = self._samples_per_chunk(len(chans), fs)
-        with self._gen_lock:
+        with self._lock:
             self.counters.reads += 1
 
         def chunks():
@@ -510,7 +396,7 @@ class Engine:
             for j0, j1, rows in it:
                 a = t0 + tg.sample_offset_us(j0, fs)
                 b = t1 if j1 == n else t0 + tg.sample_offset_us(j1, fs)
-                with self._gen_lock:
+                with self._lock:
                     self.counters.bytes_served += rows.nbytes
                 yield a, b, j0, rows
             # Planned once gRPC asks for the message after the last, i.e. once the
@@ -518,7 +404,7 @@ class Engine:
             # otherwise compete with encoding and sending it (docs/benchmarks.md).
             self._prefetch(rec, chans, fs, t0, t1)
 
-        return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()),
+        return SignalRead(client_path, names, fs, n, t0, t1, self.versions.tracked(rec, chunks()),
                           shared=self.store.shares(n, len(chans)))
 
     def _samples_per_chunk(self, n_channels: int, fs: float) -> int:
@@ -553,7 +439,7 @@ class Engine:
         per = self._samples_per_chunk(len(chans), fs)
         lo = min(c.start_uutc for c in chans)
         hi = max(c.end_uutc for c in chans)
-        with self._gen_lock:
+        with self._lock:
             self.counters.reads += 1
 
         def chunks():
@@ -567,11 +453,11 @@ class Engine:
                 if rows.shape != (len(names), j1 - j0):
                     raise ServerError(f"reading the stored samples of {client_path} [{a}, {b}) "
                                       f"gave {rows.shape[1]} samples, not {j1 - j0}")
-                with self._gen_lock:
+                with self._lock:
                     self.counters.bytes_served += rows.nbytes
                 yield a, b, j0, rows
 
-        return SignalRead(client_path, names, fs, n, t0, t1, self._tracked(rec, chunks()),
+        return SignalRead(client_path, names, fs, n, t0, t1, self.versions.tracked(rec, chunks()),
                           dtype=dtype)
 
     def _prefetch(self, rec, chans, fs, t0, t1) -> None:
@@ -649,7 +535,7 @@ class Engine:
             + min(per, n_src) * len(unique) * 4
         what = f"n_points={n_points} x {len(unique)} channels"
         self.points_memory.check(need, what)
-        with self._gen_lock:
+        with self._lock:
             self.counters.reads += 1
 
         # The answer is cached like a tile (same budget, TTL and eviction: the
@@ -681,12 +567,12 @@ class Engine:
                 b = t0 + (j1 * (t1 - t0)) // n_points
                 out = np.ascontiguousarray(reduced[:, j0:j1] if rows is None
                                            else reduced[rows, j0:j1])
-                with self._gen_lock:
+                with self._lock:
                     self.counters.bytes_served += out.nbytes
                 yield a, b, j0, out
 
         return SignalRead(client_path, names, out_fs, n_points, t0, t1,
-                          self._tracked(rec, chunks()))
+                          self.versions.tracked(rec, chunks()))
 
     # ------------------------------------------------------------ envelope
 
@@ -704,7 +590,7 @@ class Engine:
                                 f"limit is {self.settings.max_channels_per_read} "
                                 "(MAX_CHANNELS_PER_READ)")
         rec, _ = self._read_context(client_id, client_path)
-        yield from self._tracked(rec, self._envelope_rows(rec, channel_names, t0, t1,
+        yield from self.versions.tracked(rec, self._envelope_rows(rec, channel_names, t0, t1,
                                                           client_path))
 
     def _envelope_rows(self, rec, channel_names, t0, t1, client_path):
@@ -724,35 +610,6 @@ class Engine:
                     raise ServerError(f"reading the block index of {ch.name} in {client_path} "
                                       f"failed: {exc}") from None
             yield ch.name, e
-
-    # ------------------------------------------------------------ superseded versions
-
-    def _tracked(self, rec: Recording, it: Iterator) -> "_TrackedChunks":
-        return _TrackedChunks(self, rec, it)
-
-    def _retire(self, rec: Recording) -> None:
-        """Close a superseded version once no read is using it (now, or when the last ends).
-
-        Reads that began on it keep its reader (and its generation in the
-        thread decoder's lookup) until they finish, so a re-open after an
-        append never fails a read in flight.
-        """
-        with self._gen_lock:
-            self._retired.append(rec)
-        self._close_retired()
-
-    def _close_retired(self) -> None:
-        with self._gen_lock:
-            retired = self._retired
-            idle = [r for r in retired if r.active_reads <= 0]
-            self._retired = [r for r in retired if r.active_reads > 0]
-            for r in idle:
-                if self._readers.get((r.source.path, r.generation)) is r:
-                    del self._readers[(r.source.path, r.generation)]
-        for r in idle:
-            r.close()
-            self.decoder.forget(r.source)
-
 
     # ------------------------------------------------------------ annotations, runs, discovery
 
@@ -775,7 +632,7 @@ class Engine:
         # opens more or less than that reads with its own (never another client's).
         own = rec.encrypted and session is not None and session.access_level != rec.access_level
         level = session.access_level if own else rec.access_level
-        with self._gen_lock:
+        with self._lock:
             indexes = getattr(self, "_annotation_indexes", None)
             if indexes is None:
                 indexes = self._annotation_indexes = weakref.WeakKeyDictionary()
@@ -790,7 +647,7 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - mef3io's errors, named for the client
                 raise ServerError(f"reading the records of {client_path} failed: "
                                   f"{type(exc).__name__}: {exc}") from None
-            with self._gen_lock:
+            with self._lock:
                 per_rec[level] = index
         return index.select(names, t0, t1)
 
@@ -816,7 +673,7 @@ class Engine:
         asked (so ``/`` does not walk ``/proc`` or network mounts).
         """
         self._check_open_for_work()
-        with self._gen_lock:
+        with self._lock:
             index = getattr(self, "_session_index", None)
             if index is None:
                 index = self._session_index = SessionIndex(pinner=self.pinner)
@@ -853,84 +710,3 @@ class Engine:
         if h and (local == h or local.startswith(h + "/")):
             return local[len(h):] or "/"
         return local
-    # ------------------------------------------------------------ background change checks
-
-    REFRESH_COST_FACTOR = 20    # re-check a recording at most every 20x what its check costs
-
-    def _check_interval(self, rec: Recording) -> float:
-        """Seconds between change checks of ``rec``: ``REFRESH_INTERVAL_S``, or longer
-        for sessions of so many files that a check (one stat per file) costs more
-        than 1/20 of the interval (e.g. ~0.2 s for 7 000 files -> every ~4 s)."""
-        base = self.settings.refresh_interval_s
-        return base if base <= 0 else max(base, self.REFRESH_COST_FACTOR * rec.check_cost_s)
-
-    def _refresh_loop(self) -> None:
-        """Re-check open recordings in the background, so no request pays for the stats.
-
-        Requests still re-check a recording whose last check is older than its
-        interval (this thread may lag), so correctness never depends on it.
-        This thread wakes every quarter interval and re-checks what was last
-        checked half an interval ago or more, so a check is never older than
-        about 3/4 of the interval: requests find it fresh and never pay for
-        the stats themselves (a page of a viewer that did waited ~2 ms more).
-        """
-        base = self.settings.refresh_interval_s
-        while not self._stop.wait(base / 4):
-            for rec in self.sessions.open_recordings():
-                if self._stop.is_set():
-                    return
-                try:
-                    if self._clock() - rec.last_checked >= self._check_interval(rec) / 2:
-                        self._refreshed(rec, force=True, background=True)
-                except ServerError:
-                    pass            # vanished or unreadable: _refreshed dropped it already
-                except Exception:  # noqa: BLE001 - the refresher must never die
-                    log.exception("background change check of %s failed", rec.path)
-
-
-class _TrackedChunks:
-    """An iterator over a read's chunks that holds its recording open until done.
-
-    ``rec.active_reads`` is counted from creation (before the first chunk) to
-    exhaustion, ``close()`` or garbage collection, whichever comes first, so a
-    recording superseded by a re-open closes only after the reads that started
-    on it finish (see :meth:`Engine._retire`).
-    """
-
-    def __init__(self, engine: "Engine", rec: Recording, it: Iterator):
-        self._engine = engine
-        self._rec = rec
-        self._it = it
-        self._done = False
-        with engine._gen_lock:
-            rec.active_reads += 1
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self._it)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            close = getattr(self._it, "close", None)
-            if close is not None:
-                close()
-        finally:
-            with self._engine._gen_lock:
-                self._rec.active_reads -= 1
-            if self._rec.superseded:
-                self._engine._close_retired()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finalizer
-            pass

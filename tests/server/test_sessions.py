@@ -297,9 +297,10 @@ def test_probe_and_failed_opens_leave_no_recordings_behind(engine, write_recordi
         with pytest.raises(BadRequest):
             engine.open_file("x", str(plain), cache_fs=10_000.0)   # refused after opening
     gc.collect()
-    live = [r for r in list(engine._readers.values()) if not r.closed]
+    live = [r for r in engine.versions.registered() if not r.closed]
     assert len(live) == 1
-    assert len(engine._readers) <= 1, f"{len(engine._readers)} recordings still registered"
+    registered = engine.versions.registered()
+    assert len(registered) <= 1, f"{len(registered)} recordings still registered"
 
 
 def test_close_after_recording_deleted_with_host_root(tmp_path):
