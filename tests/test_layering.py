@@ -20,8 +20,9 @@ FRONT_END = {"__main__", "app", "service", "calls", "auth", "admission", "method
              "workers", "tls", "logs", "metrics"}
 
 #: The read path, top-down: a module may import only modules ranked below it.
-READ_PATH = ["engine", "tile_store", "prefetch", "window_share", "assembly", "tile_fetch",
-             "decode_plan", "inflight", "tile_cache", "recordings", "tile_grid"]
+READ_PATH = ["engine", "points", "reads", "changes", "versions", "sessions", "tile_store",
+             "prefetch", "window_share", "assembly", "tile_fetch", "decode_plan", "inflight",
+             "tile_cache", "recordings", "tile_grid"]
 
 NETWORK = ("grpc", "google.protobuf", "aiohttp", "starlette", "fastapi", "uvicorn", "tornado",
            "flask", "http.server")

@@ -129,8 +129,7 @@ class WindowAssembler:
             for idx, rows in whole_parts:
                 out[idx] = rows[:, j0:j1]
             if direct:          # off-grid channels, read chunk by chunk
-                a = t0 + tg.sample_offset_us(j0, fs)
-                b = t1 if j1 == n else t0 + tg.sample_offset_us(j1, fs)
+                a, b = tg.chunk_span(t0, t1, fs, n, j0, j1)
                 out[direct] = self.direct(rec, [chans[i] for i in direct], a, b, lane)
             if fg and sliced_groups:
                 # One background job per chunk, in order: each chunk's tiles are

@@ -1,10 +1,19 @@
 """The engine: the server's core, with no network in it.
 
-It wires the pieces of the data path together -- paths -> sessions ->
-recordings -> tile store (grid, cache, decode) -- and offers one method per
-thing a client can ask. The gRPC service (:mod:`.service`) only translates
-messages to these calls and back; tests and other front ends can use the
-engine directly.
+One method per thing a client can ask (open_file, file_info, read_signal,
+envelope, records, segments, list_recordings, ...); front ends (the gRPC
+service, :mod:`.service`) only translate messages to these calls and back,
+and tests and other front ends can use the engine directly. It wires the
+parts of the data path, each a module of its own, top-down:
+
+* :mod:`.paths` -- a client's path to a local MEF session;
+* :mod:`.sessions` -- client sessions on recordings (``cache_fs``,
+  passwords, expiry), each on one open :class:`~.recordings.Recording`;
+* :mod:`.changes` and :mod:`.versions` -- re-opening recordings changed on
+  disk, and closing superseded versions once their reads end;
+* :mod:`.reads` -- a read checked once and streamed as timed chunks;
+  :mod:`.points` -- ``n_points`` reads;
+* :mod:`.tile_store` -- windows from cached tiles (grid, cache, decode).
 
 Units: times uUTC (int), rates Hz (float), sizes bytes. Windows are
 half-open ``[t0, t1)``.
@@ -17,84 +26,34 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, replace
-from fractions import Fraction
-from typing import Callable, Iterator, Optional, Sequence
+from dataclasses import replace
+from typing import Callable, Optional, Sequence
 
-import numpy as np
-
+from . import points, reads
 from . import tile_grid as tg
 from .annotations import read_annotations
 from .callers import Caller, as_caller
+from .changes import ChangeWatcher
 from .config import Settings
-from .decode import DTYPES, RAW_GAP, Decoder, make_decoder
+from .decode import Decoder, make_decoder
 from .discovery import SessionIndex, WalkCancelled, find_sessions
-from .errors import (BadRequest, NotOpen, PasswordRequired, ResourceLimit,
-                     ServerError, ShuttingDown)
+from .errors import BadRequest, NotOpen, PasswordRequired, ServerError, ShuttingDown
+from .memory_budget import MemoryBudget
 from .password_throttle import PasswordThrottle
 from .paths import PathResolver
 from .pinning import Pinner
-from .recordings import ChannelInfo, Recording
+from .points import PointReads
+from .reads import FileInfo, ReadCounters, SignalRead, ValueReads
+from .recordings import Recording
 from .segments import channel_runs
-from .memory_budget import MemoryBudget
-from .reduction import STATE_BYTES_PER_POINT, PointReducer
 from .sessions import Session, SessionRegistry
-from .changes import ChangeWatcher
-from .versions import Versions
 from .tile_cache import TileCache
 from .tile_store import TileStore
+from .versions import Versions
+
+__all__ = ["Engine", "FileInfo", "SignalRead"]
 
 log = logging.getLogger("mef3io_server.engine")
-
-
-@dataclass
-class FileInfo:
-    """What OpenFile / FileInfo answer (per-channel lists are parallel)."""
-
-    client_path: str
-    channel_names: list[str]
-    sampling_rates: list[float]
-    served_rates: list[float]
-    channel_start_uutc: list[int]
-    channel_end_uutc: list[int]
-    units: list[str]
-    start_uutc: int
-    end_uutc: int
-    cache_fs: Optional[float]
-    encrypted: bool
-    access_level: str
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end_uutc - self.start_uutc) / 1e6
-
-
-@dataclass
-class SignalRead:
-    """A validated read, ready to stream: metadata plus a chunk iterator.
-
-    ``chunks`` yields ``(start_uutc, end_uutc, j0, rows)`` with ``rows`` a
-    ``(n_channels, n)`` array of ``dtype`` (float32 values, or int32 stored
-    samples); the chunks join along time to the whole window.
-    """
-
-    client_path: str
-    channel_names: list[str]
-    fs: float
-    n_samples: int
-    start_uutc: int
-    end_uutc: int
-    chunks: Iterator[tuple[int, int, int, np.ndarray]]
-    dtype: str = "float32"
-    #: The chunks are read-only slices of a window other readers share (so their
-    #: encoding may be shared too); else each chunk is this read's own array.
-    shared: bool = False
-
-
-@dataclass
-class EngineCounters:
-    reads: int = 0
-    bytes_served: int = 0
 
 
 class Engine:
@@ -118,9 +77,13 @@ class Engine:
         self.sessions = SessionRegistry(self._open_recording, self._recording_closed,
                                         session_ttl_s=settings.session_ttl_s,
                                         max_sessions=settings.max_sessions, clock=clock)
-        self.counters = EngineCounters()
+        self.counters = ReadCounters()
         self.passwords = PasswordThrottle(clock)
         self.points_memory = MemoryBudget(settings.points_memory_bytes, "POINTS_MEMORY_MB")
+        self.reads = ValueReads(self.store, self.decoder, self.versions, self.counters,
+                                settings.chunk_bytes, settings.max_read_bytes)
+        self.points = PointReads(self.reads, self.points_memory, self.counters,
+                                 settings.points_source_bytes, settings.chunk_bytes)
         self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
                                      self.versions, self._open_recording,
                                      self._recording_closed, clock)
@@ -202,13 +165,6 @@ class Engine:
             raise ShuttingDown("the server is shutting down and takes no new requests")
 
     # ------------------------------------------------------------ files
-
-    @staticmethod
-    def _served_rates_of(chans: Sequence[ChannelInfo], cache_fs: Optional[float]) -> list[float]:
-        """Rate (Hz) each channel is served at: its own, or ``cache_fs`` when lower."""
-        if cache_fs is None:
-            return [c.fs for c in chans]
-        return [min(c.fs, cache_fs) for c in chans]
 
     def _validate_cache_fs(self, cache_fs: Optional[float], allow_mixed: bool):
         if cache_fs is None:
@@ -303,7 +259,7 @@ class Engine:
             client_path=client_path,
             channel_names=[c.name for c in rec.channels],
             sampling_rates=[c.fs for c in rec.channels],
-            served_rates=self._served_rates_of(rec.channels, cache_fs),
+            served_rates=reads.served_rates(rec.channels, cache_fs),
             channel_start_uutc=[c.start_uutc for c in rec.channels],
             channel_end_uutc=[c.end_uutc for c in rec.channels],
             units=[c.units for c in rec.channels],
@@ -327,252 +283,31 @@ class Engine:
         that work on the core directly."""
         return self._read_context(client_id, client_path)[0]
 
-    @staticmethod
-    def _check_window(t0, t1) -> None:
-        for name, v in (("start_uutc", t0), ("end_uutc", t1)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-                raise BadRequest(f"{name} must be an integer number of microseconds")
-        if t1 <= t0:
-            raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
-                             f"end_uutc={t1} (windows are half-open [start, end))")
-
     def read_signal(self, client_id, client_path: str, channel_names: Sequence[str],
                     t0: int, t1: int, n_points: Optional[int] = None,
                     dtype: str = "float32") -> SignalRead:
         """Validate a read and return it ready to stream (nothing decoded yet).
 
         ``dtype``: ``"float32"`` (values in the channels' units, NaN in gaps)
-        or ``"int32"`` (the stored samples, see :meth:`_read_stored`).
+        or ``"int32"`` (the stored samples, see :meth:`.reads.ValueReads.stored`).
+        ``n_points``: one point per bucket (see :mod:`.points`).
         """
-        self._check_window(t0, t1)
-        if dtype not in DTYPES:
-            raise BadRequest(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-        if dtype != "float32" and n_points is not None:
-            raise BadRequest(f"dtype={dtype} serves stored samples and cannot be combined "
-                             "with n_points (a reduction of values); ask for float32")
-        if len(channel_names) > self.settings.max_channels_per_read:
-            raise ResourceLimit(f"{len(channel_names)} channels in one read; the limit is "
-                                f"{self.settings.max_channels_per_read} (MAX_CHANNELS_PER_READ)")
-        if n_points is not None:
-            if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)):
-                raise BadRequest(f"n_points must be a whole number of points, not {n_points!r}")
-            if n_points < 1:
-                raise BadRequest(f"n_points must be at least 1 (points per channel), "
-                                 f"not {n_points}")
+        reads.check_window(t0, t1)
+        reads.check_kind(dtype, n_points)
+        reads.check_channel_count(len(channel_names), self.settings.max_channels_per_read)
         rec, session = self._read_context(client_id, client_path)
         chans = rec.resolve_channels(channel_names)
-        cache_fs = session.cache_fs if session else None
-        served = self._served_rates_of(chans, cache_fs)
-        distinct = sorted(set(served))
-        if len(distinct) > 1:
-            by_rate = {}
-            for c, r in zip(chans, served):
-                by_rate.setdefault(r, []).append(c.name)
-            desc = "; ".join(f"{r:g} Hz: {', '.join(n[:5])}{' ...' if len(n) > 5 else ''}"
-                             for r, n in by_rate.items())
-            raise BadRequest("the channels of one read must share a sampling rate, but these "
-                             f"differ ({desc}); read each rate separately")
-        fs = distinct[0]
-        n = tg.samples_in_window(t0, t1, fs)
-        if n <= 0:
-            raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
-                             f"{fs:g} Hz and holds no samples")
-        names = [c.name for c in chans]
+        fs = reads.one_rate(chans, session.cache_fs if session else None)
+        n = reads.window_samples(t0, t1, fs)
         if dtype != "float32":
-            return self._read_stored(rec, chans, names, fs, n, t0, t1, dtype, client_path)
+            return self.reads.stored(rec, chans, fs, n, t0, t1, dtype, client_path)
         if n_points is not None:
-            src_fs = self._points_source_fs(chans, fs, t0, t1, int(n_points))
+            src_fs = points.source_rate(chans, fs, t0, t1, int(n_points))
             n_src = tg.samples_in_window(t0, t1, src_fs)
             if n_src > n_points:
-                return self._read_points(rec, session, chans, names, src_fs, t0, t1,
-                                         int(n_points), client_path)
+                return self.points.read(rec, chans, src_fs, t0, t1, int(n_points), client_path)
             fs, n = src_fs, n_src      # few enough samples: the source window, unchanged
-        per = self._samples_per_chunk(len(chans), fs)
-        with self._lock:
-            self.counters.reads += 1
-
-        def chunks():
-            it = self.store.read_chunks(rec, chans, fs, t0, t1, per)
-            for j0, j1, rows in it:
-                a = t0 + tg.sample_offset_us(j0, fs)
-                b = t1 if j1 == n else t0 + tg.sample_offset_us(j1, fs)
-                with self._lock:
-                    self.counters.bytes_served += rows.nbytes
-                yield a, b, j0, rows
-            # Planned once gRPC asks for the message after the last, i.e. once the
-            # last chunk is sent: planning and decoding the next windows would
-            # otherwise compete with encoding and sending it (docs/benchmarks.md).
-            self._prefetch(rec, chans, fs, t0, t1)
-
-        return SignalRead(client_path, names, fs, n, t0, t1, self.versions.tracked(rec, chunks()),
-                          shared=self.store.shares(n, len(chans)))
-
-    def _samples_per_chunk(self, n_channels: int, fs: float) -> int:
-        """Samples per streamed chunk: at most ``CHUNK_BYTES`` of 4-byte samples, a
-        whole number of the rate's exact periods when that fits."""
-        per = tg.chunk_samples(n_channels, self.settings.chunk_bytes,
-                               multiple_of=tg.exact_period_samples(fs) or 1)
-        if per * n_channels * 4 > self.settings.chunk_bytes and per > 1:
-            per = max(1, self.settings.chunk_bytes // (n_channels * 4))
-        return per
-
-    def _read_stored(self, rec, chans, names, fs, n, t0, t1, dtype, client_path) -> SignalRead:
-        """A read of the stored samples (``dtype="int32"``), decoded chunk by chunk.
-
-        Each chunk is one raw read through the decoder (nothing cached: the
-        tiles hold values), on the window's grid as a float32 read, with
-        :data:`.decode.RAW_GAP` where a channel has no data. Only at the
-        channels' recorded rate (a session opened with a lower ``cache_fs``
-        serves values, not samples).
-        """
-        slow = [c.name for c in chans if c.fs != fs]
-        if slow:
-            raise BadRequest(f"dtype={dtype} serves the stored samples at the recorded rate, "
-                             f"but this session serves {', '.join(slow[:5])} at {fs:g} Hz "
-                             "(cache_fs); open the file without cache_fs to read samples")
-        nbytes = n * len(chans) * 4
-        if nbytes > self.settings.max_read_bytes:
-            raise ResourceLimit(
-                f"the window holds {n} samples x {len(chans)} channels = "
-                f"{nbytes / 2**20:.0f} MB of {dtype}, over the server's limit of "
-                f"{self.settings.max_read_bytes / 2**20:.0f} MB (MAX_READ_MB); read it in parts")
-        per = self._samples_per_chunk(len(chans), fs)
-        lo = min(c.start_uutc for c in chans)
-        hi = max(c.end_uutc for c in chans)
-        with self._lock:
-            self.counters.reads += 1
-
-        def chunks():
-            for j0, j1 in tg.chunk_bounds(n, per):
-                a = t0 + tg.sample_offset_us(j0, fs)
-                b = t1 if j1 == n else t0 + tg.sample_offset_us(j1, fs)
-                if b <= lo or a >= hi:          # outside every channel: nothing to decode
-                    rows = np.full((len(names), j1 - j0), RAW_GAP, dtype=np.int32)
-                else:
-                    rows = self.decoder.decode(rec.source, names, a, b, dtype=dtype)
-                if rows.shape != (len(names), j1 - j0):
-                    raise ServerError(f"reading the stored samples of {client_path} [{a}, {b}) "
-                                      f"gave {rows.shape[1]} samples, not {j1 - j0}")
-                with self._lock:
-                    self.counters.bytes_served += rows.nbytes
-                yield a, b, j0, rows
-
-        return SignalRead(client_path, names, fs, n, t0, t1, self.versions.tracked(rec, chunks()),
-                          dtype=dtype)
-
-    def _prefetch(self, rec, chans, fs, t0, t1) -> None:
-        try:
-            self.store.prefetch_later(rec, chans, fs, t0, t1)   # planned off this thread
-        except Exception:  # noqa: BLE001 - best effort
-            log.debug("prefetch failed", exc_info=True)
-
-    @staticmethod
-    def _points_source_fs(chans, fs: float, t0: int, t1: int, n_points: int) -> float:
-        """The rate an ``n_points`` read reduces from: ``fs`` (the session's served
-        rate) when the window holds at least ``2 * n_points`` samples there, else
-        the channels' native rate when they share one (zoomed in)."""
-        native = {c.fs for c in chans}
-        if fs < max(native) and len(native) == 1 \
-                and tg.samples_in_window(t0, t1, fs) < 2 * n_points:
-            return native.pop()
-        return fs
-
-    @staticmethod
-    def _points_data_span(chans, fs, t0, t1, n_src):
-        """``(s0, s1, a, b)``: the source samples ``[s0, s1)`` of an ``n_points`` window
-        that can hold data, and their window ``[a, b)`` in uUTC on the same grid.
-
-        Outside the channels' spans every sample is NaN, so a window of days
-        (or the whole int64 range) around an hour of data reads that hour.
-        ``s0``/``s1`` fall on whole microseconds of the window's grid (multiples
-        of :func:`tile_grid.exact_period_samples`); without such a grid the
-        whole window is read.
-        """
-        q = tg.exact_period_samples(fs)
-        if not q:
-            return 0, n_src, t0, t1
-        lo = min(c.start_uutc for c in chans)
-        hi = max(c.end_uutc for c in chans)
-        rate = Fraction(fs) / 10**6
-        s0 = max(0, math.floor((lo - t0) * rate) - 1)
-        s1 = min(n_src, math.ceil((hi - t0) * rate) + 1)
-        s0 -= s0 % q
-        if s1 < n_src:
-            s1 = min(n_src, s1 + (-s1) % q)
-        if s1 <= s0:
-            return s0, s0, t0, t0
-        a = t0 + int(Fraction(s0) / rate)
-        b = t1 if s1 == n_src else t0 + int(Fraction(s1) / rate)
-        return s0, s1, a, b
-
-    def _read_points(self, rec, session, chans, names, src_fs, t0, t1, n_points, client_path
-                     ) -> SignalRead:
-        """``n_points`` reads: one MinMaxLTTB point per evenly spaced bucket, streamed.
-
-        ``src_fs``: see :meth:`_points_source_fs`. The source window streams chunk by chunk
-        through :class:`.reduction.PointReducer` (at most
-        ``POINTS_SOURCE_MB`` of source samples at once), so a day of many
-        channels never sits in memory; the result is cached (a viewer's
-        redraw of the same view costs a lookup). Output point ``k`` is a real sample of
-        source bucket ``k`` (samples ``[floor(k*N/n), floor((k+1)*N/n))`` of
-        the ``N``-sample source window), NaN when that bucket holds no data;
-        ``fs = n_points / window_seconds``.
-
-        A channel asked for more than once is reduced once (its rows are
-        repeated as asked when sent). Memory outside the cache -- the
-        reduction's state per point, its answer and one source chunk -- is
-        reserved from ``POINTS_MEMORY_MB`` (:mod:`.memory_budget`): a read
-        that could never fit is refused, others wait for their turn.
-        """
-        n_src = tg.samples_in_window(t0, t1, src_fs)
-        out_fs = n_points / ((t1 - t0) / 1e6)
-        q = tg.exact_period_samples(src_fs) or 1
-        unique = list({c.name: c for c in chans}.values())
-        rows = None if len(unique) == len(chans) \
-            else np.array([[c.name for c in unique].index(c.name) for c in chans])
-        per = tg.chunk_samples(len(unique), self.settings.points_source_bytes, multiple_of=q)
-        need = n_points * len(unique) * (STATE_BYTES_PER_POINT + 4) \
-            + min(per, n_src) * len(unique) * 4
-        what = f"n_points={n_points} x {len(unique)} channels"
-        self.points_memory.check(need, what)
-        with self._lock:
-            self.counters.reads += 1
-
-        # The answer is cached like a tile (same budget, TTL and eviction: the
-        # recording's key first, so closes, appends and changes drop it too).
-        result_key = (rec.key, ("points",) + tuple(c.name for c in unique), float(src_fs),
-                      int(t0), int(t1), int(n_points))
-
-        def chunks():
-            reduced = self.cache.get(result_key)
-            if reduced is None:
-                with self.points_memory.reserve(need, what):
-                    reducer = PointReducer(len(unique), n_src, n_points)
-                    s0, s1, a, b = self._points_data_span(unique, src_fs, t0, t1, n_src)
-                    reducer.skip(s0)        # before the data: nothing to read
-                    if s1 > s0:
-                        for _, _, src in self.store.read_chunks(rec, unique, src_fs, a, b, per,
-                                                                limit_bytes=False):
-                            reducer.feed(src)
-                    reducer.skip(n_src - s1)   # after the data
-                    _, reduced = reducer.result()
-                    del reducer
-                reduced.flags.writeable = False
-                if not rec.closed:
-                    self.cache.put(result_key, reduced)
-                self._prefetch(rec, unique, src_fs, t0, t1)
-            per_chunk = tg.chunk_samples(len(chans), self.settings.chunk_bytes)
-            for j0, j1 in tg.chunk_bounds(n_points, per_chunk):
-                a = t0 + (j0 * (t1 - t0)) // n_points
-                b = t0 + (j1 * (t1 - t0)) // n_points
-                out = np.ascontiguousarray(reduced[:, j0:j1] if rows is None
-                                           else reduced[rows, j0:j1])
-                with self._lock:
-                    self.counters.bytes_served += out.nbytes
-                yield a, b, j0, out
-
-        return SignalRead(client_path, names, out_fs, n_points, t0, t1,
-                          self.versions.tracked(rec, chunks()))
+        return self.reads.values(rec, chans, fs, n, t0, t1, client_path)
 
     # ------------------------------------------------------------ envelope
 
@@ -582,13 +317,9 @@ class Engine:
 
         Yields ``(channel_name, dict of numpy arrays)`` in the order asked.
         """
-        if t0 is not None and t1 is not None and t1 <= t0:
-            raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
-                             f"end_uutc={t1}")
-        if len(channel_names) > self.settings.max_channels_per_read:
-            raise ResourceLimit(f"{len(channel_names)} channels in one envelope request; the "
-                                f"limit is {self.settings.max_channels_per_read} "
-                                "(MAX_CHANNELS_PER_READ)")
+        reads.check_order(t0, t1, explain=False)
+        reads.check_channel_count(len(channel_names), self.settings.max_channels_per_read,
+                                  "envelope request")
         rec, _ = self._read_context(client_id, client_path)
         yield from self.versions.tracked(rec, self._envelope_rows(rec, channel_names, t0, t1,
                                                           client_path))
@@ -623,9 +354,7 @@ class Engine:
         ``channel_names`` empty: session level plus every channel; else session
         level plus these channels. ``[t0, t1)`` in uUTC, either end optional.
         """
-        if t0 is not None and t1 is not None and t1 <= t0:
-            raise BadRequest(f"empty or inverted window: start_uutc={t0} is not before "
-                             f"end_uutc={t1} (windows are half-open [start, end))")
+        reads.check_order(t0, t1)
         rec, session = self._read_context(client_id, client_path)
         names = [c.name for c in rec.resolve_channels(channel_names)] if channel_names else None
         # The shared reader has its first opener's access; a client whose own password

@@ -2,7 +2,7 @@
 
 Every RPC of ``gRPCMef3Server`` maps to one :class:`~.engine.Engine` method.
 Errors become ``error_message`` (unary: in the answer; streaming: one message,
-then the stream ends) with gRPC status OK, as PROTOCOL.md requires; an
+then the stream ends) with gRPC status OK, as docs/protocol.md requires; an
 unexpected exception is logged with its traceback and answered with a short
 "internal error" message, and the server keeps serving.
 """
@@ -26,15 +26,14 @@ from .callers import Caller
 from .discovery import SessionSummary
 from .. import envelope_codec
 from ..protobuf_wire import LEN, field_key, varint_bytes
+from ..wire import CLIENT_ID_KEY
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
 from .segments import runs_slices
 
 log = logging.getLogger("mef3io_server.service")
 
-CLIENT_ID_KEY = "x-mef3io-client-id"
 SESSION_REQUIRED_KEY = "x-mef3io-session-required"   # = mef3io_server.routing's
-ENVELOPE_ROWS_PER_MESSAGE = 50_000
 RECORDS_PER_MESSAGE = 1_000
 RUNS_PER_MESSAGE = 50_000
 RECORDINGS_PER_MESSAGE = 100

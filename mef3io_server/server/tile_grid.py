@@ -162,6 +162,13 @@ def sample_offset_us(j: int, fs: float) -> int:
     return round_half_up(Fraction(j * _MICRO) / _rate(fs))
 
 
+def chunk_span(t0: int, t1: int, fs: float, n: int, j0: int, j1: int) -> tuple[int, int]:
+    """``[a, b)`` uUTC of samples ``[j0, j1)`` of the ``n``-sample window ``[t0, t1)``
+    at ``fs`` Hz: each end at :func:`sample_offset_us` from ``t0``, the last
+    chunk ending at ``t1``."""
+    return t0 + sample_offset_us(j0, fs), (t1 if j1 == n else t0 + sample_offset_us(j1, fs))
+
+
 @dataclass(frozen=True)
 class TilePiece:
     """Part of a window served by one tile: ``out[out_start:out_stop] = tile[tile_start:tile_stop]``."""
