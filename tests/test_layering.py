@@ -37,25 +37,37 @@ def server_modules() -> list[str]:
 CORE = [m for m in server_modules() if m not in FRONT_END]
 
 
+def _files(module: str) -> list[Path]:
+    """The source files of a module, or of every module of a subpackage."""
+    pkg = PKG_DIR / module
+    return sorted(pkg.rglob("*.py")) if pkg.is_dir() else [PKG_DIR / f"{module}.py"]
+
+
 def local_imports(module: str) -> set[str]:
-    """Modules of ``mef3io_server.server`` that ``module`` imports (statically)."""
-    tree = ast.parse((PKG_DIR / f"{module}.py").read_text())
+    """Modules (or subpackages) of ``mef3io_server.server`` that ``module`` imports
+    (statically, anywhere in it), other than itself."""
     names = set(server_modules())
     out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module:
-                    out.add(node.module.split(".")[0])
-                else:
-                    out.update(a.name for a in node.names)
-            elif node.module and node.module.startswith("mef3io_server.server."):
-                out.add(node.module.split(".")[2])
-        elif isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.startswith("mef3io_server.server."):
-                    out.add(a.name.split(".")[2])
-    return out & names
+    for path in _files(module):
+        # the file's package, as a list: ["mef3io_server", "server", ...]
+        package = list(path.relative_to(PKG_DIR.parent.parent).with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - (node.level - 1)]
+                    if node.module:
+                        targets.append(base + node.module.split("."))
+                    else:
+                        targets.extend(base + [a.name] for a in node.names)
+                elif node.module:
+                    targets.append(node.module.split("."))
+            elif isinstance(node, ast.Import):
+                targets.extend(a.name.split(".") for a in node.names)
+            for t in targets:
+                if t[:2] == ["mef3io_server", "server"] and len(t) > 2:
+                    out.add(t[2])
+    return (out & names) - {module}
 
 
 PROBE = """

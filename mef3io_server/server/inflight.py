@@ -10,7 +10,7 @@ module only says who computes what.
 
 Each claim records its :class:`Lane`: a foreground read waiting for a
 background (prefetch) computation raises that computation's priority (see
-:mod:`.demand_gate`).
+:mod:`.decode.demand_gate`).
 """
 from __future__ import annotations
 
