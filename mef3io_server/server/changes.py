@@ -16,8 +16,6 @@ import os
 import threading
 from typing import Callable, Optional
 
-import numpy as np
-
 from .cache_keys import is_tile_key
 from .errors import RecordingNotFound, ServerError
 from .recordings import Recording
@@ -88,7 +86,7 @@ class ChangeWatcher:
                 self._drop(rec.path)
                 raise type(e)(f"the recording at {rec.path} changed on disk and can no longer "
                               f"be read: {e}") from None
-            appended = is_append(rec, new)
+            appended = rec.extended_by(new)
             if appended:
                 new.cache_epoch = rec.cache_epoch
             if not self.sessions.replace_recording(rec, new):
@@ -165,24 +163,3 @@ class ChangeWatcher:
                 except Exception:  # noqa: BLE001 - the refresher must never die
                     log.exception("background change check of %s failed", rec.path)
 
-
-def is_append(old: Recording, new: Recording) -> bool:
-    """Whether ``new`` is ``old`` with data appended (nothing before the old end changed).
-
-    The same block index is not enough: a session rewritten with other values
-    of the same shape has it too, so the old files' bytes must be intact.
-    """
-    if not old.data_kept_on_disk():
-        return False
-    if [c.name for c in old.channels] != [c.name for c in new.channels[:len(old.channels)]]:
-        return False
-    for a in old.channels:
-        b = new.by_name.get(a.name)
-        if b is None or b.fs != a.fs or b.start_uutc != a.start_uutc or b.end_uutc < a.end_uutc:
-            return False
-        n = a.block_starts.size
-        if b.block_starts.size < n or not np.array_equal(a.block_starts, b.block_starts[:n]):
-            return False
-        if n > 1 and not np.array_equal(a.block_ends[:n - 1], b.block_ends[:n - 1]):
-            return False
-    return True

@@ -325,21 +325,12 @@ class Engine:
                                                           client_path))
 
     def _envelope_rows(self, rec, channel_names, t0, t1, client_path):
-        chans = rec.resolve_channels(channel_names)
-        import warnings
-        for ch in chans:
-            if t0 is None and t1 is None and ch.block_min is not None:
-                # The whole channel: the block index read when the recording opened.
-                yield ch.name, {"start_uutc": ch.block_starts, "end_uutc": ch.block_ends,
-                                "min": ch.block_min, "max": ch.block_max}
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    e = rec.reader.block_envelope(ch.name, t0, t1)
-                except Exception as exc:  # noqa: BLE001
-                    raise ServerError(f"reading the block index of {ch.name} in {client_path} "
-                                      f"failed: {exc}") from None
+        for ch in rec.resolve_channels(channel_names):
+            try:
+                e = rec.block_envelope(ch, t0, t1)
+            except Exception as exc:  # noqa: BLE001
+                raise ServerError(f"reading the block index of {ch.name} in {client_path} "
+                                  f"failed: {exc}") from None
             yield ch.name, e
 
     # ------------------------------------------------------------ annotations, runs, discovery

@@ -423,6 +423,42 @@ class Recording:
             return 0
         return int((ch.block_ends[lo:hi] - ch.block_starts[lo:hi]).sum())
 
+    def block_envelope(self, ch: ChannelInfo, t0: Optional[int], t1: Optional[int]) -> dict:
+        """Per-MEF-block ``start_uutc``, ``end_uutc``, ``min``, ``max`` arrays of ``ch``
+        overlapping ``[t0, t1)`` (either end None: open), from the block index only:
+        the whole channel from the index read at open, a window from mef3io.
+        Raises mef3io's error as is."""
+        if t0 is None and t1 is None and ch.block_min is not None:
+            return {"start_uutc": ch.block_starts, "end_uutc": ch.block_ends,
+                    "min": ch.block_min, "max": ch.block_max}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.reader.block_envelope(ch.name, t0, t1)
+
+    def extended_by(self, new: "Recording") -> bool:
+        """Whether ``new`` (a re-open of the same path) is this version with data
+        appended: nothing before each channel's old end changed.
+
+        The same block index is not enough: a session rewritten with other
+        values of the same shape has it too, so the old files' bytes must be
+        intact (:meth:`data_kept_on_disk`).
+        """
+        if not self.data_kept_on_disk():
+            return False
+        if [c.name for c in self.channels] != [c.name for c in new.channels[:len(self.channels)]]:
+            return False
+        for a in self.channels:
+            b = new.by_name.get(a.name)
+            if b is None or b.fs != a.fs or b.start_uutc != a.start_uutc \
+                    or b.end_uutc < a.end_uutc:
+                return False
+            n = a.block_starts.size
+            if b.block_starts.size < n or not np.array_equal(a.block_starts, b.block_starts[:n]):
+                return False
+            if n > 1 and not np.array_equal(a.block_ends[:n - 1], b.block_ends[:n - 1]):
+                return False
+        return True
+
     # ---- life cycle ----
 
     def changed_on_disk(self) -> bool:

@@ -96,7 +96,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
     def __init__(self, engine: Engine):
         self.engine = engine
         self._envelopes = KeptEncodings(ENVELOPES_KEPT_BYTES)
-        self._answers = KeptEncodings(ANSWERS_KEPT_BYTES)
+        self.answers = KeptEncodings(ANSWERS_KEPT_BYTES)
 
     def _caller(self, context, client_path: str) -> Caller:
         """The caller's client id; when it says it opened the file itself, only if
@@ -176,10 +176,10 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
                 source = rows if rows.base is None else rows.base
                 key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
                        a, b, j0, rows.shape, read.dtype)
-                kept = self._answers.get(key, source)
+                kept = self.answers.get(key, source)
                 if kept is None:
                     kept = [encoder.encode(rows, a, b, j0)]
-                    self._answers.put(key, source, kept, when_offered_twice=True)
+                    self.answers.put(key, source, kept, when_offered_twice=True)
                 yield kept[0]
         except ServerError as e:
             yield pb2.SignalChunk(file_path=path, error_message=str(e))
@@ -308,6 +308,21 @@ class KeptEncodings:
         self._items: "OrderedDict[tuple, tuple[weakref.ref, list[bytes], int]]" = OrderedDict()
         self._offered: "OrderedDict[tuple, None]" = OrderedDict()
         self._bytes = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the messages kept now."""
+        with self._lock:
+            return self._bytes
+
+    def entries(self) -> list:
+        """``(key, (source ref, messages, size))`` of each kept answer, oldest first."""
+        with self._lock:
+            return list(self._items.items())
 
     def get(self, key: tuple, source: np.ndarray):
         with self._lock:

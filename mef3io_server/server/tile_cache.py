@@ -218,6 +218,11 @@ class TileCache:
         with self._lock:
             return len(self._items)
 
+    def keys(self) -> list:
+        """The keys held now, least recently used first (a snapshot; no access)."""
+        with self._lock:
+            return list(self._items)
+
     @property
     def current_bytes(self) -> int:
         """Bytes of tile data held now."""

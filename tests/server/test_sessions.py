@@ -227,8 +227,7 @@ def tiles_of(engine, path) -> int:
     import os
 
     real = os.path.realpath(str(path))
-    with engine.cache._lock:
-        return sum(1 for k in engine.cache._items if k[0][0] == real)
+    return sum(1 for k in engine.cache.keys() if k[0][0] == real)
 
 
 def test_last_session_closes_reader_and_evicts_tiles(engine, rec, three):
