@@ -27,7 +27,7 @@ import numpy as np
 
 from . import tile_grid as tg
 from .cache_keys import tile_key
-from .errors import ResourceLimit, decode_failure
+from .errors import Cancelled, ResourceLimit, decode_failure
 from .inflight import Lane
 from .recordings import ChannelInfo, Recording
 from .tile_fetch import TileFetcher
@@ -65,14 +65,16 @@ class WindowAssembler:
     def chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                t1: int, per_chunk: int, lane: Lane = Lane.FOREGROUND,
                on_chunk: Optional[Callable[[int, int], None]] = None,
-               limit_bytes: bool = True) -> Iterator[Chunk]:
+               limit_bytes: bool = True, cancel=None) -> Iterator[Chunk]:
         """Yield ``(j0, j1, rows)`` covering the window ``[t0, t1)`` at ``fs`` Hz.
 
         ``rows`` is a fresh C-contiguous float32 array ``(len(chans), j1 - j0)``.
         ``limit_bytes=False`` skips the ``MAX_READ_MB`` check, for callers that
         consume the chunks as they come (``n_points`` reads) and never hold
         the window; ``per_chunk`` must then be a multiple of
-        :func:`.tile_grid.exact_period_samples` for bounded memory.
+        :func:`.tile_grid.exact_period_samples` for bounded memory. ``cancel``:
+        the read's cancel token; once it fires, no more is decoded or scheduled
+        for this read (:class:`.errors.Cancelled`).
         """
         n = tg.samples_in_window(t0, t1, fs)
         if n <= 0:
@@ -110,7 +112,8 @@ class WindowAssembler:
         whole_parts = []
         if whole:
             o = 0
-            for rows in self.direct_split(rec, [chans[i] for i in whole], t0, t1, lane):
+            for rows in self.direct_split(rec, [chans[i] for i in whole], t0, t1, lane,
+                                          cancel):
                 idx = whole[o:o + len(rows)]
                 o += len(rows)
                 run = idx == list(range(idx[0], idx[0] + len(idx)))
@@ -123,14 +126,16 @@ class WindowAssembler:
                     // max(1, per_chunk * len(chans) * 4))
         scheduled = 1           # chunks [0, scheduled) are decoded or decoding
         for ci, (j0, j1) in enumerate(bounds):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("the read was cancelled")
             out = np.empty((len(chans), j1 - j0), dtype=np.float32)
             for grid, native, idxs in sliced_groups:
-                self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane)
+                self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel)
             for idx, rows in whole_parts:
                 out[idx] = rows[:, j0:j1]
             if direct:          # off-grid channels, read chunk by chunk
                 a, b = tg.chunk_span(t0, t1, fs, n, j0, j1)
-                out[direct] = self.direct(rec, [chans[i] for i in direct], a, b, lane)
+                out[direct] = self.direct(rec, [chans[i] for i in direct], a, b, lane, cancel)
             if fg and sliced_groups:
                 # One background job per chunk, in order: each chunk's tiles are
                 # published as soon as they are decoded (a job of many chunks
@@ -204,7 +209,7 @@ class WindowAssembler:
         return not any(key in cache for key in keys)
 
     def direct_split(self, rec: Recording, chans: Sequence[ChannelInfo], a: int, b: int,
-                     lane: Lane = Lane.FOREGROUND) -> list[np.ndarray]:
+                     lane: Lane = Lane.FOREGROUND, cancel=None) -> list[np.ndarray]:
         """Direct read of ``[a, b)``, its channels split over parallel mef3io reads
         (:func:`.decode_plan.split_channels`): the first part in this thread, the
         others on the lane's workers. One ``(len(part), n)`` float32 array per
@@ -214,22 +219,28 @@ class WindowAssembler:
         futs = []
         for part in parts[1:]:
             try:
-                futs.append(decoder.submit(rec.source, [c.name for c in part], a, b, lane))
+                futs.append(decoder.submit(rec.source, [c.name for c in part], a, b, lane,
+                                           cancel=cancel))
             except Exception as e:  # noqa: BLE001
                 raise decode_failure(rec.path, [c.name for c in part], a, b, e) from e
-        rows = [self.direct(rec, parts[0], a, b, lane)]
+        rows = [self.direct(rec, parts[0], a, b, lane, cancel)]
         for part, fut in zip(parts[1:], futs):
             try:
                 rows.append(np.asarray(fut.result(), dtype=np.float32))
+            except Cancelled:
+                raise
             except Exception as e:  # noqa: BLE001
                 raise decode_failure(rec.path, [c.name for c in part], a, b, e) from e
         return rows
 
     def direct(self, rec: Recording, chans: Sequence[ChannelInfo], a: int, b: int,
-               lane: Lane) -> np.ndarray:
+               lane: Lane, cancel=None) -> np.ndarray:
         """One direct (uncached) mef3io read of ``[a, b)`` uUTC of ``chans``."""
         try:
-            return self.fetcher.decoder.decode(rec.source, [c.name for c in chans], a, b, lane)
+            return self.fetcher.decoder.decode(rec.source, [c.name for c in chans], a, b, lane,
+                                               cancel=cancel)
+        except Cancelled:
+            raise
         except Exception as e:  # noqa: BLE001
             raise decode_failure(rec.path, [c.name for c in chans], a, b, e) from e
 
@@ -241,11 +252,12 @@ class WindowAssembler:
                 return False
         return True
 
-    def _fill(self, rec, chans, grid, idxs, t0, n, j0, j1, out, lane) -> None:
+    def _fill(self, rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel=None) -> None:
         """Samples ``[j0, j1)`` of the channels ``idxs`` (one group) into ``out``."""
         plan = tg.plan_window(grid, t0, n, j0, j1)
         group = [chans[i] for i in idxs]
-        tiles = self.fetcher.fetch(rec, group, grid, [p.tile for p in plan.pieces], lane)
+        tiles = self.fetcher.fetch(rec, group, grid, [p.tile for p in plan.pieces], lane,
+                                   cancel)
         # Rows idxs[0] .. idxs[-1] in order (the usual case): one np.stack per
         # piece straight into the output, instead of one assignment per channel.
         rows = slice(idxs[0], idxs[-1] + 1) if idxs[-1] - idxs[0] + 1 == len(idxs) else None

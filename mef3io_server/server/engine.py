@@ -285,12 +285,14 @@ class Engine:
 
     def read_signal(self, client_id, client_path: str, channel_names: Sequence[str],
                     t0: int, t1: int, n_points: Optional[int] = None,
-                    dtype: str = "float32") -> SignalRead:
+                    dtype: str = "float32", cancel=None) -> SignalRead:
         """Validate a read and return it ready to stream (nothing decoded yet).
 
         ``dtype``: ``"float32"`` (values in the channels' units, NaN in gaps)
         or ``"int32"`` (the stored samples, see :meth:`.reads.ValueReads.stored`).
-        ``n_points``: one point per bucket (see :mod:`.points`).
+        ``n_points``: one point per bucket (see :mod:`.points`). ``cancel``: a
+        :func:`.decode.cancel_token` the front end fires when the client goes
+        away: the read's own decodes stop, and it counts as cancelled.
         """
         reads.check_window(t0, t1)
         reads.check_kind(dtype, n_points)
@@ -300,14 +302,15 @@ class Engine:
         fs = reads.one_rate(chans, session.cache_fs if session else None)
         n = reads.window_samples(t0, t1, fs)
         if dtype != "float32":
-            return self.reads.stored(rec, chans, fs, n, t0, t1, dtype, client_path)
+            return self.reads.stored(rec, chans, fs, n, t0, t1, dtype, client_path, cancel)
         if n_points is not None:
             src_fs = points.source_rate(chans, fs, t0, t1, int(n_points))
             n_src = tg.samples_in_window(t0, t1, src_fs)
             if n_src > n_points:
-                return self.points.read(rec, chans, src_fs, t0, t1, int(n_points), client_path)
+                return self.points.read(rec, chans, src_fs, t0, t1, int(n_points), client_path,
+                                        cancel)
             fs, n = src_fs, n_src      # few enough samples: the source window, unchanged
-        return self.reads.values(rec, chans, fs, n, t0, t1, client_path)
+        return self.reads.values(rec, chans, fs, n, t0, t1, client_path, cancel)
 
     # ------------------------------------------------------------ envelope
 

@@ -46,6 +46,10 @@ class DecodeFailed(ServerError):
     """Decoding failed (damaged data, a dead worker that stayed dead, ...)."""
 
 
+class Cancelled(ServerError):
+    """The client cancelled the read (or its deadline passed): work for it stopped."""
+
+
 class ShuttingDown(ServerError):
     """The server is draining and takes no new work."""
 

@@ -75,7 +75,7 @@ class PointReads:
         self.chunk_bytes = chunk_bytes
 
     def read(self, rec: Recording, chans: Sequence[ChannelInfo], src_fs: float, t0: int,
-             t1: int, n_points: int, client_path: str) -> SignalRead:
+             t1: int, n_points: int, client_path: str, cancel=None) -> SignalRead:
         """One point per bucket, streamed.
 
         Output point ``k`` is a real sample of source bucket ``k`` (samples
@@ -113,7 +113,8 @@ class PointReads:
                     reducer.skip(s0)        # before the data: nothing to read
                     if s1 > s0:
                         for _, _, src in self.store.read_chunks(rec, unique, src_fs, a, b, per,
-                                                                limit_bytes=False):
+                                                                limit_bytes=False,
+                                                                cancel=cancel):
                             reducer.feed(src)
                     reducer.skip(n_src - s1)   # after the data
                     _, reduced = reducer.result()
@@ -132,4 +133,4 @@ class PointReads:
                 yield a, b, j0, out
 
         return SignalRead(client_path, [c.name for c in chans], out_fs, n_points, t0, t1,
-                          self.values.versions.tracked(rec, chunks()))
+                          self.values.versions.tracked(rec, counters.counted(chunks())))

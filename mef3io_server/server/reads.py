@@ -20,7 +20,7 @@ import numpy as np
 
 from . import tile_grid as tg
 from .decode import DTYPES, RAW_GAP, Decoder
-from .errors import BadRequest, ResourceLimit, ServerError
+from .errors import BadRequest, Cancelled, ResourceLimit, ServerError
 from .recordings import ChannelInfo, Recording
 from .tile_store import TileStore
 from .versions import Versions
@@ -73,16 +73,31 @@ class SignalRead:
 
 
 class ReadCounters:
-    """Reads started and bytes of samples served, since start."""
+    """Reads started, reads cancelled (the client went away before the end), and
+    bytes of samples served, since start."""
 
     def __init__(self):
         self.reads = 0
+        self.reads_cancelled = 0
         self.bytes_served = 0
         self._lock = threading.Lock()
 
     def read_started(self) -> None:
         with self._lock:
             self.reads += 1
+
+    def read_cancelled(self) -> None:
+        with self._lock:
+            self.reads_cancelled += 1
+
+    def counted(self, it: Iterator) -> Iterator:
+        """``it``, counting a read cancelled when it ends early because the client
+        went away (closed, or :class:`.errors.Cancelled`), not when it fails."""
+        try:
+            yield from it
+        except (GeneratorExit, Cancelled):
+            self.read_cancelled()
+            raise
 
     def served(self, nbytes: int) -> None:
         with self._lock:
@@ -185,14 +200,16 @@ class ValueReads:
         self.max_read_bytes = max_read_bytes
 
     def values(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, n: int,
-               t0: int, t1: int, client_path: str) -> SignalRead:
-        """``n`` float32 samples of ``chans`` over ``[t0, t1)`` at ``fs`` Hz, streamed."""
+               t0: int, t1: int, client_path: str, cancel=None) -> SignalRead:
+        """``n`` float32 samples of ``chans`` over ``[t0, t1)`` at ``fs`` Hz, streamed.
+        ``cancel``: the read's cancel token (:func:`.decode.cancel_token`)."""
         per = samples_per_chunk(len(chans), fs, self.chunk_bytes)
         counters = self.counters
         counters.read_started()
 
         def chunks():
-            for j0, j1, rows in self.store.read_chunks(rec, chans, fs, t0, t1, per):
+            for j0, j1, rows in self.store.read_chunks(rec, chans, fs, t0, t1, per,
+                                                       cancel=cancel):
                 a, b = tg.chunk_span(t0, t1, fs, n, j0, j1)
                 counters.served(rows.nbytes)
                 yield a, b, j0, rows
@@ -202,7 +219,7 @@ class ValueReads:
             self.prefetch(rec, chans, fs, t0, t1)
 
         return SignalRead(client_path, [c.name for c in chans], fs, n, t0, t1,
-                          self.versions.tracked(rec, chunks()),
+                          self.versions.tracked(rec, counters.counted(chunks())),
                           shared=self.store.shares(n, len(chans)))
 
     def prefetch(self, rec, chans, fs, t0, t1) -> None:
@@ -212,7 +229,7 @@ class ValueReads:
             log.debug("prefetch failed", exc_info=True)
 
     def stored(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, n: int,
-               t0: int, t1: int, dtype: str, client_path: str) -> SignalRead:
+               t0: int, t1: int, dtype: str, client_path: str, cancel=None) -> SignalRead:
         """A read of the stored samples (``dtype="int32"``), decoded chunk by chunk.
 
         Each chunk is one raw read through the decoder (nothing cached: the
@@ -245,12 +262,13 @@ class ValueReads:
                 if b <= lo or a >= hi:          # outside every channel: nothing to decode
                     rows = np.full((len(names), j1 - j0), RAW_GAP, dtype=np.int32)
                 else:
-                    rows = self.decoder.decode(rec.source, names, a, b, dtype=dtype)
+                    rows = self.decoder.decode(rec.source, names, a, b, dtype=dtype,
+                                               cancel=cancel)
                 if rows.shape != (len(names), j1 - j0):
                     raise ServerError(f"reading the stored samples of {client_path} [{a}, {b}) "
                                       f"gave {rows.shape[1]} samples, not {j1 - j0}")
                 counters.served(rows.nbytes)
                 yield a, b, j0, rows
 
-        return SignalRead(client_path, names, fs, n, t0, t1, self.versions.tracked(rec, chunks()),
-                          dtype=dtype)
+        return SignalRead(client_path, names, fs, n, t0, t1,
+                          self.versions.tracked(rec, counters.counted(chunks())), dtype=dtype)

@@ -27,6 +27,7 @@ from .discovery import SessionSummary
 from .. import envelope_codec
 from ..protobuf_wire import LEN, field_key, varint_bytes
 from ..wire import CLIENT_ID_KEY
+from .decode import cancel_token
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
 from .segments import runs_slices
@@ -160,10 +161,14 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
         try:
             cid = self._caller(context, path)
+            # Fired when the call ends for any reason: a client that cancels (or
+            # whose deadline passes) stops the read's own decodes.
+            cancel = cancel_token()
+            context.add_callback(cancel.cancel)
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
                 request.n_points if request.HasField("n_points") else None,
-                dtype=request.dtype or "float32")
+                dtype=request.dtype or "float32", cancel=cancel)
             encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
                                          read.dtype)
             if not read.shared:                     # assembled for this read alone

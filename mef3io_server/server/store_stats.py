@@ -21,6 +21,7 @@ class StoreStats:
     windows_preassembled: int = 0
     prefetch_windows_planned: int = 0     # windows whose tiles prefetch checked
     prefetch_windows_skipped: int = 0     # ... skipped: checked moments before
+    tiles_cancelled: int = 0              # tiles a cancelled read stopped decoding
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 

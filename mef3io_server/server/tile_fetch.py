@@ -24,7 +24,7 @@ from . import decode_plan
 from . import tile_grid as tg
 from .cache_keys import tile_key
 from .decode import Decoder
-from .errors import DecodeFailed, decode_failure
+from .errors import Cancelled, DecodeFailed, decode_failure
 from .inflight import Inflight, Lane, Pending
 from .recordings import ChannelInfo, Recording
 from .reduction import minmax_ordered
@@ -65,10 +65,15 @@ class TileFetcher:
     # ------------------------------------------------------------ foreground
 
     def fetch(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
-              tiles: Sequence[int], lane: Lane = Lane.FOREGROUND
+              tiles: Sequence[int], lane: Lane = Lane.FOREGROUND, cancel=None
               ) -> dict[tuple[str, int], np.ndarray]:
         """Tiles ``tiles`` of every channel in ``chans`` (all on ``grid``), decoding the
-        missing. Returns ``{(channel, k): float32 array of grid.tile_samples}``."""
+        missing. Returns ``{(channel, k): float32 array of grid.tile_samples}``.
+
+        ``cancel``: the read's cancel token (foreground only): the decodes this
+        call owns stop when it fires (:class:`.errors.Cancelled`); tiles another
+        read was decoding when that read was cancelled are decoded here again.
+        """
         fs = float(grid.fs)
         L = grid.tile_samples
         rkey = rec.key
@@ -110,12 +115,25 @@ class TileFetcher:
                 waited.append(key)
                 urgent = urgent or fut.lane is Lane.BACKGROUND
         if jobs:
-            self.run_jobs(rec, grid, jobs, owned, lane)
+            self.run_jobs(rec, grid, jobs, owned, lane, cancel)
         # Waiting for the background lane: it must not wait for other reads' decodes.
         urgent = urgent and lane is Lane.FOREGROUND
+        again: dict[str, ChannelInfo] = {}
+        again_ks: set[int] = set()
         with self.decoder.urgent() if urgent else contextlib.nullcontext():
             for (ch, k, _), fut in zip(missing, futs):
-                result[(ch.name, k)] = fut.result()
+                try:
+                    result[(ch.name, k)] = fut.result()
+                except Cancelled:
+                    if cancel is not None and cancel.cancelled:
+                        raise
+                    again[ch.name] = ch         # another read's, cancelled: decode it here
+                    again_ks.add(k)
+        if again:
+            got = self.fetch(rec, list(again.values()), grid, sorted(again_ks), lane, cancel)
+            for (ch, k, _) in missing:
+                if (ch.name, k) not in result:
+                    result[(ch.name, k)] = got[(ch.name, k)]
         if waited and ledger:
             # Tiles prefetch was still decoding when asked for: read now, as hits are.
             ledger.read(waited)
@@ -157,7 +175,7 @@ class TileFetcher:
     # ------------------------------------------------------------ decoding
 
     def run_jobs(self, rec: Recording, grid: tg.TileGrid, jobs: dict[int, list[ChannelInfo]],
-                 owned: dict[tuple, Pending], lane: Lane) -> None:
+                 owned: dict[tuple, Pending], lane: Lane, cancel=None) -> None:
         """Decode the tiles this call owns (tile -> channels); publish them to the
         cache and to their waiters.
 
@@ -165,7 +183,8 @@ class TileFetcher:
         one another: such a cycle kept every decoded tile of the call alive
         until the garbage collector's next pass, docs/reliability.md).
         """
-        run = _JobRun(self, rec, grid, jobs, owned, lane)
+        run = _JobRun(self, rec, grid, jobs, owned, lane,
+                      cancel if lane is Lane.FOREGROUND else None)
         t = self.tuning
         runs = decode_plan.tile_runs(grid, jobs, t.split_ways, run_max_bytes=t.run_max_bytes,
                                      run_min_tiles=t.run_min_tiles)
@@ -193,7 +212,7 @@ class TileFetcher:
             run.decode(ks, part)
 
     def decode_rows(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
-                    ks: Sequence[int], lane: Lane, inline: bool):
+                    ks: Sequence[int], lane: Lane, inline: bool, cancel=None):
         """Decode the consecutive tiles ``ks`` of ``chans`` (same native rate and grid)
         with ONE mef3io read of ``[tile_start(ks[0]), tile_start(ks[-1] + 1))`` uUTC.
 
@@ -236,8 +255,8 @@ class TileFetcher:
             return out
 
         if inline:
-            return finish(self.decoder.decode(rec.source, names, a, b, lane))
-        fut = self.decoder.submit(rec.source, names, a, b, lane)
+            return finish(self.decoder.decode(rec.source, names, a, b, lane, cancel=cancel))
+        fut = self.decoder.submit(rec.source, names, a, b, lane, cancel=cancel)
         out: cf.Future = cf.Future()
 
         def done(f):
@@ -288,26 +307,35 @@ class _JobRun:
     are freed by reference counting (no garbage-collector pass needed).
     """
 
-    __slots__ = ("fetcher", "rec", "grid", "jobs", "owned", "lane")
+    __slots__ = ("fetcher", "rec", "grid", "jobs", "owned", "lane", "cancel")
 
     def __init__(self, fetcher: TileFetcher, rec: Recording, grid: tg.TileGrid,
-                 jobs: dict[int, list[ChannelInfo]], owned: dict[tuple, Pending], lane: Lane):
+                 jobs: dict[int, list[ChannelInfo]], owned: dict[tuple, Pending], lane: Lane,
+                 cancel=None):
         self.fetcher, self.rec, self.grid = fetcher, rec, grid
-        self.jobs, self.owned, self.lane = jobs, owned, lane
+        self.jobs, self.owned, self.lane, self.cancel = jobs, owned, lane, cancel
 
     def publish(self, k: int, chans: list[ChannelInfo], rows=None, exc=None) -> None:
         self.fetcher.publish(self.rec, self.grid, k, chans, self.owned, self.lane, rows, exc)
 
     def failure(self, e: BaseException, k: int) -> BaseException:
+        if isinstance(e, Cancelled):
+            return e
         a, b = self.grid.tile_window(k)
         return decode_failure(self.rec.path, [c.name for c in self.jobs[k]], a, b, e)
 
     def failed(self, ks, chans, e: BaseException, inline: bool) -> None:
         """A run that fails (a damaged block refuses the whole read) is decoded
         again tile by tile: only the damaged tile fails, naming its own window.
-        A cancelled run (the decoder shutting down) is not retried: its
-        retries could only be submitted to the pool being shut down."""
-        if len(ks) > 1 and not isinstance(e, cf.CancelledError) and not self.fetcher.closed:
+        A cancelled run is not retried: the decoder shutting down (its retries
+        could only be submitted to the pool being shut down), or the read that
+        owns it cancelled (its waiters decode what they still need)."""
+        if isinstance(e, Cancelled):            # the read went away: no retry
+            stats = self.fetcher.stats
+            with stats.lock:
+                stats.tiles_cancelled += len(ks) * len(chans)
+        if len(ks) > 1 and not isinstance(e, (cf.CancelledError, Cancelled)) \
+                and not self.fetcher.closed:
             for k in ks:
                 self.decode([k], chans, inline)
         else:
@@ -318,7 +346,7 @@ class _JobRun:
         """Decode run ``ks`` in this thread (inline) or on the lane's workers."""
         try:
             got = self.fetcher.decode_rows(self.rec, chans, self.grid, ks, self.lane,
-                                           inline=inline)
+                                           inline=inline, cancel=self.cancel)
         except BaseException as e:  # noqa: BLE001
             self.failed(ks, chans, e, inline)
             return

@@ -79,17 +79,20 @@ class TileStore:
     def read_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                     t1: int, per_chunk: int, lane: Lane = Lane.FOREGROUND,
                     on_chunk: Optional[Callable[[int, int], None]] = None,
-                    limit_bytes: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
+                    limit_bytes: bool = True, cancel=None
+                    ) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(j0, j1, rows)`` covering ``[t0, t1)`` at ``fs`` Hz, ``per_chunk`` samples
         each (the last may be shorter).
 
         ``rows`` is a C-contiguous float32 array ``(len(chans), j1 - j0)``, a
         read-only slice of a shared window when :meth:`shares` says so.
         ``limit_bytes=False`` skips ``MAX_READ_MB`` (see
-        :meth:`.assembly.WindowAssembler.chunks`).
+        :meth:`.assembly.WindowAssembler.chunks`). ``cancel``: the read's cancel
+        token (:func:`.decode.cancel_token`): once it fires, the read's own
+        decodes stop and it raises :class:`.errors.Cancelled`.
         """
         return self.share.chunks(rec, chans, fs, t0, t1, per_chunk, Lane(lane), on_chunk,
-                                 limit_bytes)
+                                 limit_bytes, cancel)
 
     def shares(self, n_samples: int, n_channels: int) -> bool:
         """Whether a foreground read of this size gets slices of a shared window."""
@@ -98,16 +101,17 @@ class TileStore:
     def assemble_chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
                         t0: int, t1: int, per_chunk: int, lane: Lane = Lane.FOREGROUND,
                         on_chunk: Optional[Callable[[int, int], None]] = None,
-                        limit_bytes: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
+                        limit_bytes: bool = True, cancel=None
+                        ) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(j0, j1, rows)`` of fresh arrays, never shared (see :mod:`.assembly`)."""
         return self.assembler.chunks(rec, chans, fs, t0, t1, per_chunk, Lane(lane), on_chunk,
-                                     limit_bytes)
+                                     limit_bytes, cancel)
 
     def fetch_tiles(self, rec: Recording, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
-                    tiles: Sequence[int], lane: Lane = Lane.FOREGROUND
+                    tiles: Sequence[int], lane: Lane = Lane.FOREGROUND, cancel=None
                     ) -> dict[tuple[str, int], np.ndarray]:
         """``{(channel, k): tile}`` for tiles ``tiles`` of ``chans`` (see :mod:`.tile_fetch`)."""
-        return self.fetcher.fetch(rec, chans, grid, tiles, Lane(lane))
+        return self.fetcher.fetch(rec, chans, grid, tiles, Lane(lane), cancel)
 
     def split_channels(self, chans: list[ChannelInfo]) -> list[list[ChannelInfo]]:
         return self.fetcher.split_channels(chans)

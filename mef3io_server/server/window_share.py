@@ -23,6 +23,7 @@ import numpy as np
 from . import tile_grid as tg
 from .assembly import WindowAssembler
 from .cache_keys import window_key
+from .errors import Cancelled
 from .inflight import Lane
 from .recordings import ChannelInfo, Recording
 
@@ -52,16 +53,16 @@ class WindowShare:
     def chunks(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                t1: int, per_chunk: int, lane: Lane = Lane.FOREGROUND,
                on_chunk: Optional[Callable[[int, int], None]] = None,
-               limit_bytes: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
+               limit_bytes: bool = True, cancel=None) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(j0, j1, rows)`` of ``per_chunk`` samples covering ``[t0, t1)`` at ``fs`` Hz:
         slices of a shared window when it fits (:meth:`shares`), else assembled
         chunk by chunk."""
         n = tg.samples_in_window(t0, t1, fs)
         if not self.shares(n, len(chans), lane):
             yield from self.assembler.chunks(rec, chans, fs, t0, t1, per_chunk, lane,
-                                             on_chunk, limit_bytes)
+                                             on_chunk, limit_bytes, cancel)
             return
-        rows = self.window(rec, chans, fs, t0, t1, n, lane, limit_bytes)
+        rows = self.window(rec, chans, fs, t0, t1, n, lane, limit_bytes, cancel=cancel)
         for j0, j1 in tg.chunk_bounds(n, per_chunk):
             if on_chunk is not None:
                 on_chunk(j0, j1)
@@ -69,10 +70,11 @@ class WindowShare:
 
     def window(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                t1: int, n: int, lane: Lane, limit_bytes: bool = True,
-               keep: bool = False) -> np.ndarray:
+               keep: bool = False, cancel=None) -> np.ndarray:
         """The whole window ``(len(chans), n)``, read-only: from the cache, from
         whoever is assembling it right now, or assembled here. ``keep``: cache
-        it even if not asked for before."""
+        it even if not asked for before. A window whose assembler was cancelled
+        is assembled again by a reader still waiting for it."""
         wkey = window_key(rec.key, [c.name for c in chans], fs, t0, t1)
         cache = self.fetcher.cache
         rows = cache.get(wkey)
@@ -85,8 +87,13 @@ class WindowShare:
         if not owner:
             # Assembled ahead: a foreground wait raises its priority (as for tiles).
             urgent = lane is Lane.FOREGROUND and fut.lane is Lane.BACKGROUND
-            with self.fetcher.decoder.urgent() if urgent else _nothing():
-                return fut.result()
+            try:
+                with self.fetcher.decoder.urgent() if urgent else _nothing():
+                    return fut.result()
+            except Cancelled:
+                if cancel is not None and cancel.cancelled:
+                    raise
+                return self.window(rec, chans, fs, t0, t1, n, lane, limit_bytes, keep, cancel)
         if not keep:
             with self._recent_lock:
                 recent = self._recent
@@ -95,7 +102,7 @@ class WindowShare:
                     recent.pop(next(iter(recent)))
         try:
             _, _, rows = next(self.assembler.chunks(rec, chans, fs, t0, t1, n, lane, None,
-                                                    limit_bytes))
+                                                    limit_bytes, cancel))
             rows.flags.writeable = False
             keep = inflight.release_one(ikey).keep
             if keep and not rec.closed and not rec.superseded:

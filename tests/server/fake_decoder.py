@@ -5,7 +5,8 @@ synthetic samples: channel ``c`` (index ``i`` in :data:`FakeRecording`'s
 channels) at grid sample ``g`` (on the channel's own grid anchored at the
 recording's start) has the value ``1000 * i + g`` -- so a test knows every
 sample's value and can tell a mis-sliced tile. It counts calls per lane, can
-refuse windows overlapping a "damaged" time, and can hold reads until told.
+refuse windows overlapping a "damaged" time, can hold reads until told, and
+stops a read whose cancel token fired (before decoding, as mef3io between blocks).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from mef3io_server.server import tile_grid as tg
 from mef3io_server.server.decode import Decoder, Source
-from mef3io_server.server.errors import DecodeFailed
+from mef3io_server.server.errors import Cancelled, DecodeFailed
 
 T0 = 1_600_000_000_000_000
 S = 1_000_000
@@ -98,6 +99,7 @@ class FakeDecoder(Decoder):
         self.hold = threading.Event()
         self.hold.set()                      # clear() to make reads wait
         self.urgent_waits = 0
+        self.cancelled_reads = 0
         self._pool = cf.ThreadPoolExecutor(4, thread_name_prefix="fake-decode")
 
     def samples(self, channels, t0, t1) -> np.ndarray:
@@ -110,16 +112,20 @@ class FakeDecoder(Decoder):
             rows.append(1000.0 * i + np.arange(g0, g0 + n, dtype=np.float64))
         return np.asarray(rows, dtype=np.float32).reshape(len(channels), -1)
 
-    def decode(self, source, channels, t0, t1, lane="fg", dtype="float32"):
+    def decode(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
         self.hold.wait(10)
+        if cancel is not None and cancel.cancelled:
+            with self.lock:
+                self.cancelled_reads += 1
+            raise Cancelled("the read was cancelled")
         with self.lock:
             self.reads.append((tuple(channels), t0, t1, str(lane)))
         if any(t0 <= d < t1 for d in self.damaged):
             raise DecodeFailed(f"decoding failed: CrcError: damaged block at {self.damaged}")
         return self.samples(channels, t0, t1)
 
-    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
-        return self._pool.submit(self.decode, source, channels, t0, t1, lane, dtype)
+    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
+        return self._pool.submit(self.decode, source, channels, t0, t1, lane, dtype, cancel)
 
     def urgent(self):
         with self.lock:

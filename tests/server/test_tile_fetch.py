@@ -154,3 +154,60 @@ def test_the_read_limit_names_the_setting(world):
     with pytest.raises(Exception, match="MAX_READ_MB"):
         next(store.assemble_chunks(rec, rec.channels, FS, T0, T0 + 10 * S, 256))
     assert dec.count() == 0
+
+
+class _Token:
+    """A cancel token like mef3io's (``cancel()``, ``cancelled``)."""
+
+    def __init__(self):
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_a_cancelled_read_stops_and_its_waiters_decode_what_they_need(world):
+    rec, dec, store = world
+    grid = rec.grid(rec.channels[0], FS)
+    token = _Token()
+    dec.hold.clear()                              # the cancelled read's decode is stuck
+    errors, got = [], []
+
+    def cancelled_read():
+        try:
+            store.fetch_tiles(rec, rec.channels, grid, [20, 21], cancel=token)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    first = threading.Thread(target=cancelled_read)
+    first.start()
+    for _ in range(200):
+        if store.busy() == 6:
+            break
+        threading.Event().wait(0.01)
+    other = threading.Thread(target=lambda: got.append(
+        store.fetch_tiles(rec, rec.channels, grid, [21])))     # joins the cancelled read
+    other.start()
+    threading.Event().wait(0.05)
+    token.cancel()
+    dec.hold.set()
+    first.join(10)
+    other.join(10)
+    from mef3io_server.server.errors import Cancelled
+    assert len(errors) == 1 and isinstance(errors[0], Cancelled), errors
+    assert store.stats.tiles_cancelled == 6 and dec.cancelled_reads >= 1
+    assert got and np.array_equal(got[0][("c2", 21)], expected(rec, "c2", 21 * L, 22 * L))
+    assert store.busy() == 0
+
+
+def test_a_cancelled_window_decodes_nothing_more(world):
+    rec, dec, store = world
+    token = _Token()
+    store.tuning.window_share_bytes = 0
+    it = store.read_chunks(rec, rec.channels, FS, T0, T0 + 20 * S, L, cancel=token)
+    next(it)
+    token.cancel()
+    reads = dec.count()
+    with pytest.raises(Exception, match="cancelled"):
+        list(it)
+    assert dec.count(Lane.FOREGROUND) <= reads

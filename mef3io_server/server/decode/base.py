@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import Cancelled
+
 log = logging.getLogger("mef3io_server.decode")
 
 
@@ -59,26 +61,48 @@ RAW_GAP = np.iinfo(np.int32).min
 DTYPES = ("float32", "int32")
 
 
+def cancel_token():
+    """A new one-shot cancel token for one read (``mef3io.CancelToken``): a front end
+    calls its ``cancel()`` when the client goes away; ``cancelled`` says whether
+    it did. Decodes given it stop between MEF blocks (:class:`.errors.Cancelled`)."""
+    import mef3io
+
+    return mef3io.CancelToken()
+
+
 def read_window(reader, channels: Sequence[str], t0: int, t1: int,
-                dtype: str = "float32") -> np.ndarray:
+                dtype: str = "float32", cancel=None) -> np.ndarray:
     """``reader.read(channels, t0, t1, dtype="float32")`` with warnings silenced.
 
     ``dtype="int32"``: the stored sample values instead, as
     ``reader.read_raw`` returns them (one channel per call, on the same grid
-    as :meth:`read`), :data:`RAW_GAP` where ``valid`` is 0.
+    as :meth:`read`), :data:`RAW_GAP` where ``valid`` is 0. ``cancel``: a
+    :func:`cancel_token`; a cancelled read raises :class:`.errors.Cancelled`.
     """
+    if cancel is None:
+        return _read_window(reader, channels, t0, t1, dtype, None)
+    import mef3io
+
+    try:
+        return _read_window(reader, channels, t0, t1, dtype, cancel)
+    except mef3io.Cancelled:
+        raise Cancelled("the read was cancelled") from None
+
+
+def _read_window(reader, channels, t0, t1, dtype, cancel) -> np.ndarray:
+    kw = {} if cancel is None else {"cancel": cancel}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dtype == "int32":
             out = np.empty((len(channels), 0), dtype=np.int32)
             for i, name in enumerate(channels):
-                raw = reader.read_raw(name, int(t0), int(t1))
+                raw = reader.read_raw(name, int(t0), int(t1), **kw)
                 if i == 0:
                     out = np.empty((len(channels), raw["samples"].size), dtype=np.int32)
                 out[i] = raw["samples"]
                 out[i][raw["valid"] == 0] = RAW_GAP
             return out
-        out = reader.read(list(channels), int(t0), int(t1), dtype="float32")
+        out = reader.read(list(channels), int(t0), int(t1), dtype="float32", **kw)
     return np.asarray(out, dtype=np.float32).reshape(len(channels), -1)
 
 
@@ -88,16 +112,18 @@ class Decoder:
     kind = "abstract"
 
     def submit(self, source: Source, channels: Sequence[str], t0: int, t1: int,
-               lane: str = "fg", dtype: str = "float32") -> "cf.Future[np.ndarray]":
+               lane: str = "fg", dtype: str = "float32",
+               cancel=None) -> "cf.Future[np.ndarray]":
         raise NotImplementedError
 
     def decode(self, source: Source, channels: Sequence[str], t0: int, t1: int,
-               lane: str = "fg", dtype: str = "float32") -> np.ndarray:
+               lane: str = "fg", dtype: str = "float32", cancel=None) -> np.ndarray:
         """Decode in the calling thread when cheap, else on the lane's workers; waits.
 
         ``dtype``: ``"float32"`` (values) or ``"int32"`` (stored samples), see
-        :func:`read_window`."""
-        return self.submit(source, channels, t0, t1, lane, dtype).result()
+        :func:`read_window`. ``cancel``: a :func:`cancel_token` that stops the
+        decode (:class:`.errors.Cancelled`) where the decoder can."""
+        return self.submit(source, channels, t0, t1, lane, dtype, cancel).result()
 
     def forget(self, source: Source) -> None:
         """Release any reader held for ``source`` (its file was closed or changed)."""

@@ -183,7 +183,9 @@ class ProcessDecoder(Decoder):
             pool = self._pool(lane)
             list(pool.map(_worker_noop, range(self._sizes[lane])))
 
-    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
+    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
+        # A cancel token cannot cross to a worker process: a cancelled read's
+        # decodes already submitted finish (their tiles are cached).
         # Methods and functools.partial, not nested closures: a closure that
         # calls itself (the retry) is a reference cycle, and it kept every
         # finished decode's future -- and its samples -- alive until the

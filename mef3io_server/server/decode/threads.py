@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from ..errors import DecodeFailed
+from ..errors import Cancelled, DecodeFailed
 from .base import Decoder, Source, read_window
 from .demand_gate import DemandGate
 
@@ -40,19 +40,22 @@ class ThreadDecoder(Decoder):
         self._decode_seconds = 0.0
         self._lock = threading.Lock()
 
-    def _run(self, source, channels, t0, t1, lane="fg", dtype="float32"):
+    def _run(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
         if lane == "bg":
             self.gate.wait_turn()
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("the read was cancelled")
         with self.gate.demand() if lane == "fg" else contextlib.nullcontext():
             start = time.perf_counter()
-            out = read_window(self._reader_for(source), channels, t0, t1, dtype)
+            out = read_window(self._reader_for(source), channels, t0, t1, dtype, cancel)
         with self._lock:
             self._decodes += 1
             self._decode_seconds += time.perf_counter() - start
         return out
 
-    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
-        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1, lane, dtype)
+    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
+        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1, lane, dtype,
+                                        cancel)
 
     def urgent(self):
         return self.gate.urgent()
@@ -60,12 +63,12 @@ class ThreadDecoder(Decoder):
     def foreground_decodes(self) -> int:
         return self.gate.demand_count
 
-    def decode(self, source, channels, t0, t1, lane="fg", dtype="float32"):
+    def decode(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
         # The caller's thread is already a worker of the gRPC pool: decoding
         # here saves a hand-off; mef3io spreads one read over its own threads.
         try:
-            return self._run(source, tuple(channels), t0, t1, lane, dtype)
-        except DecodeFailed:
+            return self._run(source, tuple(channels), t0, t1, lane, dtype, cancel)
+        except (DecodeFailed, Cancelled):
             raise
         except Exception as e:  # noqa: BLE001 - mef3io raises many kinds
             raise DecodeFailed(f"decoding failed: {e}") from e
