@@ -87,8 +87,12 @@ class Engine:
         self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
                                      self.versions, self._open_recording,
                                      self._recording_closed, clock)
-        # Guards the counters and the lazily made indexes below.
+        # Guards the indexes below (records per recording and access level, the
+        # walk lock of each identity).
         self._lock = threading.Lock()
+        self._annotation_indexes: "weakref.WeakKeyDictionary[Recording, dict]" = \
+            weakref.WeakKeyDictionary()
+        self._session_index = SessionIndex(pinner=self.pinner)    # discovery's summaries
         self._walk_locks: dict[str, threading.Lock] = {}    # identity -> its one walk
         self._stop = threading.Event()
         self._draining = False
@@ -356,10 +360,7 @@ class Engine:
         own = rec.encrypted and session is not None and session.access_level != rec.access_level
         level = session.access_level if own else rec.access_level
         with self._lock:
-            indexes = getattr(self, "_annotation_indexes", None)
-            if indexes is None:
-                indexes = self._annotation_indexes = weakref.WeakKeyDictionary()
-            per_rec = indexes.setdefault(rec, {})
+            per_rec = self._annotation_indexes.setdefault(rec, {})
             index = per_rec.get(level)
         if index is None:
             try:
@@ -396,10 +397,8 @@ class Engine:
         asked (so ``/`` does not walk ``/proc`` or network mounts).
         """
         self._check_open_for_work()
+        index = self._session_index
         with self._lock:
-            index = getattr(self, "_session_index", None)
-            if index is None:
-                index = self._session_index = SessionIndex(pinner=self.pinner)
             lock = self._walk_locks.setdefault(caller.identity if caller else "",
                                                threading.Lock())
         if client_root is None or client_root == "":
