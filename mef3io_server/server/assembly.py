@@ -262,10 +262,10 @@ class WindowAssembler:
         # piece straight into the output, instead of one assignment per channel.
         rows = slice(idxs[0], idxs[-1] + 1) if idxs[-1] - idxs[0] + 1 == len(idxs) else None
         for p in plan.pieces:
-            o0, o1 = p.out_start - j0, p.out_stop - j0
-            a, b, k = p.tile_start, p.tile_stop, p.tile
+            o0, o1 = p.out_start - j0, p.out_stop - j0          # samples of the chunk
+            s0, s1, k = p.tile_start, p.tile_stop, p.tile       # samples of tile k
             if rows is not None and len(group) > 1:
-                np.stack([tiles[(ch.name, k)][a:b] for ch in group], out=out[rows, o0:o1])
+                np.stack([tiles[(ch.name, k)][s0:s1] for ch in group], out=out[rows, o0:o1])
                 continue
             for i, ch in zip(idxs, group):
-                out[i, o0:o1] = tiles[(ch.name, k)][a:b]
+                out[i, o0:o1] = tiles[(ch.name, k)][s0:s1]
