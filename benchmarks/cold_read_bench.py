@@ -72,7 +72,7 @@ def one(name: str, env: dict) -> dict:
         r = e.read_signal("", path, chans, t0, t1, n_points=n_points)
         samples = sum(rows.shape[1] for _, _, _, rows in r.chunks)
         wall = time.perf_counter() - w0
-        while e.store._inflight:
+        while e.store.busy():
             time.sleep(0.002)
         cpu = time.process_time() - c0
         return {"wall_ms": wall * 1e3, "cpu_ms": cpu * 1e3,

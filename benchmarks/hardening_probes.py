@@ -12,7 +12,7 @@ window starting 5 years before the data, three times; prints the peak of Python
 allocations (``tracemalloc``) and how much the process grew. ``--mmap-threshold`` pins
 glibc's mmap threshold first (as the server does, ``memory.fix_mmap_threshold``).
 
-``run-size``: the same read, cold, alternating ``TileStore.RUN_MAX_BYTES`` of 64 MB and
+``run-size``: the same read, cold, alternating the tile store's ``tuning.run_max_bytes`` of 64 MB and
 4 MB; prints the CPU and wall time of each.
 """
 from __future__ import annotations
@@ -82,12 +82,10 @@ def points_memory(path: str, mmap_threshold: int) -> None:
 
 
 def run_size(path: str, rounds: int) -> None:
-    from mef3io_server.server.tile_store import TileStore
-
     for _ in range(rounds):
         for mb in (64, 4):
-            TileStore.RUN_MAX_BYTES = mb << 20
             engine = Engine(Settings(prefetch_ahead_windows=0, prefetch_behind_windows=0))
+            engine.store.tuning.run_max_bytes = mb << 20
             engine.open_file("probe", path)
             cpu, wall = time.process_time(), time.perf_counter()
             sweep(engine, path)

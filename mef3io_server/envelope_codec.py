@@ -6,7 +6,7 @@ lists and the protobuf runtime costs hundreds of milliseconds on each side
 back into arrays). This module writes and reads the same protobuf wire bytes
 with vectorised NumPy: packed ``int64`` fields as varints, packed ``double``
 fields as little-endian float64. The bytes are valid ``ChannelEnvelope``
-messages for any protobuf reader (see PROTOCOL.md for the field numbers), and
+messages for any protobuf reader (see docs/protocol.md for the field numbers), and
 :func:`decode` also reads messages from other writers (unpacked repeated
 fields included).
 

@@ -34,13 +34,13 @@ from typing import Callable, Optional
 import grpc
 import numpy as np
 
+from ..wire import CLIENT_ID_KEY
 from . import callers
 from .method_handlers import behavior_of, non_blocking, rebuilt, with_flags
 from .workers import StallWatchdog
 
 log = logging.getLogger("mef3io_server.calls")
 
-CLIENT_ID_KEY = "x-mef3io-client-id"
 #: Services whose calls are infrastructure, not data: not counted in flight.
 INFRA_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 

@@ -91,6 +91,10 @@ class EngineCollector(Collector):
                       ss.prefetch_tiles_decoded)
         yield counter("prefetch_hits", "Prefetched tiles later read by a client",
                       ss.prefetch_hits)
+        yield counter("reads_cancelled", "Reads whose client went away (cancelled, deadline) "
+                      "before the end", e.counters.reads_cancelled)
+        yield counter("tiles_cancelled", "Tiles not decoded because their read was cancelled",
+                      ss.tiles_cancelled)
         yield gauge("open_files", "Recordings open", len(e.sessions.open_paths()))
         yield gauge("sessions", "Client sessions (client id x file)", e.sessions.session_count())
         if self.observer is not None:

@@ -210,6 +210,10 @@ class Recording:
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
+        # Pure functions of this version's block index, asked on every read:
+        # (channel, fs, tile) -> has data; (channel, grid) -> on grid.
+        self._has_data: dict[tuple, bool] = {}
+        self._on_grid: dict[tuple, bool] = {}
         self.closed = False
         start = time.perf_counter()
         self.signature = session_signature(path)
@@ -367,11 +371,17 @@ class Recording:
 
     def on_grid(self, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
         """Every block of ``ch`` starts within tolerance of ``grid``'s samples (never
-        said of a channel whose index is out of order)."""
-        if not ch.index_ordered:
-            return False
-        p = self.block_phases(ch, grid)
-        return bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
+        said of a channel whose index is out of order). Memoized."""
+        key = (ch.name, grid)
+        v = self._on_grid.get(key)
+        if v is None:
+            if not ch.index_ordered:
+                v = False
+            else:
+                p = self.block_phases(ch, grid)
+                v = bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
+            self._on_grid[key] = v
+        return v
 
     def phases_in_window(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
         """Phases of the blocks of ``ch`` overlapping ``[t0, t1)``."""
@@ -389,6 +399,70 @@ class Recording:
         lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
         hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")
         return (hi > lo).tolist()
+
+    #: Entries of the has-data memo kept per recording version (then it starts over).
+    HAS_DATA_MEMO_LIMIT = 500_000
+
+    def has_data_tiles(self, ch: ChannelInfo, grid: tg.TileGrid, ks: list[int]) -> list[bool]:
+        """Whether ``ch`` has data in each tile ``ks`` of ``grid`` (memoized;
+        :meth:`has_data_many` over the tiles missing from the memo)."""
+        memo = self._has_data
+        base = (ch.name, float(grid.fs))
+        flags = [memo.get(base + (k,)) for k in ks]
+        if None not in flags:
+            return flags
+        starts, ends = tg.tile_windows(grid, tuple(ks))
+        flags = self.has_data_many(ch, starts, ends)
+        if len(memo) > self.HAS_DATA_MEMO_LIMIT:
+            memo.clear()
+        for k, f in zip(ks, flags):
+            memo[base + (k,)] = f
+        return flags
+
+    def blocks_span(self, ch: ChannelInfo, t0: int, t1: int) -> int:
+        """uUTC covered by the MEF blocks of ``ch`` that overlap ``[t0, t1)`` (what a
+        read of that window decodes), 0 when none does."""
+        lo = int(np.searchsorted(ch.block_ends, t0, side="right"))
+        hi = int(np.searchsorted(ch.block_starts, t1, side="left"))
+        if hi <= lo:
+            return 0
+        return int((ch.block_ends[lo:hi] - ch.block_starts[lo:hi]).sum())
+
+    def block_envelope(self, ch: ChannelInfo, t0: Optional[int], t1: Optional[int]) -> dict:
+        """Per-MEF-block ``start_uutc``, ``end_uutc``, ``min``, ``max`` arrays of ``ch``
+        overlapping ``[t0, t1)`` (either end None: open), from the block index only:
+        the whole channel from the index read at open, a window from mef3io.
+        Raises mef3io's error as is."""
+        if t0 is None and t1 is None and ch.block_min is not None:
+            return {"start_uutc": ch.block_starts, "end_uutc": ch.block_ends,
+                    "min": ch.block_min, "max": ch.block_max}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.reader.block_envelope(ch.name, t0, t1)
+
+    def extended_by(self, new: "Recording") -> bool:
+        """Whether ``new`` (a re-open of the same path) is this version with data
+        appended: nothing before each channel's old end changed.
+
+        The same block index is not enough: a session rewritten with other
+        values of the same shape has it too, so the old files' bytes must be
+        intact (:meth:`data_kept_on_disk`).
+        """
+        if not self.data_kept_on_disk():
+            return False
+        if [c.name for c in self.channels] != [c.name for c in new.channels[:len(self.channels)]]:
+            return False
+        for a in self.channels:
+            b = new.by_name.get(a.name)
+            if b is None or b.fs != a.fs or b.start_uutc != a.start_uutc \
+                    or b.end_uutc < a.end_uutc:
+                return False
+            n = a.block_starts.size
+            if b.block_starts.size < n or not np.array_equal(a.block_starts, b.block_starts[:n]):
+                return False
+            if n > 1 and not np.array_equal(a.block_ends[:n - 1], b.block_ends[:n - 1]):
+                return False
+        return True
 
     # ---- life cycle ----
 

@@ -2,7 +2,7 @@
 
 Every RPC of ``gRPCMef3Server`` maps to one :class:`~.engine.Engine` method.
 Errors become ``error_message`` (unary: in the answer; streaming: one message,
-then the stream ends) with gRPC status OK, as PROTOCOL.md requires; an
+then the stream ends) with gRPC status OK, as docs/protocol.md requires; an
 unexpected exception is logged with its traceback and answered with a short
 "internal error" message, and the server keeps serving.
 """
@@ -26,15 +26,15 @@ from .callers import Caller
 from .discovery import SessionSummary
 from .. import envelope_codec
 from ..protobuf_wire import LEN, field_key, varint_bytes
+from ..wire import CLIENT_ID_KEY
+from .decode import cancel_token
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
 from .segments import runs_slices
 
 log = logging.getLogger("mef3io_server.service")
 
-CLIENT_ID_KEY = "x-mef3io-client-id"
 SESSION_REQUIRED_KEY = "x-mef3io-session-required"   # = mef3io_server.routing's
-ENVELOPE_ROWS_PER_MESSAGE = 50_000
 RECORDS_PER_MESSAGE = 1_000
 RUNS_PER_MESSAGE = 50_000
 RECORDINGS_PER_MESSAGE = 100
@@ -99,7 +99,7 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
     def __init__(self, engine: Engine):
         self.engine = engine
         self._envelopes = KeptEncodings(ENVELOPES_KEPT_BYTES)
-        self._answers = KeptEncodings(ANSWERS_KEPT_BYTES)
+        self.answers = KeptEncodings(ANSWERS_KEPT_BYTES)
 
     def _caller(self, context, client_path: str) -> Caller:
         """The caller's client id; when it says it opened the file itself, only if
@@ -163,25 +163,30 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
         try:
             cid = self._caller(context, path)
+            # Fired when the call ends for any reason: a client that cancels (or
+            # whose deadline passes) stops the read's own decodes.
+            cancel = cancel_token()
+            context.add_callback(cancel.cancel)
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
                 request.n_points if request.HasField("n_points") else None,
-                dtype=request.dtype or "float32")
+                dtype=request.dtype or "float32", cancel=cancel)
             encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
                                          read.dtype)
-            for a, b, j0, rows in read.chunks:
-                if rows.flags.writeable:            # assembled for this read alone
+            if not read.shared:                     # assembled for this read alone
+                for a, b, j0, rows in read.chunks:
                     yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
-                    continue
-                # A window shared by everyone (read-only, see TileStore.read_chunks): its
+                return
+            for a, b, j0, rows in read.chunks:
+                # A window shared by everyone (read-only, see SignalRead.shared): its
                 # message is kept, from its second asker on, while that very array lives.
                 source = rows if rows.base is None else rows.base
                 key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
                        a, b, j0, rows.shape, read.dtype)
-                kept = self._answers.get(key, source)
+                kept = self.answers.get(key, source)
                 if kept is None:
                     kept = [encoder.encode(rows, a, b, j0)]
-                    self._answers.put(key, source, kept, when_offered_twice=True)
+                    self.answers.put(key, source, kept, when_offered_twice=True)
                 yield kept[0]
         except ServerError as e:
             yield pb2.SignalChunk(file_path=path, error_message=str(e))
@@ -310,6 +315,21 @@ class KeptEncodings:
         self._items: "OrderedDict[tuple, tuple[weakref.ref, list[bytes], int]]" = OrderedDict()
         self._offered: "OrderedDict[tuple, None]" = OrderedDict()
         self._bytes = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the messages kept now."""
+        with self._lock:
+            return self._bytes
+
+    def entries(self) -> list:
+        """``(key, (source ref, messages, size))`` of each kept answer, oldest first."""
+        with self._lock:
+            return list(self._items.items())
 
     def get(self, key: tuple, source: np.ndarray):
         with self._lock:

@@ -1,6 +1,6 @@
 """Sessions: one per (caller, file), and the recordings they keep open.
 
-PROTOCOL.md's rules, in one place:
+docs/protocol.md's rules, in one place:
 
 * A client names itself in the ``x-mef3io-client-id`` metadata; calls without
   it share one default session (client id ``""``) that never expires.

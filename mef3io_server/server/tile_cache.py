@@ -6,10 +6,13 @@ each tile holds the samples of ONE channel over a fixed stretch of its sampling
 grid. MEF 3.0 stores each channel independently, so tiling per channel avoids
 read amplification when only a few of many channels are requested.
 
-The cache is keyed by any hashable. The server uses
-``(recording_key, channel, served_rate_hz, tile_index)`` -- content, never the
-client -- so one instance is shared by every open file and every client under
-one global budget (``TILE_CACHE_MB``).
+The cache is keyed by any hashable. The server keys content, never the
+client (see :mod:`mef3io_server.server.cache_keys`): tiles
+``(recording_key, channel, served_rate_hz, tile_index)``, and under the same
+budget and eviction whole windows shared by readers and ``n_points`` answers,
+each key's first element the recording version's key. So one instance is
+shared by every open file and every client under one global budget
+(``TILE_CACHE_MB``).
 
 Properties:
 
@@ -214,6 +217,11 @@ class TileCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+    def keys(self) -> list:
+        """The keys held now, least recently used first (a snapshot; no access)."""
+        with self._lock:
+            return list(self._items)
 
     @property
     def current_bytes(self) -> int:

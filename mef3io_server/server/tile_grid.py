@@ -138,6 +138,37 @@ class TileGrid:
         return range(g0 // L, (g1 - 1) // L + 1)
 
 
+@lru_cache(maxsize=4096)
+def tile_windows(grid: TileGrid, ks: tuple) -> tuple[list[int], list[int]]:
+    """Starts and ends (uUTC) of tiles ``ks`` of ``grid``: asked for every channel of
+    a read or a prefetch plan, computed once."""
+    win = [grid.tile_window(k) for k in ks]
+    return [a for a, _ in win], [b for _, b in win]
+
+
+@lru_cache(maxsize=4096)
+def tiles_aligned(grid: TileGrid) -> bool:
+    """Tiles 0 and 1 start on the grid's samples (so every tile does)."""
+    return all(abs(float(grid.tile_phase(k))) < PHASE_TOLERANCE for k in (0, 1))
+
+
+def sample_offset_us(j: int, fs: float) -> int:
+    """uUTC offset of window sample ``j`` at ``fs`` Hz from the window's start,
+    ``round_half_up(j * 1e6 / fs)`` exactly: where a chunk starting at sample
+    ``j`` starts (exact, so also the floor, on multiples of
+    :func:`exact_period_samples`)."""
+    if j == 0:
+        return 0
+    return round_half_up(Fraction(j * _MICRO) / _rate(fs))
+
+
+def chunk_span(t0: int, t1: int, fs: float, n: int, j0: int, j1: int) -> tuple[int, int]:
+    """``[a, b)`` uUTC of samples ``[j0, j1)`` of the ``n``-sample window ``[t0, t1)``
+    at ``fs`` Hz: each end at :func:`sample_offset_us` from ``t0``, the last
+    chunk ending at ``t1``."""
+    return t0 + sample_offset_us(j0, fs), (t1 if j1 == n else t0 + sample_offset_us(j1, fs))
+
+
 @dataclass(frozen=True)
 class TilePiece:
     """Part of a window served by one tile: ``out[out_start:out_stop] = tile[tile_start:tile_stop]``."""

@@ -416,4 +416,5 @@ def test_reads_leave_no_cyclic_garbage(recording, use_process_pool):
     funcs = sorted({o.__qualname__ for o in garbage if inspect.isfunction(o)})
     del garbage
     assert not futures, f"{len(futures)} futures in reference cycles; functions: {funcs}"
-    assert not [f for f in funcs if f.startswith(("ProcessDecoder.", "TileStore."))], funcs
+    tile_path = ("TileStore.", "TileFetcher.", "WindowAssembler.", "WindowShare.", "Prefetcher.")
+    assert not [f for f in funcs if f.startswith(("ProcessDecoder.",) + tile_path)], funcs

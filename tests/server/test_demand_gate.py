@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from mef3io_server.server.demand_gate import DemandGate
+from mef3io_server.server.decode.demand_gate import DemandGate
 
 
 def _start_waiter(gate: DemandGate) -> tuple[threading.Thread, threading.Event]:

@@ -94,13 +94,13 @@ def test_passwords_kept_only_while_open(enc):
         eng.open_file("b", str(path), password=pw2)
         with pytest.raises(PasswordRequired, match="wrong"):
             eng.open_file("c", str(path), password="nope")
-        assert len(eng._readers) == 1                 # the probes left nothing behind
+        assert len(eng.versions.registered()) == 1                 # the probes left nothing behind
         rec = eng.sessions.recording(eng.paths.resolve_session(str(path)))
         assert rec.password == pw1 and "pass" not in repr(rec.source)
         eng.close_file("a", str(path))
         assert rec.password == pw1                    # b still reads through it
         eng.close_file("b", str(path))
-        assert rec.closed and rec.password == "" and not eng._readers
+        assert rec.closed and rec.password == "" and not eng.versions.registered()
     finally:
         eng.close()
 

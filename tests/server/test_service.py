@@ -21,7 +21,7 @@ def test_kept_envelope_messages_are_dropped_with_their_array_and_bounded_in_byte
     arrays = [np.arange(3) + i for i in range(5)]
     for i, a in enumerate(arrays):
         kept.put(("/a.mefd", f"c{i}", 1), a, [bytes(40)])
-    assert kept._bytes <= 100 and len(kept._items) == 2          # LRU: the last two
+    assert kept.nbytes <= 100 and len(kept) == 2          # LRU: the last two
     assert kept.get(("/a.mefd", "c4", 1), arrays[4]) == [bytes(40)]
     assert kept.get(("/a.mefd", "c0", 1), arrays[0]) is None
     kept.put(("/a.mefd", "big", 1), arrays[0], [bytes(101)])      # larger than the bound
@@ -37,7 +37,7 @@ def test_a_message_offered_once_is_not_kept_and_twice_is():
     kept = KeptEncodings(1 << 20)
     rows = np.zeros((2, 10), np.float32)
     kept.put(("/a.mefd", "w1"), rows, [b"m"], when_offered_twice=True)
-    assert kept.get(("/a.mefd", "w1"), rows) is None and not kept._items
+    assert kept.get(("/a.mefd", "w1"), rows) is None and not len(kept)
     kept.put(("/a.mefd", "w2"), rows, [b"n"], when_offered_twice=True)
     kept.put(("/a.mefd", "w1"), rows, [b"m"], when_offered_twice=True)    # the second offer
     assert kept.get(("/a.mefd", "w1"), rows) == [b"m"]
@@ -56,7 +56,7 @@ def test_a_window_kept_for_everyone_is_encoded_once_and_stays_exact(write_record
     path = write_recording("kept", {f"c{i}": random_walk(256 * 60, i) for i in range(4)})
     running = build_server(Settings(port=0, refresh_interval_s=0.0))
     try:
-        answers = running.service._answers
+        answers = running.service.answers
         t0, t1 = T0 + 10 * 1_000_000, T0 + 20 * 1_000_000
         ref = direct_read(path, [], t0, t1)
         with Mef3Client(f"localhost:{running.port}") as c:
@@ -65,8 +65,8 @@ def test_a_window_kept_for_everyone_is_encoded_once_and_stays_exact(write_record
             assert all(np.array_equal(g, ref, equal_nan=True) for g in got)
             # read 1 assembles and encodes (offered once: the message is not kept);
             # read 2 keeps the window, encodes it and keeps the message; 3 and 4 reuse it
-            assert len(answers._items) == 1
-            (key, (src, msgs, size)), = answers._items.items()
+            assert len(answers) == 1
+            (key, (src, msgs, size)), = answers.entries()
             assert src() is not None and size > ref.nbytes
             assert answers.hits == 2
             # The file closed: its window leaves the tile cache, the kept message is

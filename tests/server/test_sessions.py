@@ -227,8 +227,7 @@ def tiles_of(engine, path) -> int:
     import os
 
     real = os.path.realpath(str(path))
-    with engine.cache._lock:
-        return sum(1 for k in engine.cache._items if k[0][0] == real)
+    return sum(1 for k in engine.cache.keys() if k[0][0] == real)
 
 
 def test_last_session_closes_reader_and_evicts_tiles(engine, rec, three):
@@ -297,9 +296,10 @@ def test_probe_and_failed_opens_leave_no_recordings_behind(engine, write_recordi
         with pytest.raises(BadRequest):
             engine.open_file("x", str(plain), cache_fs=10_000.0)   # refused after opening
     gc.collect()
-    live = [r for r in list(engine._readers.values()) if not r.closed]
+    live = [r for r in engine.versions.registered() if not r.closed]
     assert len(live) == 1
-    assert len(engine._readers) <= 1, f"{len(engine._readers)} recordings still registered"
+    registered = engine.versions.registered()
+    assert len(registered) <= 1, f"{len(registered)} recordings still registered"
 
 
 def test_close_after_recording_deleted_with_host_root(tmp_path):

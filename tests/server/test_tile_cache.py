@@ -239,7 +239,7 @@ def test_evict_matching_purges_one_file():
         for k in range(3):
             c.put((f, "ch", 256.0, k), tile(4))
     assert c.evict_matching(lambda key: key[0] == "f1") == 3
-    assert len(c) == 3 and all(k[0] == "f2" for k in c._items)
+    assert len(c) == 3 and all(k[0] == "f2" for k in c.keys())
     assert c.current_bytes == 3 * 16
     assert c.stats().purged == 3
     assert c.evict_matching(lambda key: False) == 0
@@ -348,5 +348,5 @@ def test_put_many_is_put_of_each_in_order():
         assert (x is None) == (y is None) and (x is None or np.array_equal(x, y))
     assert one.stats().bytes == many.stats().bytes <= 100
     assert one.stats().evictions > 0 and many.stats().evictions > 0
-    assert list(one._items) == list(many._items)           # same tiles, same LRU order
+    assert one.keys() == many.keys()           # same tiles, same LRU order
     assert not many.get("a").flags.writeable and many.get("d").dtype == np.float32

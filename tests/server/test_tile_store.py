@@ -10,7 +10,9 @@ import pytest
 
 from conftest import T0, direct_read, random_walk
 from mef3io_server.server.config import Settings
+from mef3io_server.server.cache_keys import tile_key, window_key
 from mef3io_server.server.engine import Engine
+from mef3io_server.server.inflight import Lane
 
 S = 1_000_000
 
@@ -65,7 +67,7 @@ def test_prefetch_warms_the_next_window_with_identical_data(write_recording):
         # wait for the background lane (planned off the request thread) to
         # decode the next window's tiles: 2 tiles x 2 channels
         deadline = 400
-        while (e.store.stats.prefetch_tiles_decoded < 4 or e.store._inflight) and deadline:
+        while (e.store.stats.prefetch_tiles_decoded < 4 or e.store.busy()) and deadline:
             threading.Event().wait(0.05)
             deadline -= 1
         st = e.store.stats
@@ -91,12 +93,12 @@ def test_closed_file_drops_prefetched_and_cached_tiles(write_recording):
         read_all(e, "x", path, ["a"], T0 + 30 * S, T0 + 40 * S)
         e.close_file("x", str(path))
         for _ in range(100):
-            if not e.store._inflight:
+            if not e.store.busy():
                 break
             threading.Event().wait(0.05)
         threading.Event().wait(0.2)
         assert len(e.cache) == 0
-        assert not e.store._prefetched
+        assert not e.store.prefetched.keys()
     finally:
         e.close()
 
@@ -105,7 +107,7 @@ def test_closed_file_drops_prefetched_and_cached_tiles(write_recording):
 
 def _engine_rec(e):
     """The engine's one open Recording."""
-    (rec,) = [r for r in e._readers.values() if not r.closed]
+    (rec,) = e.sessions.open_recordings()
     return rec
 
 
@@ -142,7 +144,7 @@ def test_cold_multi_tile_read_is_one_mef3io_read_and_exact(write_recording):
                         prefetch_behind_windows=0))
     try:
         e.open_file("", str(path))
-        e.store.split_ways = 1                      # no cutting for parallelism
+        e.store.tuning.split_ways = 1                      # no cutting for parallelism
         t0, t1 = T0 + 5 * S + 7, T0 + 75 * S        # tiles 0..7 of 3 channels, one chunk
         before = e.decoder.stats()["decodes"]
         got = read_all(e, "", path, [], t0, t1)
@@ -174,7 +176,7 @@ def test_run_decoded_tiles_equal_tiles_decoded_alone(tmp_path):
         e.open_file("", str(path), cache_fs=128, allow_mixed_rates=True)
         rec = _engine_rec(e)
         store = e.store
-        store.split_ways = 1
+        store.tuning.split_ways = 1
         checked = 0
         for served in (None, 128.0):       # reduced tiles: 32 s
             for ch_names in (["a", "b"], ["f"]):
@@ -183,7 +185,7 @@ def test_run_decoded_tiles_equal_tiles_decoded_alone(tmp_path):
                 fs = native if served is None else served
                 grid = rec.grid(chans[0], fs)
                 # runs cut at 6 tiles by the byte cap (native float32 of the group)
-                store.RUN_MAX_BYTES = 6 * int(grid.tile_samples * native / fs) * len(chans) * 4
+                store.tuning.run_max_bytes = 6 * int(grid.tile_samples * native / fs) * len(chans) * 4
                 n_tiles = -(-tg.samples_in_window(rec.start_uutc, rec.end_uutc, fs)
                             // grid.tile_samples)
                 ks = list(range(n_tiles))
@@ -221,7 +223,7 @@ def test_damaged_block_in_a_run_fails_only_its_own_tiles(tmp_path, lane):
         rec = _engine_rec(e)
         ch = rec.channel("a")
         grid = rec.grid(ch, ch.fs)
-        e.store.split_ways = 1
+        e.store.tuning.split_ways = 1
         try:
             e.store.fetch_tiles(rec, [ch], grid, range(60), lane)
             raise AssertionError("a damaged block read without error")
@@ -235,7 +237,7 @@ def test_damaged_block_in_a_run_fails_only_its_own_tiles(tmp_path, lane):
         with pytest.raises(Exception):       # a tile mef3io itself refuses
             ref.tile(grid, "a", k_bad, ch.fs)
         for _ in range(400):                 # the other tiles' decodes may still be running
-            if not e.store._inflight:
+            if not e.store.busy():
                 break
             threading.Event().wait(0.01)
         decodes = e.decoder.stats()["decodes"]
@@ -318,11 +320,11 @@ def test_close_with_background_decodes_queued_returns(write_recording):
     path = write_recording("closing", {f"c{i}": random_walk(256 * 600, i) for i in range(32)})
     e = Engine(Settings(tile_duration_s=10.0, prefetch_processes=1))
     e.open_file("", str(path))
-    rec, _ = e._read_context("", str(path))
+    rec = e.recording("", str(path))
     chans = list(rec.channels)
     started = e.store.prefetch(rec, chans, 256.0, T0, T0 + 60 * S, extra_ahead=8)
     assert started > 0
-    pending = [f for f in e.store._inflight.values() if not f.done()]
+    pending = e.store.inflight.unsettled()
     assert pending, "nothing queued: the test would not exercise close with pending work"
     closer = threading.Thread(target=e.close, daemon=True)
     closer.start()
@@ -400,7 +402,7 @@ def test_a_steady_readers_next_window_is_assembled_ahead_and_exact(write_recordi
         hits = e.cache.stats().hits
         t0 = T0 + 3 * S + 4 * span                    # assembled after the 4th page
         deadline = 400
-        while e.store.window_key(*_ctx(e, path), t0, t0 + span) not in e.cache and deadline:
+        while _window_key(e, path, t0, t0 + span) not in e.cache and deadline:
             threading.Event().wait(0.05)
             deadline -= 1
         r = e.read_signal("", str(path), [], t0, t0 + span)
@@ -411,8 +413,13 @@ def test_a_steady_readers_next_window_is_assembled_ahead_and_exact(write_recordi
         e.close()
 
 
+def _window_key(e, path, t0, t1):
+    rec, chans, fs = _ctx(e, path)
+    return window_key(rec.key, [c.name for c in chans], fs, t0, t1)
+
+
 def _ctx(e, path):
-    rec, _ = e._read_context("", str(path))
+    rec = e.recording("", str(path))
     return rec, list(rec.channels), 256.0
 
 
@@ -438,10 +445,10 @@ def test_a_read_waiting_for_prefetch_does_not_wait_for_other_decodes(write_recor
         with gate.demand():             # another client's decode, running for long
             started = e.store.prefetch(rec, chans, fs, t0 - (t1 - t0), t0)   # nothing: off
             assert started == 0
-            e.store.prefetch_ahead = 1
+            e.store.tuning.prefetch_ahead = 1
             assert e.store.prefetch(rec, chans, fs, t0 - (t1 - t0), t0) > 0
             time.sleep(0.3)
-            assert e.store._bg_inflight, "prefetch ran during a foreground decode"
+            assert e.store.busy(Lane.BACKGROUND), "prefetch ran during a foreground decode"
             begin = time.monotonic()
             got = read_all(e, "", path, [], t0, t1)
             assert time.monotonic() - begin < 30, "the read waited for the gate"
@@ -503,7 +510,7 @@ def test_a_read_waiting_for_a_tile_the_background_lane_fetches_does_not_wait_out
                                                   done.set()), daemon=True)
             bg.start()
             time.sleep(0.3)
-            assert not done.is_set() and e.store._bg_inflight, "the background fetch ran"
+            assert not done.is_set() and e.store.busy(Lane.BACKGROUND), "the background fetch ran"
             begin = time.monotonic()
             got = e.store.fetch_tiles(rec, chans, grid, [k], "fg")
             assert time.monotonic() - begin < 30, "the read waited for the gate"
@@ -522,7 +529,7 @@ def test_a_reads_prefetch_starts_after_the_grace(write_recording):
     path = write_recording("grace", {"a": random_walk(256 * 120, 1), "b": random_walk(256 * 120, 2)})
     e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=1,
                         prefetch_behind_windows=0))
-    e.store.prefetch_grace_s = 0.6
+    e.store.tuning.prefetch_grace_s = 0.6
     try:
         e.open_file("", str(path))
         read_all(e, "", path, ["a", "b"], T0 + 40 * S, T0 + 50 * S)
@@ -530,7 +537,7 @@ def test_a_reads_prefetch_starts_after_the_grace(write_recording):
         threading.Event().wait(0.3)
         st = e.store.stats
         if time.monotonic() - t < 0.55:          # (a stalled machine proves nothing here)
-            assert st.prefetch_tiles_decoded == 0 and not e.store._inflight
+            assert st.prefetch_tiles_decoded == 0 and not e.store.busy()
         deadline = 400
         while st.prefetch_tiles_decoded < 2 and deadline:
             threading.Event().wait(0.05)
@@ -551,7 +558,7 @@ def test_a_steady_readers_next_windows_are_planned_once(write_recording):
     path = write_recording("plan", {f"c{i}": random_walk(256 * 200, i) for i in range(3)})
     e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=1,
                         prefetch_behind_windows=0))
-    e.store.prefetch_grace_s = 0.0
+    e.store.tuning.prefetch_grace_s = 0.0
     try:
         e.open_file("", str(path))
         st = e.store.stats
@@ -559,8 +566,8 @@ def test_a_steady_readers_next_windows_are_planned_once(write_recording):
         def settle():
             deadline = 400
             while True:
-                e.store._planner.submit(lambda: None).result()
-                if not e.store._inflight or not deadline:
+                e.store.prefetcher.settled()
+                if not e.store.busy() or not deadline:
                     return
                 threading.Event().wait(0.02)
                 deadline -= 1
@@ -574,7 +581,7 @@ def test_a_steady_readers_next_windows_are_planned_once(write_recording):
         # and 4 each plan one new window and skip the two planned before
         assert (st.prefetch_windows_planned, st.prefetch_windows_skipped) == (1 + 3 + 3, 6)
         assert st.prefetch_hits >= 4 * 3                  # pages 1-4 came from prefetch
-        e.store.PLANNED_FRESH_S = 0.0                     # stale plans: checked again
+        e.store.tuning.planned_fresh_s = 0.0                     # stale plans: checked again
         read_all(e, "", path, [], T0 + 50 * S, T0 + 60 * S)
         settle()
         assert (st.prefetch_windows_planned, st.prefetch_windows_skipped) == (10, 6)
@@ -589,21 +596,21 @@ def test_tiles_read_while_prefetch_decoded_them_count_as_prefetch_hits(write_rec
     path = write_recording("waited", {f"c{i}": random_walk(256 * 200, i) for i in range(4)})
     e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=1,
                         prefetch_behind_windows=0))
-    e.store.prefetch_grace_s = 0.0
+    e.store.tuning.prefetch_grace_s = 0.0
     st = e.store.stats
     try:
         e.open_file("", str(path))
-        rec, _ = e._read_context("", str(path))
+        rec = e.recording("", str(path))
         gate = e.decoder.gate
         with gate.demand():                       # hold the background lane: the window
             e.store.prefetch(rec, list(rec.channels), 256.0, T0, T0 + 10 * S)   # after it
-            assert len(e.store._bg_inflight) == 4     # claimed, not decoding yet
+            assert e.store.busy(Lane.BACKGROUND) == 4     # claimed, not decoding yet
             got = read_all(e, "", path, [], T0 + 10 * S, T0 + 20 * S)   # urgent: waits
         assert np.array_equal(got, direct_read(path, [], T0 + 10 * S, T0 + 20 * S),
                               equal_nan=True)
         assert st.prefetch_hits == 4                  # 4 channels x 1 tile, all waited on
         read_tiles = {(rec.key, f"c{i}", 256.0, 1) for i in range(4)}
-        assert not read_tiles & set(e.store._prefetched)
+        assert not read_tiles & e.store.prefetched.keys()
     finally:
         e.close()
 
@@ -627,7 +634,7 @@ def test_a_window_first_read_split_over_the_cores_streams_its_parts_exactly(tmp_
         r = e.read_signal("", str(path), order, t0, t1)
         chunks = list(r.chunks)
         assert e.store.stats.window_first_reads == 1 and len(chunks) > 5
-        assert len(e.store.split_channels(list(e._read_context("", str(path))[0].channels))) == 2
+        assert len(e.store.split_channels(list(e.recording("", str(path)).channels))) == 2
         got = np.concatenate([rows for *_, rows in chunks], axis=1)
         assert np.array_equal(got, direct_read(path, order, t0, t1), equal_nan=True)
         assert np.isnan(got[order.index("c07")]).any()
@@ -649,18 +656,17 @@ def test_a_long_reads_next_chunks_decode_while_one_is_sent(write_recording, cach
                         tile_cache_bytes=cache_chunks * chunk))
     try:
         e.open_file("", str(path))
-        e.store.WINDOW_SHARE_BYTES = 0           # streamed in chunks, never shared whole
-        e.store.DECODE_AHEAD_BYTES = 4 * chunk
-        rec, _ = e._read_context("", str(path))
+        e.store.tuning.window_share_bytes = 0           # streamed in chunks, never shared whole
+        e.store.tuning.decode_ahead_bytes = 4 * chunk
+        rec = e.recording("", str(path))
         t0, t1 = T0, T0 + 150 * S                # 15 chunks, tiles 0..14
         r = e.read_signal("", str(path), [], t0, t1)
         it = iter(r.chunks)
         first = next(it)
 
         def started(k):
-            keys = [(rec.key, f"c{i}", 256.0, k) for i in range(4)]
-            with e.store._lock:
-                return all(key in e.store._inflight or key in e.cache for key in keys)
+            keys = [tile_key(rec.key, f"c{i}", 256.0, k) for i in range(4)]
+            return all(key in e.store.inflight or key in e.cache for key in keys)
 
         assert [k for k in range(15) if started(k)] == list(range(ahead + 1))
         got = np.concatenate([first[-1]] + [rows for *_, rows in it], axis=1)

@@ -1,32 +1,13 @@
-"""Decode: the one place that calls mef3io to turn a window into samples.
+"""Decode in worker processes (``USE_PROCESS_POOL=true``), as the published server does.
 
-Two interchangeable implementations sit behind :class:`Decoder`:
-
-* :class:`ThreadDecoder` (default) decodes in threads of the server process.
-  mef3io releases the GIL and decodes a multi-channel read on its own thread
-  pool, and the result never crosses a pipe.
-* :class:`ProcessDecoder` (``USE_PROCESS_POOL=true``) decodes in worker
-  processes, each holding its own mef3io reader per file, as the published
-  server does. A worker that dies (killed, crashed) breaks only its pool: the
-  pool is rebuilt and the decode retried (``DECODE_RETRIES`` times: one kill
-  fails every decode queued on that pool, and a second may hit the retry),
-  then failed with a clear error.
-
-Both have two lanes: ``"fg"`` for reads a client is waiting on and ``"bg"`` for
-prefetch, with separate workers, so prefetch can never starve a foreground read.
-In the thread decoder a background decode also waits to start until no
-foreground decode runs (:mod:`.demand_gate`), so prefetch uses idle cores
-instead of competing for busy ones.
-Every decode returns a ``float32`` array of shape ``(len(channels), n)`` with
-``n = round_half_up((t1 - t0) * fs / 1e6)``, exactly
-``mef3io.Reader.read(channels, t0, t1, dtype="float32")``; with
-``dtype="int32"``, the stored sample values on the same grid instead (see
-:func:`read_window`).
+Each worker holds its own mef3io reader per file. A worker that dies (killed,
+crashed) breaks only its pool: the pool is rebuilt and the decode retried
+(``DECODE_RETRIES`` times: one kill fails every decode queued on that pool,
+and a second may hit the retry), then failed with a clear error.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import functools
 import logging
 import multiprocessing
@@ -36,185 +17,15 @@ import time
 import warnings
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
-import numpy as np
-
-from .demand_gate import DemandGate
-from .errors import DecodeFailed
+from ..errors import DecodeFailed
+from .base import LANES, Decoder, open_reader, read_window
 
 log = logging.getLogger("mef3io_server.decode")
 
-LANES = ("fg", "bg")
-DECODE_RETRIES = 2      # ProcessDecoder: re-submissions after a worker death
-WATCHDOG_S = 1.0        # ProcessDecoder: how often pools are checked for live workers
-
-
-@dataclass(frozen=True)
-class Source:
-    """What a decoder needs to open a recording on its own.
-
-    ``generation`` changes when the files change on disk, so a worker never
-    reuses a reader opened on an older version. The password lives only in
-    memory, for opening readers, and is excluded from ``repr``.
-    """
-
-    path: str
-    generation: int = 0
-    password: str = ""
-
-    def __repr__(self) -> str:  # never print a password
-        return f"Source(path={self.path!r}, generation={self.generation})"
-
-
-def open_reader(path: str, password: str = "", n_threads: int = 0):
-    """Open a ``mef3io.Reader`` quietly (declaration warnings are about other readers)."""
-    import mef3io
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return mef3io.Reader(path, password=password or "", n_threads=n_threads,
-                             warn_declarations=False)
-
-
-#: What a raw (``dtype="int32"``) read holds where a channel has no data: MEF's
-#: NaN sentinel for si4 samples.
-RAW_GAP = np.iinfo(np.int32).min
-
-#: Sample types a decode can return.
-DTYPES = ("float32", "int32")
-
-
-def read_window(reader, channels: Sequence[str], t0: int, t1: int,
-                dtype: str = "float32") -> np.ndarray:
-    """``reader.read(channels, t0, t1, dtype="float32")`` with warnings silenced.
-
-    ``dtype="int32"``: the stored sample values instead, as
-    ``reader.read_raw`` returns them (one channel per call, on the same grid
-    as :meth:`read`), :data:`RAW_GAP` where ``valid`` is 0.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dtype == "int32":
-            out = np.empty((len(channels), 0), dtype=np.int32)
-            for i, name in enumerate(channels):
-                raw = reader.read_raw(name, int(t0), int(t1))
-                if i == 0:
-                    out = np.empty((len(channels), raw["samples"].size), dtype=np.int32)
-                out[i] = raw["samples"]
-                out[i][raw["valid"] == 0] = RAW_GAP
-            return out
-        out = reader.read(list(channels), int(t0), int(t1), dtype="float32")
-    return np.asarray(out, dtype=np.float32).reshape(len(channels), -1)
-
-
-class Decoder:
-    """The decode interface: submit a window, get a future of its samples."""
-
-    kind = "abstract"
-
-    def submit(self, source: Source, channels: Sequence[str], t0: int, t1: int,
-               lane: str = "fg", dtype: str = "float32") -> "cf.Future[np.ndarray]":
-        raise NotImplementedError
-
-    def decode(self, source: Source, channels: Sequence[str], t0: int, t1: int,
-               lane: str = "fg", dtype: str = "float32") -> np.ndarray:
-        """Decode in the calling thread when cheap, else on the lane's workers; waits.
-
-        ``dtype``: ``"float32"`` (values) or ``"int32"`` (stored samples), see
-        :func:`read_window`."""
-        return self.submit(source, channels, t0, t1, lane, dtype).result()
-
-    def forget(self, source: Source) -> None:
-        """Release any reader held for ``source`` (its file was closed or changed)."""
-
-    def urgent(self):
-        """Context manager around a foreground wait for a background decode (see
-        :mod:`.demand_gate`); decoders without a gate need nothing."""
-        return contextlib.nullcontext()
-
-    def foreground_decodes(self) -> int:
-        """Foreground decodes running now (0 when the decoder does not count them)."""
-        return 0
-
-    def warm_up(self) -> None:
-        """Start workers ahead of the first read."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def stats(self) -> dict:
-        return {}
-
-
-# ---------------------------------------------------------------- threads
-
-
-class ThreadDecoder(Decoder):
-    """Decode on threads of this process, one shared mef3io reader per recording.
-
-    ``readers`` maps a :class:`Source` to an open reader; the recordings module
-    registers each reader it opens, so the thread decoder reuses it.
-    """
-
-    kind = "threads"
-
-    def __init__(self, fg_workers: int, bg_workers: int,
-                 reader_for: Callable[[Source], object]):
-        self._reader_for = reader_for
-        # Background decodes start when no foreground decode runs (see demand_gate).
-        self.gate = DemandGate()
-        self._pools = {
-            "fg": cf.ThreadPoolExecutor(max(1, fg_workers), thread_name_prefix="decode-fg"),
-            "bg": cf.ThreadPoolExecutor(max(1, bg_workers), thread_name_prefix="decode-bg"),
-        }
-        self._decodes = 0
-        self._decode_seconds = 0.0
-        self._lock = threading.Lock()
-
-    def _run(self, source, channels, t0, t1, lane="fg", dtype="float32"):
-        if lane == "bg":
-            self.gate.wait_turn()
-        with self.gate.demand() if lane == "fg" else contextlib.nullcontext():
-            start = time.perf_counter()
-            out = read_window(self._reader_for(source), channels, t0, t1, dtype)
-        with self._lock:
-            self._decodes += 1
-            self._decode_seconds += time.perf_counter() - start
-        return out
-
-    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
-        return self._pools[lane].submit(self._run, source, tuple(channels), t0, t1, lane, dtype)
-
-    def urgent(self):
-        return self.gate.urgent()
-
-    def foreground_decodes(self) -> int:
-        return self.gate.demand_count
-
-    def decode(self, source, channels, t0, t1, lane="fg", dtype="float32"):
-        # The caller's thread is already a worker of the gRPC pool: decoding
-        # here saves a hand-off; mef3io spreads one read over its own threads.
-        try:
-            return self._run(source, tuple(channels), t0, t1, lane, dtype)
-        except DecodeFailed:
-            raise
-        except Exception as e:  # noqa: BLE001 - mef3io raises many kinds
-            raise DecodeFailed(f"decoding failed: {e}") from e
-
-    def close(self) -> None:
-        self.gate.close()
-        for pool in self._pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def stats(self) -> dict:
-        with self._lock:
-            return {"decodes": self._decodes, "decode_seconds": self._decode_seconds,
-                    "worker_restarts": 0, "prefetch_waits": self.gate.waits,
-                    "prefetch_waited_seconds": self.gate.waited_s}
-
-
-# ---------------------------------------------------------------- processes
+DECODE_RETRIES = 2      # re-submissions after a worker death
+WATCHDOG_S = 1.0        # how often pools are checked for live workers
 
 _WORKER_READERS: "dict[tuple[str, int], object]" = {}
 _WORKER_MAX_READERS = 64
@@ -372,7 +183,9 @@ class ProcessDecoder(Decoder):
             pool = self._pool(lane)
             list(pool.map(_worker_noop, range(self._sizes[lane])))
 
-    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32"):
+    def submit(self, source, channels, t0, t1, lane="fg", dtype="float32", cancel=None):
+        # A cancel token cannot cross to a worker process: a cancelled read's
+        # decodes already submitted finish (their tiles are cached).
         # Methods and functools.partial, not nested closures: a closure that
         # calls itself (the retry) is a reference cycle, and it kept every
         # finished decode's future -- and its samples -- alive until the
@@ -602,10 +415,3 @@ def stop_worker_helpers() -> None:
             log.debug("could not stop a multiprocessing helper", exc_info=True)
 
 
-def make_decoder(settings, reader_for: Callable[[Source], object]) -> Decoder:
-    """The decoder the settings ask for (``USE_PROCESS_POOL``)."""
-    if settings.use_process_pool:
-        return ProcessDecoder(settings.effective_reader_processes,
-                              settings.effective_prefetch_processes, settings.decode_threads)
-    return ThreadDecoder(settings.effective_reader_processes,
-                         settings.effective_prefetch_processes, reader_for)
