@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import montages
 from .exceptions import InvalidArgument, RequestRefused, ServerUnsupported
 from .protobufs import gRPCMef3Server_pb2 as pb2
 
@@ -123,8 +124,10 @@ def close_answer(resp: pb2.FileInfoResponse) -> dict:
 SIGNAL_DTYPES = ("float32", "int32")
 
 
-def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dtype=None
-                   ) -> pb2.SignalRangeRequest:
+def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dtype=None,
+                   montage=None, filters=None) -> pb2.SignalRangeRequest:
+    """``montage``/``filters``: see :mod:`mef3io_server.montages` (None: not sent, so the
+    request is the published client's)."""
     req = pb2.SignalRangeRequest(file_path=str(file_path), channel_names=_channels(channels),
                                  start_uutc=int(start_uutc), end_uutc=int(end_uutc))
     if n_points is not None:
@@ -133,6 +136,18 @@ def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dty
         if str(dtype) not in SIGNAL_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(SIGNAL_DTYPES)}, not {dtype!r}")
         req.dtype = str(dtype)
+    if montage is not None:
+        for d in montages.as_montage(montage):
+            req.montage.add(name=d.name, inputs=list(d.weights),
+                            weights=[float(w) for w in d.weights.values()],
+                            average_of=list(d.average_of))
+    if filters is not None:
+        for f in montages.as_filters(filters):
+            msg = req.filters.add(kind=f.kind, hz=list(f.hz))
+            if f.order is not None:
+                msg.order = int(f.order)
+            if f.q is not None:
+                msg.q = float(f.q)
     return req
 
 

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 CORE = ["engine", "sessions", "recordings", "tile_grid", "tile_store", "tile_cache", "decode",
-        "reduction", "annotations", "segments", "discovery", "paths", "config", "errors", "memory"]
+        "reduction", "annotations", "segments", "discovery", "paths", "config", "errors", "memory",
+        "montage", "filtering", "derived_reads"]
 
 PROBE = """
 import importlib, sys

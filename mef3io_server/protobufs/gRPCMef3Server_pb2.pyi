@@ -63,20 +63,48 @@ class FileInfoResponse(_message.Message):
     def __init__(self, file_path: _Optional[str] = ..., file_opened: _Optional[bool] = ..., number_of_channels: _Optional[int] = ..., channel_names: _Optional[_Iterable[str]] = ..., channel_sampling_rates: _Optional[_Iterable[float]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., duration_s: _Optional[float] = ..., channel_start_uutc: _Optional[_Iterable[int]] = ..., channel_end_uutc: _Optional[_Iterable[int]] = ..., channel_served_sampling_rates: _Optional[_Iterable[float]] = ..., cache_fs: _Optional[float] = ..., error_message: _Optional[str] = ..., channel_sampling_rates_exact: _Optional[_Iterable[float]] = ..., channel_units: _Optional[_Iterable[str]] = ..., encrypted: _Optional[bool] = ..., access_level: _Optional[str] = ...) -> None: ...
 
 class SignalRangeRequest(_message.Message):
-    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype")
+    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype", "montage", "filters")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     START_UUTC_FIELD_NUMBER: _ClassVar[int]
     END_UUTC_FIELD_NUMBER: _ClassVar[int]
     N_POINTS_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    MONTAGE_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     channel_names: _containers.RepeatedScalarFieldContainer[str]
     start_uutc: int
     end_uutc: int
     n_points: int
     dtype: str
-    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
+    montage: _containers.RepeatedCompositeFieldContainer[DerivedChannel]
+    filters: _containers.RepeatedCompositeFieldContainer[SignalFilter]
+    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ..., montage: _Optional[_Iterable[_Union[DerivedChannel, _Mapping]]] = ..., filters: _Optional[_Iterable[_Union[SignalFilter, _Mapping]]] = ...) -> None: ...
+
+class DerivedChannel(_message.Message):
+    __slots__ = ("name", "inputs", "weights", "average_of")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_OF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    average_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., average_of: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SignalFilter(_message.Message):
+    __slots__ = ("kind", "hz", "order", "q")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HZ_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    hz: _containers.RepeatedScalarFieldContainer[float]
+    order: int
+    q: float
+    def __init__(self, kind: _Optional[str] = ..., hz: _Optional[_Iterable[float]] = ..., order: _Optional[int] = ..., q: _Optional[float] = ...) -> None: ...
 
 class SignalChunk(_message.Message):
     __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding")

@@ -27,6 +27,7 @@ from . import tile_grid as tg
 from .annotations import read_annotations
 from .callers import Caller, as_caller
 from .config import Settings
+from .derived_reads import DerivedReader, DerivedSpec
 from .decode import DTYPES, RAW_GAP, Decoder, Source, make_decoder
 from .discovery import SessionIndex, WalkCancelled, find_sessions
 from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, ResourceLimit,
@@ -115,6 +116,7 @@ class Engine:
                                         session_ttl_s=settings.session_ttl_s,
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = EngineCounters()
+        self.derived = DerivedReader(self)
         self.passwords = PasswordThrottle(clock)
         self.points_memory = MemoryBudget(settings.points_memory_bytes, "POINTS_MEMORY_MB")
         self._generation = 0
@@ -445,18 +447,19 @@ class Engine:
 
     def read_signal(self, client_id, client_path: str, channel_names: Sequence[str],
                     t0: int, t1: int, n_points: Optional[int] = None,
-                    dtype: str = "float32") -> SignalRead:
+                    dtype: str = "float32", derived: Optional[DerivedSpec] = None) -> SignalRead:
         """Validate a read and return it ready to stream (nothing decoded yet).
 
         ``dtype``: ``"float32"`` (values in the channels' units, NaN in gaps)
         or ``"int32"`` (the stored samples, see :meth:`_read_stored`).
+        ``derived``: a montage and/or filters (see :mod:`.derived_reads`).
         """
         self._check_window(t0, t1)
         if dtype not in DTYPES:
             raise BadRequest(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-        if dtype != "float32" and n_points is not None:
+        if dtype != "float32" and (n_points is not None or derived is not None):
             raise BadRequest(f"dtype={dtype} serves stored samples and cannot be combined "
-                             "with n_points (a reduction of values); ask for float32")
+                             "with n_points, a montage or filters; ask for float32")
         if len(channel_names) > self.settings.max_channels_per_read:
             raise ResourceLimit(f"{len(channel_names)} channels in one read; the limit is "
                                 f"{self.settings.max_channels_per_read} (MAX_CHANNELS_PER_READ)")
@@ -467,6 +470,12 @@ class Engine:
                 raise BadRequest(f"n_points must be at least 1 (points per channel), "
                                  f"not {n_points}")
         rec, session = self._read_context(client_id, client_path)
+        if derived is not None:
+            d = self.derived.read(rec, session, channel_names, derived, t0, t1, n_points)
+            with self._gen_lock:
+                self.counters.reads += 1
+            return SignalRead(client_path, d.names, d.fs, d.n_samples, t0, t1,
+                              self._tracked(rec, d.chunks))
         chans = rec.resolve_channels(channel_names)
         cache_fs = session.cache_fs if session else None
         served = self._served_rates_of(chans, cache_fs)

@@ -29,6 +29,9 @@ from ..protobuf_wire import LEN, field_key, varint_bytes
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
 from .segments import runs_slices
+from .derived_reads import DerivedSpec
+from .filtering import parse_filters
+from .montage import parse_montage
 
 log = logging.getLogger("mef3io_server.service")
 
@@ -164,7 +167,8 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
             read = self.engine.read_signal(
                 cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
                 request.n_points if request.HasField("n_points") else None,
-                dtype=request.dtype or "float32")
+                dtype=request.dtype or "float32",
+                derived=derived_spec(request, self.engine.settings.max_channels_per_read))
             encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
                                          read.dtype)
             for a, b, j0, rows in read.chunks:
@@ -352,6 +356,16 @@ class KeptEncodings:
 
     def _drop(self, key: tuple) -> None:
         self._bytes -= self._items.pop(key)[2]
+
+
+def derived_spec(request: pb2.SignalRangeRequest, max_channels: int):
+    """The request's montage and filters as a :class:`.derived_reads.DerivedSpec`, or None."""
+    if not request.montage and not request.filters:
+        return None
+    montage = parse_montage(((d.name, d.inputs, d.weights, d.average_of) for d in request.montage),
+                            max_channels) if request.montage else None
+    return DerivedSpec(montage, parse_filters(
+        (f.kind, f.hz, _optional(f, "order"), _optional(f, "q")) for f in request.filters))
 
 
 def _optional(msg, name: str):

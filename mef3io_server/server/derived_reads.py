@@ -1,0 +1,241 @@
+"""Reads of derived and filtered channels: montage, then filters, then reduction.
+
+One read of this kind, top-down:
+
+1. the recorded channels the montage (or the plain channel list) needs are
+   read at their native rate through the tile store -- the same cached,
+   prefetched tiles as any read -- over the window plus the filters' padding
+   on each side (:func:`.filtering.padding_samples`), on the window's own
+   sample grid;
+2. the montage combines them (:func:`.montage.apply_montage`, NaN rules there);
+3. the filters run zero-phase over each gap-free run
+   (:func:`.filtering.filter_runs`), and the padding is cut off;
+4. the result is reduced like a recorded channel: to the session's
+   ``cache_fs`` by order-preserving min-max, or to ``n_points`` by MinMaxLTTB
+   (:mod:`.reduction`), always from the native derived samples.
+
+A long ``n_points`` window (an overview) is computed in chunks, each with its
+own padding, fed to :class:`.reduction.PointReducer`: by the filter's
+tolerance each chunk equals the filter over the whole run, so the overview has
+the shape of the pages. Answers are kept in the shared :class:`.tile_cache.TileCache`
+under keys naming what they are made of (recording, montage, filters, inputs,
+rate, window, points), so a viewer's redraw costs a lookup, and dropped with
+the recording's other tiles.
+
+Units: times uUTC, rates Hz. Windows half-open ``[t0, t1)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import filtering
+from . import tile_grid as tg
+from .errors import BadRequest, ResourceLimit
+from .montage import Montage, apply_montage
+from .reduction import PointReducer, minmax_ordered
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    """What to compute: a montage (None: the recorded channels asked) and filters."""
+
+    montage: Optional[Montage]
+    filters: tuple[filtering.FilterSpec, ...] = ()
+
+    def key(self) -> tuple:
+        return ("derived", self.montage.signature() if self.montage else None,
+                filtering.signature(self.filters))
+
+
+@dataclass
+class DerivedRead:
+    """Names, rate (Hz), samples per channel and the chunks ``(a, b, j0, rows)`` of a read."""
+
+    names: list[str]
+    fs: float
+    n_samples: int
+    chunks: Iterator[tuple[int, int, int, np.ndarray]]
+
+
+def offset_us(j: int, fs: float) -> int:
+    """uUTC offset of sample ``j`` of a window at ``fs`` Hz (rounded half up, exact)."""
+    return 0 if j == 0 else tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))
+
+
+class DerivedReader:
+    """Runs derived/filtered reads over an engine's tile store and cache.
+
+    ``engine``: the :class:`.engine.Engine`; only its public ``store``,
+    ``cache`` and ``settings`` are used.
+    """
+
+    def __init__(self, engine):
+        self.store = engine.store
+        self.cache = engine.cache
+        self.settings = engine.settings
+
+    def read(self, rec, session, channel_names: Sequence[str], spec: DerivedSpec,
+             t0: int, t1: int, n_points: Optional[int]) -> DerivedRead:
+        """Validate and plan the read (nothing decoded until its chunks are iterated)."""
+        if spec.montage is not None:
+            if channel_names:
+                raise BadRequest("give either channel_names or a montage, not both (a montage "
+                                 "names its derived channels)")
+            inputs = spec.montage.inputs()
+            names = spec.montage.names
+        else:
+            inputs = [c.name for c in rec.resolve_channels(channel_names)]
+            names = list(inputs)
+        chans = rec.resolve_channels(inputs)
+        rates = sorted({c.fs for c in chans})
+        if len(rates) > 1:
+            by = "; ".join(f"{r:g} Hz: " + ", ".join([c.name for c in chans if c.fs == r][:5])
+                           for r in rates)
+            raise BadRequest("the channels a montage or filter combines must share a sampling "
+                             f"rate, but these differ ({by})")
+        fs = rates[0]
+        n = tg.samples_in_window(t0, t1, fs)
+        if n <= 0:
+            raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
+                             f"{fs:g} Hz and holds no samples")
+        q = tg.exact_period_samples(fs)
+        pad = 0
+        if spec.filters:
+            filtering.design(spec.filters, fs)          # checks the cut-offs against Nyquist
+            if not q:
+                raise BadRequest(f"filters need a rate whose sample period is a whole number "
+                                 f"of microseconds over few samples; {fs:g} Hz is not")
+            pad = filtering.padding_samples(spec.filters, fs)
+            pad = -(-pad // q) * q
+        cache_fs = session.cache_fs if session else None
+        served = fs if cache_fs is None else min(fs, cache_fs)
+        plan = _Plan(rec, chans, inputs, names, spec, fs, t0, t1, n, pad, q or 1)
+        if n_points is not None and n > n_points:
+            out_fs = n_points / ((t1 - t0) / 1e6)
+            return DerivedRead(names, out_fs, n_points,
+                               self._points_chunks(plan, int(n_points)))
+        if served < fs:
+            n_out = tg.samples_in_window(t0, t1, served)
+            if n_points is not None and n_out > n_points:
+                return DerivedRead(names, n_points / ((t1 - t0) / 1e6), n_points,
+                                   self._points_chunks(plan, int(n_points)))
+            return DerivedRead(names, served, n_out, self._window_chunks(plan, served, n_out))
+        nbytes = (n + 2 * pad) * max(len(inputs), len(names)) * 8
+        if nbytes > self.settings.max_read_bytes:
+            raise ResourceLimit(
+                f"the window with its filter padding holds {n + 2 * pad} samples x "
+                f"{len(inputs)} channels ({nbytes / 2**20:.0f} MB to compute), over the "
+                f"server's limit of {self.settings.max_read_bytes / 2**20:.0f} MB "
+                "(MAX_READ_MB); read it in parts or ask for n_points")
+        return DerivedRead(names, fs, n, self._window_chunks(plan, fs, n))
+
+    # ------------------------------------------------------------ computing
+
+    def _native(self, plan: "_Plan", s0: int, s1: int) -> np.ndarray:
+        """Derived, filtered native samples ``[s0, s1)`` of the window (float64)."""
+        p = plan.pad
+        a = plan.t0 + plan.offset(s0 - p)
+        b = a + offset_us(s1 - s0 + 2 * p, plan.fs)
+        n = s1 - s0 + 2 * p
+        x = np.empty((len(plan.chans), n), dtype=np.float32)
+        for j0, j1, rows in self.store.read_chunks(plan.rec, plan.chans, plan.fs, a, b, n):
+            x[:, j0:j1] = rows
+        y = apply_montage(plan.spec.montage, plan.inputs, x) if plan.spec.montage is not None \
+            else x.astype(np.float64)
+        if plan.spec.filters:
+            y = filtering.filter_runs(filtering.design(plan.spec.filters, plan.fs), y)
+        return y[:, p:p + (s1 - s0)]
+
+    def _cached(self, plan: "_Plan", what: tuple, compute) -> np.ndarray:
+        key = (plan.rec.key, plan.spec.key() + (tuple(plan.inputs),), float(plan.fs),
+               int(plan.t0), int(plan.t1)) + what
+        out = self.cache.get(key)
+        if out is None:
+            out = compute()
+            out.flags.writeable = False
+            if not plan.rec.closed and not getattr(plan.rec, "superseded", False):
+                self.cache.put(key, out)
+        return out
+
+    def _prefetch(self, plan: "_Plan") -> None:
+        try:
+            self.store.prefetch_later(plan.rec, plan.chans, plan.fs, plan.t0, plan.t1)
+        except Exception:  # noqa: BLE001 - best effort, like every prefetch
+            pass
+
+    def _window_chunks(self, plan: "_Plan", fs: float, n_out: int):
+        def compute():
+            y = self._native(plan, 0, plan.n)
+            if n_out != plan.n:                 # cache_fs: order-preserving min-max
+                y = minmax_ordered(y, -(-n_out // 2))[:, :n_out]
+            return np.ascontiguousarray(y, dtype=np.float32)
+
+        out = self._cached(plan, ("window", float(fs)), compute)
+        per = tg.chunk_samples(len(plan.names), self.settings.chunk_bytes,
+                               multiple_of=tg.exact_period_samples(fs) or 1)
+        for j0, j1 in tg.chunk_bounds(n_out, per):
+            a = plan.t0 + offset_us(j0, fs)
+            b = plan.t1 if j1 == n_out else plan.t0 + offset_us(j1, fs)
+            yield a, b, j0, out[:, j0:j1]
+        self._prefetch(plan)
+
+    def _points_chunks(self, plan: "_Plan", n_points: int):
+        def compute():
+            reducer = PointReducer(len(plan.names), plan.n, n_points)
+            s0, s1 = plan.data_span()
+            reducer.skip(s0)
+            per = tg.chunk_samples(max(len(plan.chans), len(plan.names)),
+                                   self.settings.points_source_bytes // 2, itemsize=8,
+                                   multiple_of=plan.q)
+            per = max(per, 4 * plan.pad, plan.q)
+            per -= per % plan.q
+            for c0 in range(s0, s1, per):
+                reducer.feed(self._native(plan, c0, min(s1, c0 + per)).astype(np.float32))
+            reducer.skip(plan.n - s1)
+            return reducer.result()[1]
+
+        out = self._cached(plan, ("points", n_points), compute)
+        per = tg.chunk_samples(len(plan.names), self.settings.chunk_bytes)
+        for j0, j1 in tg.chunk_bounds(n_points, per):
+            a = plan.t0 + (j0 * (plan.t1 - plan.t0)) // n_points
+            b = plan.t0 + (j1 * (plan.t1 - plan.t0)) // n_points
+            yield a, b, j0, out[:, j0:j1]
+        self._prefetch(plan)
+
+
+@dataclass
+class _Plan:
+    rec: object
+    chans: list
+    inputs: list[str]
+    names: list[str]
+    spec: DerivedSpec
+    fs: float
+    t0: int
+    t1: int
+    n: int
+    pad: int          # samples of padding per side, a multiple of q
+    q: int            # samples per whole number of microseconds at fs
+
+    def offset(self, j: int) -> int:
+        """uUTC offset of window sample ``j`` (negative before the window), exact when
+        ``j`` is a multiple of ``q``."""
+        return -offset_us(-j, self.fs) if j < 0 else offset_us(j, self.fs)
+
+    def data_span(self) -> tuple[int, int]:
+        """Window samples ``[s0, s1)`` that can hold data (the inputs' span), on multiples
+        of ``q``: outside it every sample is NaN, so an overview of days reads the hour."""
+        lo = min(c.start_uutc for c in self.chans)
+        hi = max(c.end_uutc for c in self.chans)
+        rate = Fraction(self.fs) / 10**6
+        s0 = max(0, math.floor((lo - self.t0) * rate) - 1)
+        s1 = min(self.n, math.ceil((hi - self.t0) * rate) + 1)
+        s0 -= s0 % self.q
+        if s1 < self.n:
+            s1 = min(self.n, s1 + (-s1) % self.q)
+        return s0, max(s0, s1)
