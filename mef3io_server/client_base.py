@@ -339,7 +339,8 @@ class BaseClient:
         return wire.list_open_answer((yield Unary("ListOpenFiles", pb2.ListOpenFilesRequest())))
 
     def _get_signal_range(self, file_path, channels: Optional[Sequence[str]], start_uutc,
-                          end_uutc, n_points=None, dtype=None, montage=None, filters=None):
+                          end_uutc, n_points=None, dtype=None, montage=None, filters=None,
+                          mixed_rates=False):
         path = str(file_path)
         t0, t1 = yield from self._times(path, start_uutc, end_uutc)
         if t0 is None or t1 is None:
@@ -347,7 +348,7 @@ class BaseClient:
                                   path=path)
         try:
             request = wire.signal_request(path, channels, t0, t1, n_points, dtype, montage,
-                                          filters)
+                                          filters, mixed_rates)
         except (ValueError, TypeError) as e:
             raise InvalidArgument(str(e), path=path) from None
         if montage is not None:       # the window is checked against the inputs' data
@@ -358,10 +359,11 @@ class BaseClient:
                                                                           n_points, dtype)))
 
     def _signal_once(self, path: str, request, n_points, dtype):
-        asm = wire.SignalAssembler(n_points, dtype)
+        mixed = request.mixed_rates
+        asm = (wire.MixedRateAssembler if mixed else wire.SignalAssembler)(n_points, dtype)
         yield Stream("GetSignalRange", request, asm.feed, path)
         res = asm.result()
-        if res["array"] is None:
+        if res["arrays" if mixed else "array"] is None:
             return self._refused(res, "GetSignalRange", path, ReadFailed)
         return res
 

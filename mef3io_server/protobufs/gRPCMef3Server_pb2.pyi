@@ -63,7 +63,7 @@ class FileInfoResponse(_message.Message):
     def __init__(self, file_path: _Optional[str] = ..., file_opened: _Optional[bool] = ..., number_of_channels: _Optional[int] = ..., channel_names: _Optional[_Iterable[str]] = ..., channel_sampling_rates: _Optional[_Iterable[float]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., duration_s: _Optional[float] = ..., channel_start_uutc: _Optional[_Iterable[int]] = ..., channel_end_uutc: _Optional[_Iterable[int]] = ..., channel_served_sampling_rates: _Optional[_Iterable[float]] = ..., cache_fs: _Optional[float] = ..., error_message: _Optional[str] = ..., channel_sampling_rates_exact: _Optional[_Iterable[float]] = ..., channel_units: _Optional[_Iterable[str]] = ..., encrypted: _Optional[bool] = ..., access_level: _Optional[str] = ...) -> None: ...
 
 class SignalRangeRequest(_message.Message):
-    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype", "montage", "filters")
+    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype", "montage", "filters", "mixed_rates")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     START_UUTC_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class SignalRangeRequest(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     MONTAGE_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MIXED_RATES_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     channel_names: _containers.RepeatedScalarFieldContainer[str]
     start_uutc: int
@@ -80,7 +81,8 @@ class SignalRangeRequest(_message.Message):
     dtype: str
     montage: _containers.RepeatedCompositeFieldContainer[DerivedChannel]
     filters: _containers.RepeatedCompositeFieldContainer[SignalFilter]
-    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ..., montage: _Optional[_Iterable[_Union[DerivedChannel, _Mapping]]] = ..., filters: _Optional[_Iterable[_Union[SignalFilter, _Mapping]]] = ...) -> None: ...
+    mixed_rates: bool
+    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ..., montage: _Optional[_Iterable[_Union[DerivedChannel, _Mapping]]] = ..., filters: _Optional[_Iterable[_Union[SignalFilter, _Mapping]]] = ..., mixed_rates: _Optional[bool] = ...) -> None: ...
 
 class DerivedChannel(_message.Message):
     __slots__ = ("name", "inputs", "weights", "average_of")
@@ -107,7 +109,7 @@ class SignalFilter(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., hz: _Optional[_Iterable[float]] = ..., order: _Optional[int] = ..., q: _Optional[float] = ...) -> None: ...
 
 class SignalChunk(_message.Message):
-    __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding")
+    __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding", "group", "channel_index")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     ARRAY_BYTES_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +122,8 @@ class SignalChunk(_message.Message):
     TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_INDEX_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     array_bytes: bytes
     dtype: str
@@ -132,7 +136,9 @@ class SignalChunk(_message.Message):
     total_samples: int
     sample_offset: int
     padding: bytes
-    def __init__(self, file_path: _Optional[str] = ..., array_bytes: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., fs: _Optional[float] = ..., channel_names: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., total_samples: _Optional[int] = ..., sample_offset: _Optional[int] = ..., padding: _Optional[bytes] = ...) -> None: ...
+    group: int
+    channel_index: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, file_path: _Optional[str] = ..., array_bytes: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., fs: _Optional[float] = ..., channel_names: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., total_samples: _Optional[int] = ..., sample_offset: _Optional[int] = ..., padding: _Optional[bytes] = ..., group: _Optional[int] = ..., channel_index: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListOpenFilesRequest(_message.Message):
     __slots__ = ()

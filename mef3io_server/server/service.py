@@ -31,6 +31,7 @@ from .errors import BadRequest, ServerError
 from .segments import runs_slices
 from .derived_reads import DerivedSpec
 from .filtering import parse_filters
+from .mixed_rates import read_mixed
 from .montage import parse_montage
 
 log = logging.getLogger("mef3io_server.service")
@@ -164,31 +165,41 @@ class Mef3Service(pb2_grpc.gRPCMef3ServerServicer):
         path = request.file_path
         try:
             cid = self._caller(context, path)
-            read = self.engine.read_signal(
-                cid, path, list(request.channel_names), request.start_uutc, request.end_uutc,
-                request.n_points if request.HasField("n_points") else None,
-                dtype=request.dtype or "float32",
-                derived=derived_spec(request, self.engine.settings.max_channels_per_read))
-            encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
-                                         read.dtype)
-            for a, b, j0, rows in read.chunks:
-                if rows.flags.writeable:            # assembled for this read alone
-                    yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
-                    continue
-                # A window shared by everyone (read-only, see TileStore.read_chunks): its
-                # message is kept, from its second asker on, while that very array lives.
-                source = rows if rows.base is None else rows.base
-                key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
-                       a, b, j0, rows.shape, read.dtype)
-                kept = self._answers.get(key, source)
-                if kept is None:
-                    kept = [encoder.encode(rows, a, b, j0)]
-                    self._answers.put(key, source, kept, when_offered_twice=True)
-                yield kept[0]
+            args = (cid, path, list(request.channel_names), request.start_uutc,
+                    request.end_uutc, request.n_points if request.HasField("n_points") else None)
+            kw = dict(dtype=request.dtype or "float32",
+                      derived=derived_spec(request, self.engine.settings.max_channels_per_read))
+            if request.mixed_rates:         # one read per rate, its chunks marked (+ group)
+                groups = [(g.read, pb2.SignalChunk(group=k, channel_index=g.index)
+                           .SerializeToString()) for k, g in enumerate(read_mixed(
+                               self.engine, *args, **kw))]
+            else:
+                groups = [(self.engine.read_signal(*args, **kw), b"")]
+            for read, group in groups:
+                yield from self._signal_chunks(path, read, group)
         except ServerError as e:
             yield pb2.SignalChunk(file_path=path, error_message=str(e))
         except Exception as e:  # noqa: BLE001
             yield pb2.SignalChunk(file_path=path, error_message=_internal("GetSignalRange", e))
+
+    def _signal_chunks(self, path: str, read, group: bytes = b""):
+        """The chunks of one read as wire bytes; ``group``: fields added to each (serialized)."""
+        encoder = SignalChunkEncoder(path, read.channel_names, read.fs, read.n_samples,
+                                     read.dtype, group)
+        for a, b, j0, rows in read.chunks:
+            if rows.flags.writeable:            # assembled for this read alone
+                yield encoder.encode(rows, a, b, j0)   # wire bytes; see serialize_signal_chunk
+                continue
+            # A window shared by everyone (read-only, see TileStore.read_chunks): its
+            # message is kept, from its second asker on, while that very array lives.
+            source = rows if rows.base is None else rows.base
+            key = (path, tuple(read.channel_names), float(read.fs), read.n_samples,
+                   a, b, j0, rows.shape, read.dtype, group)
+            kept = self._answers.get(key, source)
+            if kept is None:
+                kept = [encoder.encode(rows, a, b, j0)]
+                self._answers.put(key, source, kept, when_offered_twice=True)
+            yield kept[0]
 
     def GetEnvelope(self, request, context) -> Iterator[pb2.ChannelEnvelope]:
         """``GetEnvelope`` as messages (the server sends :meth:`GetEnvelopeEncoded`'s bytes)."""
@@ -431,8 +442,9 @@ class SignalChunkEncoder:
     """
 
     def __init__(self, file_path: str, channel_names, fs: float, total: int,
-                 dtype: str = "float32"):
-        self._head = _chunk_head(file_path, tuple(channel_names), float(fs), int(total), dtype)
+                 dtype: str = "float32", extra: bytes = b""):
+        self._head = _chunk_head(file_path, tuple(channel_names), float(fs), int(total),
+                                 dtype) + extra     # extra: fields of every chunk (serialized)
         self._dtype = np.dtype(dtype)
 
     def encode(self, rows: np.ndarray, a: int, b: int, j0: int) -> "EncodedChunk":
