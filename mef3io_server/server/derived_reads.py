@@ -136,20 +136,36 @@ class DerivedReader:
 
     # ------------------------------------------------------------ computing
 
-    def _native(self, plan: "_Plan", s0: int, s1: int) -> np.ndarray:
-        """Derived, filtered native samples ``[s0, s1)`` of the window (float64)."""
+    def _native(self, plan: "_Plan", s0: int, s1: int, per: Optional[int] = None,
+                limit_bytes: bool = True) -> Iterator[np.ndarray]:
+        """Derived, filtered native samples ``[s0, s1)`` of the window (float64), in order,
+        in pieces of about ``per`` samples (None: one piece).
+
+        One read through the tile store covers ``[s0 - pad, s1 + pad)`` (its tiles
+        decode ahead in the background while a piece is computed); each piece is
+        computed from the samples read so far with ``pad`` samples on each side,
+        so it equals the same filter over a longer stretch (module docstring).
+        """
         p = plan.pad
+        total = s1 - s0 + 2 * p
+        per = total if per is None else per
         a = plan.t0 + plan.offset(s0 - p)
-        b = a + offset_us(s1 - s0 + 2 * p, plan.fs)
-        n = s1 - s0 + 2 * p
-        x = np.empty((len(plan.chans), n), dtype=np.float32)
-        for j0, j1, rows in self.store.read_chunks(plan.rec, plan.chans, plan.fs, a, b, n):
-            x[:, j0:j1] = rows
-        y = apply_montage(plan.spec.montage, plan.inputs, x) if plan.spec.montage is not None \
-            else x.astype(np.float64)
-        if plan.spec.filters:
-            y = filtering.filter_runs(filtering.design(plan.spec.filters, plan.fs), y)
-        return y[:, p:p + (s1 - s0)]
+        b = a + offset_us(total, plan.fs)
+        buf, buf_start, core = None, s0 - p, s0     # buf[:, 0] is window sample buf_start
+        for _, j1, rows in self.store.read_chunks(plan.rec, plan.chans, plan.fs, a, b, per,
+                                                  limit_bytes=limit_bytes):
+            buf = rows if buf is None else np.concatenate((buf, rows), axis=1)
+            last = j1 == total
+            upto = s1 if last else buf_start + buf.shape[1] - p
+            if upto <= core or (not last and upto - core < per // 2):
+                continue                            # not enough after the core yet
+            m = plan.spec.montage
+            y = buf.astype(np.float64) if m is None else apply_montage(m, plan.inputs, buf)
+            if plan.spec.filters:
+                y = filtering.filter_runs(filtering.design(plan.spec.filters, plan.fs), y)
+            yield y[:, core - buf_start:upto - buf_start]
+            keep = upto - p - buf_start             # the next core's left padding on
+            buf, buf_start, core = buf[:, keep:], buf_start + keep, upto
 
     def _cached(self, plan: "_Plan", what: tuple, compute) -> np.ndarray:
         key = (plan.rec.key, plan.spec.key() + (tuple(plan.inputs),), float(plan.fs),
@@ -170,7 +186,7 @@ class DerivedReader:
 
     def _window_chunks(self, plan: "_Plan", fs: float, n_out: int):
         def compute():
-            y = self._native(plan, 0, plan.n)
+            y = next(self._native(plan, 0, plan.n))
             if n_out != plan.n:                 # cache_fs: order-preserving min-max
                 y = minmax_ordered(y, -(-n_out // 2))[:, :n_out]
             return np.ascontiguousarray(y, dtype=np.float32)
@@ -194,8 +210,9 @@ class DerivedReader:
                                    multiple_of=plan.q)
             per = max(per, 4 * plan.pad, plan.q)
             per -= per % plan.q
-            for c0 in range(s0, s1, per):
-                reducer.feed(self._native(plan, c0, min(s1, c0 + per)).astype(np.float32))
+            if s1 > s0:
+                for y in self._native(plan, s0, s1, per, limit_bytes=False):
+                    reducer.feed(y.astype(np.float32))
             reducer.skip(plan.n - s1)
             return reducer.result()[1]
 

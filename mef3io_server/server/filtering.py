@@ -42,7 +42,7 @@ DEFAULT_Q = 30.0
 MAX_ORDER = 8
 MAX_FILTERS = 8
 #: The padding leaves out at most this fraction of the cascade's impulse response (l1).
-TAIL_FRACTION = 1e-5
+TAIL_FRACTION = 1e-4
 #: A served window differs from the same filter over the whole run by at most this
 #: fraction of the largest |sample| of its padded span.
 TOLERANCE = 1e-3

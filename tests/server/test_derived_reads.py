@@ -64,7 +64,9 @@ def long_stretch(recording):
 
 @pytest.fixture(scope="module")
 def server():
-    h = launch_server({"TILE_CACHE_MB": "128"})
+    # POINTS_SOURCE_MB small: an overview is computed in several padded pieces (~8 000
+    # samples of 4 inputs each), whose joins the overview test checks.
+    h = launch_server({"TILE_CACHE_MB": "128", "POINTS_SOURCE_MB": "0.5"})
     yield h
     h.stop()
 
