@@ -26,8 +26,9 @@ Units: times uUTC, rates Hz. Windows half-open ``[t0, t1)``.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Iterator, Optional, Sequence
 
@@ -74,10 +75,19 @@ class DerivedReader:
     ``cache`` and ``settings`` are used.
     """
 
+    #: Largest derived window (float32 bytes) whose next window is computed ahead.
+    AHEAD_MAX_BYTES = 4 << 20
+
     def __init__(self, engine):
         self.store = engine.store
         self.cache = engine.cache
         self.settings = engine.settings
+        # One thread computes a pager's next derived window ahead (see _ahead).
+        self._ahead_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="derived-ahead")
+        self._ahead_recent: dict[tuple, None] = {}
+
+    def close(self) -> None:
+        self._ahead_pool.shutdown(wait=False, cancel_futures=True)
 
     def read(self, rec, session, channel_names: Sequence[str], spec: DerivedSpec,
              t0: int, t1: int, n_points: Optional[int]) -> DerivedRead:
@@ -184,14 +194,47 @@ class DerivedReader:
         except Exception:  # noqa: BLE001 - best effort, like every prefetch
             pass
 
-    def _window_chunks(self, plan: "_Plan", fs: float, n_out: int):
+    def _ahead(self, plan: "_Plan", fs: float, n_out: int) -> None:
+        """Compute the next window of a page read (same length, starting where this one
+        ends) into the cache on a background thread: a viewer paging forward finds it
+        there, as it finds the recorded tiles prefetched. Windows reaching past the
+        recording's end (which may still grow) and large windows are left alone."""
+        width = plan.t1 - plan.t0
+        nxt = replace(plan, t0=plan.t1, t1=plan.t1 + width,
+                      n=tg.samples_in_window(plan.t1, plan.t1 + width, plan.fs))
+        if nxt.t1 > plan.rec.end_uutc or n_out * len(plan.names) * 4 > self.AHEAD_MAX_BYTES:
+            return
+        key = (plan.rec.key, plan.spec.key(), nxt.t0, nxt.t1, fs)
+        if key in self._ahead_recent:
+            return
+        self._ahead_recent[key] = None
+        if len(self._ahead_recent) > 256:
+            self._ahead_recent.pop(next(iter(self._ahead_recent)))
+        n_next = tg.samples_in_window(nxt.t0, nxt.t1, fs)
+
+        def work():
+            try:
+                if not plan.rec.closed:
+                    self._window(nxt, fs, n_next)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        try:
+            self._ahead_pool.submit(work)
+        except RuntimeError:        # shut down
+            pass
+
+    def _window(self, plan: "_Plan", fs: float, n_out: int) -> np.ndarray:
+        """The whole derived window at ``fs`` (``n_out`` samples), from the cache or computed."""
         def compute():
             y = next(self._native(plan, 0, plan.n))
             if n_out != plan.n:                 # cache_fs: order-preserving min-max
                 y = minmax_ordered(y, -(-n_out // 2))[:, :n_out]
             return np.ascontiguousarray(y, dtype=np.float32)
 
-        out = self._cached(plan, ("window", float(fs)), compute)
+        return self._cached(plan, ("window", float(fs)), compute)
+
+    def _window_chunks(self, plan: "_Plan", fs: float, n_out: int):
+        out = self._window(plan, fs, n_out)
         per = tg.chunk_samples(len(plan.names), self.settings.chunk_bytes,
                                multiple_of=tg.exact_period_samples(fs) or 1)
         for j0, j1 in tg.chunk_bounds(n_out, per):
@@ -199,6 +242,7 @@ class DerivedReader:
             b = plan.t1 if j1 == n_out else plan.t0 + offset_us(j1, fs)
             yield a, b, j0, out[:, j0:j1]
         self._prefetch(plan)
+        self._ahead(plan, fs, n_out)
 
     def _points_chunks(self, plan: "_Plan", n_points: int):
         def compute():

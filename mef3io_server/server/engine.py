@@ -213,6 +213,7 @@ class Engine:
         if self._refresher is not None:
             self._refresher.join(timeout=5)
         self.store.close()
+        self.derived.close()
         self.sessions.close_all()
         self.decoder.close()
         if self.pinner is not None:
