@@ -15,7 +15,9 @@ page cache is not dropped), measured in alternation, ``--rounds`` times:
 
 Cold = the first read after open; warm = the median of ``--repeat`` reads of
 the same window afterwards (after ``--settle`` seconds); next = the adjacent
-window read after the settle (tiles prefetched, window new).
+window read after the settle (tiles prefetched, window new). Cold server CPU: user +
+system time of the server process and its children during the cold read (on a
+shared, loaded machine the steadier comparison).
 
 Usage::
 
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from mef3io_server.client import Mef3Client  # noqa: E402
 from mef3io_server.montages import bandpass, bipolar, notch  # noqa: E402
-from overview_bench import START, Server, make_dataset, timed  # noqa: E402
+from overview_bench import START, Server, make_dataset, timed, timed_cpu  # noqa: E402
 
 PAGE_US = 10_000_000
 SCENARIOS = ("page_plain", "page_derived", "overview_plain", "overview_derived", "direct_page")
@@ -84,11 +86,12 @@ def run(name: str, path: str, args) -> dict:
     page_t0 = START + int(args.page_at_s * 1e6)
     if name == "direct_page":
         names = [f"ch{c:03d}" for c in range(args.channels)]
-        cold, _ = timed(lambda: direct_page(path, names, page_t0))
+        cold, cold_cpu, _ = timed_cpu(lambda: direct_page(path, names, page_t0), os.getpid())
         warm = statistics.median(timed(lambda: direct_page(path, names, page_t0))[0]
                                  for _ in range(args.repeat))
         nxt, _ = timed(lambda: direct_page(path, names, page_t0 + PAGE_US))
-        return {"scenario": name, "cold_ms": cold, "warm_ms": warm, "next_ms": nxt}
+        return {"scenario": name, "cold_ms": cold, "cold_cpu_ms": cold_cpu, "warm_ms": warm,
+                "next_ms": nxt}
     server = Server("ours", args.cache_mb)
     try:
         with Mef3Client(server.address, raise_errors=True) as client:
@@ -107,12 +110,12 @@ def run(name: str, path: str, args) -> dict:
                 def call(shift=0):
                     return client.get_signal_range(path, None if kw else names, START + shift,
                                                    end + shift, n_points=args.n_points, **kw)
-            cold, res = timed(call)
+            cold, cold_cpu, res = timed_cpu(call, server.proc.pid)
             time.sleep(args.settle)
             warm = statistics.median(timed(call)[0] for _ in range(args.repeat))
             nxt = timed(lambda: call(PAGE_US))[0] if name.startswith("page") else None
-            return {"scenario": name, "cold_ms": cold, "warm_ms": warm, "next_ms": nxt,
-                    "shape": list(res["array"].shape)}
+            return {"scenario": name, "cold_ms": cold, "cold_cpu_ms": cold_cpu, "warm_ms": warm,
+                    "next_ms": nxt, "shape": list(res["array"].shape)}
     finally:
         server.stop()
 
@@ -140,10 +143,10 @@ def main(argv=None) -> int:
             r["round"] = rnd
             rows.append(r)
             nxt = f"{r['next_ms']:8.1f}" if r.get("next_ms") is not None else "       -"
-            print(f"round {rnd} {name:17s} cold {r['cold_ms']:8.1f} ms  warm {r['warm_ms']:7.1f} "
-                  f"ms  next {nxt} ms", flush=True)
-    print(f"\n{'scenario':17s} {'cold ms (range)':>22s} {'warm ms (range)':>20s} "
-          f"{'next ms (range)':>20s}")
+            print(f"round {rnd} {name:17s} cold {r['cold_ms']:8.1f} ms (cpu {r['cold_cpu_ms']:7.0f})"
+                  f"  warm {r['warm_ms']:7.1f} ms  next {nxt} ms", flush=True)
+    print(f"\n{'scenario':17s} {'cold ms (range)':>22s} {'cold server cpu ms':>22s} "
+          f"{'warm ms (range)':>20s} {'next ms (range)':>20s}")
     summary = {}
     for name in args.scenarios.split(","):
         rs = [r for r in rows if r["scenario"] == name]
@@ -151,15 +154,16 @@ def main(argv=None) -> int:
         def rng(key):
             v = [r[key] for r in rs if r.get(key) is not None]
             return (statistics.median(v), min(v), max(v)) if v else None
-        summary[name] = {k: rng(k) for k in ("cold_ms", "warm_ms", "next_ms")}
+        keys = ("cold_ms", "cold_cpu_ms", "warm_ms", "next_ms")
+        summary[name] = {k: rng(k) for k in keys}
         cells = []
-        for k in ("cold_ms", "warm_ms", "next_ms"):
+        for k in keys:
             v = summary[name][k]
             cells.append(f"{v[0]:7.1f} ({v[1]:.1f}-{v[2]:.1f})" if v else "-")
-        print(f"{name:17s} {cells[0]:>22s} {cells[1]:>20s} {cells[2]:>20s}")
+        print(f"{name:17s} {cells[0]:>22s} {cells[1]:>22s} {cells[2]:>20s} {cells[3]:>20s}")
     for a, b in (("page_derived", "page_plain"), ("overview_derived", "overview_plain")):
         if a in summary and b in summary:
-            for k in ("cold_ms", "warm_ms"):
+            for k in ("cold_ms", "cold_cpu_ms", "warm_ms"):
                 print(f"{a} / {b} {k}: {summary[a][k][0] / summary[b][k][0]:.2f}x")
     out = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
            "machine": f"{platform.machine()} {os.cpu_count()} cores", "args": vars(args),

@@ -98,25 +98,23 @@ def notch(hz: float, q: Optional[float] = None) -> Filter:
 def as_montage(montage) -> list[Derived]:
     """``montage`` as a list of :class:`Derived`: given as such, one :class:`Derived`, or
     ``{name: {recorded channel: weight}}``."""
-    if isinstance(montage, Derived):
-        return [montage]
     if isinstance(montage, Mapping):
         return from_weights(montage)
-    out = list(montage)
-    for d in out:
-        if not isinstance(d, Derived):
-            raise TypeError(f"a montage is a list of Derived channels (see "
-                            f"mef3io_server.montages), not {type(d).__name__}")
-    return out
+    return _listed(montage, Derived, "a montage is a list of Derived channels (see "
+                                     "mef3io_server.montages)")
 
 
 def as_filters(filters) -> list[Filter]:
     """``filters`` as a list of :class:`Filter` (one :class:`Filter` is a list of one)."""
-    if isinstance(filters, Filter):
-        return [filters]
-    out = list(filters)
-    for f in out:
-        if not isinstance(f, Filter):
-            raise TypeError(f"filters are Filter values (see mef3io_server.montages: "
-                            f"bandpass(0.5, 70), notch(50), ...), not {type(f).__name__}")
+    return _listed(filters, Filter, "filters are Filter values (see mef3io_server.montages: "
+                                    "bandpass(0.5, 70), notch(50), ...)")
+
+
+def _listed(value, kind: type, what: str) -> list:
+    if isinstance(value, kind):
+        return [value]
+    out = list(value)
+    for v in out:
+        if not isinstance(v, kind):
+            raise TypeError(f"{what}, not {type(v).__name__}")
     return out

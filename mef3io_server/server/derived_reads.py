@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import threading
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Iterator, Optional, Sequence
@@ -37,6 +38,7 @@ import numpy as np
 from . import filtering
 from . import tile_grid as tg
 from .errors import BadRequest, ResourceLimit
+from .mixed_rates import describe_rates
 from .montage import Montage, apply_montage
 from .reduction import PointReducer, minmax_ordered
 
@@ -49,8 +51,17 @@ class DerivedSpec:
     filters: tuple[filtering.FilterSpec, ...] = ()
 
     def key(self) -> tuple:
-        return ("derived", self.montage.signature() if self.montage else None,
+        return ("derived", self.montage.signature if self.montage else None,
                 filtering.signature(self.filters))
+
+
+@dataclass
+class DerivedStats:
+    """Counts since start: answers computed (on demand, or ahead) and found in the cache."""
+
+    computed: int = 0
+    computed_ahead: int = 0
+    cache_hits: int = 0
 
 
 @dataclass
@@ -84,7 +95,9 @@ class DerivedReader:
         self.settings = engine.settings
         # One thread computes a pager's next derived window ahead (see _ahead).
         self._ahead_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="derived-ahead")
-        self._ahead_recent: dict[tuple, None] = {}
+        self._ahead_recent: dict[tuple, None] = {}     # windows computed ahead lately
+        self._ahead_lock = threading.Lock()
+        self.stats = DerivedStats()
 
     def close(self) -> None:
         self._ahead_pool.shutdown(wait=False, cancel_futures=True)
@@ -96,23 +109,20 @@ class DerivedReader:
             if channel_names:
                 raise BadRequest("give either channel_names or a montage, not both (a montage "
                                  "names its derived channels)")
-            inputs = spec.montage.inputs()
+            inputs = list(spec.montage.inputs)
             names = spec.montage.names
         else:
             inputs = [c.name for c in rec.resolve_channels(channel_names)]
             names = list(inputs)
         chans = rec.resolve_channels(inputs)
-        rates = sorted({c.fs for c in chans})
-        if len(rates) > 1:
-            by = "; ".join(f"{r:g} Hz: " + ", ".join([c.name for c in chans if c.fs == r][:5])
-                           for r in rates)
+        if len({c.fs for c in chans}) > 1:
             raise BadRequest("the channels a montage or filter combines must share a sampling "
-                             f"rate, but these differ ({by})")
-        fs = rates[0]
+                             "rate, but these differ (" + describe_rates(inputs, [c.fs for c in
+                                                                                  chans]) + ")")
+        fs = chans[0].fs
         n = tg.samples_in_window(t0, t1, fs)
         if n <= 0:
-            raise BadRequest(f"the window [{t0}, {t1}) is shorter than half a sample at "
-                             f"{fs:g} Hz and holds no samples")
+            raise BadRequest(f"no samples in the window [{t0}, {t1}) at {fs:g} Hz")
         q = tg.exact_period_samples(fs)
         pad = 0
         if spec.filters:
@@ -186,6 +196,14 @@ class DerivedReader:
             out.flags.writeable = False
             if not plan.rec.closed and not getattr(plan.rec, "superseded", False):
                 self.cache.put(key, out)
+            with self._ahead_lock:
+                if threading.current_thread().name.startswith("derived-ahead"):
+                    self.stats.computed_ahead += 1
+                else:
+                    self.stats.computed += 1
+        else:
+            with self._ahead_lock:
+                self.stats.cache_hits += 1
         return out
 
     def _prefetch(self, plan: "_Plan") -> None:
@@ -205,11 +223,12 @@ class DerivedReader:
         if nxt.t1 > plan.rec.end_uutc or n_out * len(plan.names) * 4 > self.AHEAD_MAX_BYTES:
             return
         key = (plan.rec.key, plan.spec.key(), nxt.t0, nxt.t1, fs)
-        if key in self._ahead_recent:
-            return
-        self._ahead_recent[key] = None
-        if len(self._ahead_recent) > 256:
-            self._ahead_recent.pop(next(iter(self._ahead_recent)))
+        with self._ahead_lock:
+            if key in self._ahead_recent:
+                return
+            self._ahead_recent[key] = None
+            if len(self._ahead_recent) > 256:
+                self._ahead_recent.pop(next(iter(self._ahead_recent)))
         n_next = tg.samples_in_window(nxt.t0, nxt.t1, fs)
 
         def work():

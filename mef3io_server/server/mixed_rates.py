@@ -32,6 +32,12 @@ def rate_groups(rates: Sequence[float]) -> list[tuple[float, list[int]]]:
     return list(groups.items())
 
 
+def describe_rates(names: Sequence[str], rates: Sequence[float]) -> str:
+    """``"256 Hz: Fp1, F3; 512 Hz: ECG"`` (at most five names per rate), for messages."""
+    return "; ".join(f"{r:g} Hz: " + ", ".join(names[i] for i in idx[:5])
+                     + (" ..." if len(idx) > 5 else "") for r, idx in rate_groups(rates))
+
+
 @dataclass
 class RateGroup:
     """One group of a mixed-rate read: positions of its channels in the order asked, and

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -53,7 +54,8 @@ class Montage:
     def names(self) -> list[str]:
         return [d.name for d in self.channels]
 
-    def inputs(self) -> list[str]:
+    @cached_property
+    def inputs(self) -> tuple[str, ...]:
         """The recorded channels it reads, each once, in order of first use."""
         seen: dict[str, None] = {}
         for d in self.channels:
@@ -61,8 +63,9 @@ class Montage:
                 seen.setdefault(name, None)
             for name in d.average_of:
                 seen.setdefault(name, None)
-        return list(seen)
+        return tuple(seen)
 
+    @cached_property
     def signature(self) -> tuple:
         """A hashable value saying exactly what the montage computes (for cache keys)."""
         return tuple((d.name, d.weights, d.average_of) for d in self.channels)

@@ -370,9 +370,19 @@ class KeptEncodings:
 
 
 def derived_spec(request: pb2.SignalRangeRequest, max_channels: int):
-    """The request's montage and filters as a :class:`.derived_reads.DerivedSpec`, or None."""
+    """The request's montage and filters as a :class:`.derived_reads.DerivedSpec`, or None.
+
+    Parsed once per distinct montage and filters (a viewer sends the same ones with
+    every page: parsing 63 derived channels again each time cost ~0.9 ms per page)."""
     if not request.montage and not request.filters:
         return None
+    return _parsed_spec(pb2.SignalRangeRequest(montage=request.montage, filters=request.filters)
+                        .SerializeToString(), max_channels)
+
+
+@lru_cache(maxsize=256)
+def _parsed_spec(spec: bytes, max_channels: int):
+    request = pb2.SignalRangeRequest.FromString(spec)
     montage = parse_montage(((d.name, d.inputs, d.weights, d.average_of) for d in request.montage),
                             max_channels) if request.montage else None
     return DerivedSpec(montage, parse_filters(

@@ -176,6 +176,36 @@ def test_montage_then_n_points_reduces_the_difference(client, recording, long_st
     assert res["array"].max() >= 2900        # the spike survives
 
 
+def test_an_identity_montage_is_the_recorded_channel(client, recording):
+    t0, t1 = T0 + us(777), T0 + us(777 + 5000)
+    plain = client.get_signal_range(str(recording), ["C3"], t0, t1)
+    derived = served(client, recording, t0, t1, montage={"C3 again": {"C3": 1.0}})
+    assert derived["channel_names"] == ["C3 again"]
+    np.testing.assert_array_equal(derived["array"], plain["array"])
+
+
+def test_cache_fs_reduces_the_derived_native_samples(server, client_factory, recording,
+                                                     long_stretch):
+    """In a session at 64 Hz: order-preserving min-max (2 samples per 8 native) of the
+    native difference, buckets counted from the window's start."""
+    from mef3io_server.server.reduction import minmax_ordered
+
+    c = client_factory(server.address, raise_errors=True)
+    c.open_file(str(recording), cache_fs=64.0)
+    x = dict(zip(NAMES, long_stretch))
+    t0 = T0 + us(4096)
+    t1 = t0 + 10 * 10**6
+    res = c.get_signal_range(str(recording), None, t0, t1, montage=bipolar([("Fp1", "F3")]))
+    assert res["fs"] == 64.0 and res["array"].shape == (1, 640)
+    i = window_index(t0)
+    diff = (x["Fp1"][i:i + 2560].astype(np.float64) - x["F3"][i:i + 2560])[None]
+    np.testing.assert_array_equal(res["array"], minmax_ordered(diff, 320).astype(np.float32))
+    ov = c.get_signal_range(str(recording), None, T0, T0 + us(N), n_points=500,
+                            montage=bipolar([("Fp1", "F3")]))
+    full = (x["Fp1"][:N].astype(np.float64) - x["F3"][:N]).astype(np.float32)[None]
+    np.testing.assert_array_equal(ov["array"], reduce_to_points(full, 500))
+
+
 # ---------------------------------------------------------------- filters
 
 FILTERS = [("bandpass", (0.5, 70.0), 2, None), ("notch", (50.0,), None, NOTCH_Q)]
@@ -313,3 +343,54 @@ def test_async_client_reads_montages_too(server, recording, long_stretch):
     res = asyncio.run(main())
     x = dict(zip(NAMES, long_stretch))
     np.testing.assert_array_equal(res["array"][0], (x["F3"] - x["P3"])[:2560])
+
+
+# ---------------------------------------------------------------- cache (engine, in process)
+
+def test_derived_answers_are_cached_by_what_they_are_made_of(recording):
+    """A repeated derived page is a cache lookup (no new tile read); another montage,
+    another filter or another window is computed anew, never served from the wrong entry;
+    the next page is computed ahead."""
+    from mef3io_server.server.config import Settings
+    from mef3io_server.server.derived_reads import DerivedSpec
+    from mef3io_server.server.engine import Engine
+    from mef3io_server.server.filtering import parse_filters
+    from mef3io_server.server.montage import parse_montage
+
+    eng = Engine(Settings(port=0, tile_duration_s=10.0))
+    eng.start()
+    try:
+        eng.open_file("a", str(recording))
+
+        def read(pairs, filters, t0):
+            spec = DerivedSpec(parse_montage([(f"{a}-{b}", [a, b], [1, -1], [])
+                                              for a, b in pairs]),
+                               parse_filters(filters))
+            r = eng.read_signal("a", str(recording), [], t0, t0 + 10**7, derived=spec)
+            return np.concatenate([rows for _, _, _, rows in r.chunks], axis=1)
+
+        bp = [("bandpass", [0.5, 70], None, None)]
+        t0 = T0 + 20 * 10**6
+        first = read([("Fp1", "F3")], bp, t0)
+        stats = eng.derived.stats
+        assert (stats.computed, stats.cache_hits) == (1, 0)
+        again = read([("Fp1", "F3")], bp, t0)
+        np.testing.assert_array_equal(again, first)
+        assert (stats.computed, stats.cache_hits) == (1, 1)     # a lookup, nothing computed
+        other_filter = read([("Fp1", "F3")], [("bandpass", [1.0, 70], None, None)], t0)
+        other_montage = read([("Fp1", "C3")], bp, t0)
+        assert not np.array_equal(other_filter, first)
+        assert not np.array_equal(other_montage, first)
+        assert stats.computed == 3
+        # the next page was computed ahead: reading it is a lookup
+        import time
+        deadline = time.monotonic() + 30
+        while eng.derived.stats.computed_ahead < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        computed = eng.derived.stats.computed
+        nxt = read([("Fp1", "F3")], bp, t0 + 10**7)
+        assert eng.derived.stats.computed == computed, "the next page was not computed ahead"
+        before = read([("Fp1", "F3")], bp, t0 - 10**7)      # the page before: not ahead
+        assert eng.derived.stats.computed == computed + 1 and before.shape == nxt.shape
+    finally:
+        eng.close()

@@ -18,8 +18,8 @@ def test_montage_inputs_signature_and_zero_weights():
     m = parse_montage([("a-b", ["a", "b"], [1, -1], []), ("c-avg", ["c", "z"], [1, 0],
                                                          ["a", "b", "c"])])
     assert m.names == ["a-b", "c-avg"]
-    assert m.inputs() == ["a", "b", "c"]          # z has weight 0: not read
-    assert m.signature() != parse_montage([("a-b", ["a", "b"], [1, -2], [])]).signature()
+    assert m.inputs == ("a", "b", "c")           # z has weight 0: not read
+    assert m.signature != parse_montage([("a-b", ["a", "b"], [1, -2], [])]).signature
 
 
 @pytest.mark.parametrize("items, words", [
