@@ -135,24 +135,27 @@ class DerivedReader:
         cache_fs = session.cache_fs if session else None
         served = fs if cache_fs is None else min(fs, cache_fs)
         plan = _Plan(rec, chans, inputs, names, spec, fs, t0, t1, n, pad, q or 1)
+        if n_points is None or n <= n_points:       # the window is computed whole
+            self._check_size(n + 2 * pad, max(len(inputs), len(names)))
         if n_points is not None and n > n_points:
             out_fs = n_points / ((t1 - t0) / 1e6)
             return DerivedRead(names, out_fs, n_points,
                                self._points_chunks(plan, int(n_points)))
-        if served < fs:
+        if served < fs:                 # a session's cache_fs (n_out <= n <= any n_points)
             n_out = tg.samples_in_window(t0, t1, served)
-            if n_points is not None and n_out > n_points:
-                return DerivedRead(names, n_points / ((t1 - t0) / 1e6), n_points,
-                                   self._points_chunks(plan, int(n_points)))
             return DerivedRead(names, served, n_out, self._window_chunks(plan, served, n_out))
-        nbytes = (n + 2 * pad) * max(len(inputs), len(names)) * 8
+        return DerivedRead(names, fs, n, self._window_chunks(plan, fs, n))
+
+    def _check_size(self, samples: int, rows: int) -> None:
+        """Refuse a window whose native samples (float64, padding included) exceed
+        ``MAX_READ_MB``: it is computed whole (an ``n_points`` read is not)."""
+        nbytes = samples * rows * 8
         if nbytes > self.settings.max_read_bytes:
             raise ResourceLimit(
-                f"the window with its filter padding holds {n + 2 * pad} samples x "
-                f"{len(inputs)} channels ({nbytes / 2**20:.0f} MB to compute), over the "
-                f"server's limit of {self.settings.max_read_bytes / 2**20:.0f} MB "
-                "(MAX_READ_MB); read it in parts or ask for n_points")
-        return DerivedRead(names, fs, n, self._window_chunks(plan, fs, n))
+                f"the window with its filter padding holds {samples} samples x {rows} "
+                f"channels ({nbytes / 2**20:.0f} MB to compute), over the server's limit of "
+                f"{self.settings.max_read_bytes / 2**20:.0f} MB (MAX_READ_MB); read it in "
+                "parts or ask for n_points")
 
     # ------------------------------------------------------------ computing
 

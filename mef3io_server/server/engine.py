@@ -27,8 +27,8 @@ from . import tile_grid as tg
 from .annotations import read_annotations
 from .callers import Caller, as_caller
 from .config import Settings
-from .derived_reads import DerivedReader, DerivedSpec
 from .decode import DTYPES, RAW_GAP, Decoder, Source, make_decoder
+from .derived_reads import DerivedReader, DerivedSpec
 from .discovery import SessionIndex, WalkCancelled, find_sessions
 from .errors import (BadRequest, NotOpen, PasswordRequired, RecordingNotFound, ResourceLimit,
                      ServerError, ShuttingDown)

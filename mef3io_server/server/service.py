@@ -26,13 +26,13 @@ from .callers import Caller
 from .discovery import SessionSummary
 from .. import envelope_codec
 from ..protobuf_wire import LEN, field_key, varint_bytes
+from .derived_reads import DerivedSpec
 from .engine import Engine, FileInfo
 from .errors import BadRequest, ServerError
-from .segments import runs_slices
-from .derived_reads import DerivedSpec
 from .filtering import parse_filters
 from .mixed_rates import read_mixed
 from .montage import parse_montage
+from .segments import runs_slices
 
 log = logging.getLogger("mef3io_server.service")
 

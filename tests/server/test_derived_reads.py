@@ -243,6 +243,24 @@ def test_filtered_bipolar_window_equals_the_whole_run_filter(client, recording, 
     assert_within_tolerance(got, want_all[:, i:i + got.shape[1]], f"window at {start_s} s")
 
 
+def test_a_window_off_the_sample_grid_is_filtered_on_its_own_samples(client, recording,
+                                                                      long_stretch):
+    """t0 between two samples: the filtered window holds the filter of the very samples a
+    plain read of that window holds (the padding is read on the same grid)."""
+    t0 = T0 + 123 * 10**6 + 1_001          # 1 ms after a whole second: between samples
+    t1 = t0 + 10 * 10**6
+    plain = client.get_signal_range(str(recording), ["P3"], t0, t1)["array"][0]
+    x = long_stretch[NAMES.index("P3")]
+    i = window_index(t0) - 2 + int(np.flatnonzero(
+        [np.array_equal(x[k:k + plain.size], plain) for k in range(window_index(t0) - 2,
+                                                                   window_index(t0) + 3)])[0])
+    got = client.get_signal_range(str(recording), ["P3"], t0, t1,
+                                  filters=[highpass(0.5)])["array"][0].astype(np.float64)
+    sos = sos_for([("highpass", (0.5,), 2, None)])
+    want = filtfilt_runs(sos, x.astype(np.float64))[i:i + got.size]
+    assert_within_tolerance(got[None], want[None], "off-grid window")
+
+
 def test_filters_restart_at_gaps_without_ringing_across(client, recording, long_stretch):
     """Next to C3's NaN run the filtered F3-C3 matches the run's own filter, exactly
     where the run's edge lies inside the read (no padding reaches across the gap)."""
