@@ -1,7 +1,7 @@
-"""Draw docs/img/viewer_*.png from a real run: a real-looking EEG written with
+"""Draw docs/img/derived-*.png from a real run: a real-looking EEG written with
 mef3io.Writer, served by a real server, read through Mef3Client.
 
-Usage: ``.venv/bin/python scripts/viewer_figures.py`` (about a minute). Every
+Usage: ``.venv/bin/python scripts/derived_figures.py`` (about a minute). Every
 trace drawn is what the server answered; nothing is computed here except the
 "client-side, per page" filtering shown for contrast in the seams figure.
 """
@@ -125,7 +125,7 @@ def main() -> int:
                 ax.set_xlabel("s")
             fig.suptitle("montage=: derived channels computed by the server on native samples")
             fig.tight_layout()
-            fig.savefig(OUT / "viewer_montage.png", dpi=90)
+            fig.savefig(OUT / "derived-montage.png", dpi=90)
             plt.close(fig)
 
             # 2. filters, and seams between pages
@@ -175,7 +175,7 @@ def main() -> int:
             ax3.set_title("difference from the same filter over a 72 s stretch (uV): the "
                           "server's pages have no edges")
             fig.tight_layout()
-            fig.savefig(OUT / "viewer_filters.png", dpi=90)
+            fig.savefig(OUT / "derived-filters.png", dpi=90)
             plt.close(fig)
 
             # 3. a gap restarts the filter
@@ -193,7 +193,7 @@ def main() -> int:
             ax.set_title("a gap restarts the filter: no ringing carried across it")
             ax.set_xlabel("s")
             fig.tight_layout()
-            fig.savefig(OUT / "viewer_gap.png", dpi=90)
+            fig.savefig(OUT / "derived-gap.png", dpi=90)
             plt.close(fig)
 
             # 4. overview
@@ -210,7 +210,7 @@ def main() -> int:
             ax.legend(loc="upper right", fontsize=8)
             ax.set_title("n_points=2000 of the derived, filtered signal: drift gone, blinks kept")
             fig.tight_layout()
-            fig.savefig(OUT / "viewer_overview.png", dpi=90)
+            fig.savefig(OUT / "derived-overview.png", dpi=90)
             plt.close(fig)
 
             # 5. mixed rates
@@ -236,11 +236,11 @@ def main() -> int:
             ax2.set_xlabel("minutes")
             ax2.set_yticks([])
             fig.tight_layout()
-            fig.savefig(OUT / "viewer_mixed_rates.png", dpi=90)
+            fig.savefig(OUT / "derived-mixed-rates.png", dpi=90)
             plt.close(fig)
     finally:
         server.stop(0)
-    print("wrote", ", ".join(sorted(p.name for p in OUT.glob("viewer_*.png"))))
+    print("wrote", ", ".join(sorted(p.name for p in OUT.glob("derived-*.png"))))
     return 0
 
 

@@ -21,10 +21,10 @@ shared, loaded machine the steadier comparison).
 
 Usage::
 
-    .venv/bin/python benchmarks/viewer_bench.py                # ~3 min
-    .venv/bin/python benchmarks/viewer_bench.py --rounds 1 --hours 0.25
+    .venv/bin/python benchmarks/montage_filter_bench.py                # ~3 min
+    .venv/bin/python benchmarks/montage_filter_bench.py --rounds 1 --hours 0.25
 
-Prints a table and writes ``benchmarks/results/viewer.json``.
+Prints a table and writes ``benchmarks/results/montage_filter.json``.
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-mb", type=int, default=1024)
     ap.add_argument("--data-dir", default="/tmp/mef3io_viewer_bench")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "viewer.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "montage_filter.json"))
     args = ap.parse_args(argv)
     path = str(make_dataset(Path(args.data_dir) / f"viewer_{args.channels}ch_{args.hours:g}h.mefd",
                             args.channels, args.hours, 256.0))
