@@ -6,7 +6,7 @@ import pytest
 
 CORE = ["engine", "sessions", "recordings", "tile_grid", "tile_store", "tile_cache", "decode",
         "reduction", "annotations", "segments", "discovery", "paths", "config", "errors", "memory",
-        "montage", "filtering", "derived_reads"]
+        "montage", "filtering", "derived_reads", "mixed_rates"]
 
 PROBE = """
 import importlib, sys
