@@ -127,10 +127,12 @@ class AsyncMef3Client(BaseClient):
     async def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
                                start_uutc: Time, end_uutc: Time,
                                n_points: Optional[int] = None,
-                               dtype: Optional[str] = None) -> dict:
+                               dtype: Optional[str] = None, *, montage=None,
+                               filters=None, mixed_rates: bool = False) -> dict:
         """Read ``[start_uutc, end_uutc)``; see :meth:`Mef3Client.get_signal_range`."""
         return await self._run(self._get_signal_range(file_path, channels, start_uutc, end_uutc,
-                                                      n_points, dtype))
+                                                      n_points, dtype, montage, filters,
+                                                      mixed_rates))
 
     async def get_envelope(self, file_path: str, channels: Optional[Sequence[str]] = None,
                            start_uutc: Optional[Time] = None,

@@ -157,7 +157,8 @@ class Mef3Client(BaseClient):
 
     def get_signal_range(self, file_path: str, channels: Optional[Sequence[str]],
                          start_uutc: Time, end_uutc: Time, n_points: Optional[int] = None,
-                         dtype: Optional[str] = None) -> dict:
+                         dtype: Optional[str] = None, *, montage=None, filters=None,
+                         mixed_rates: bool = False) -> dict:
         """Read channels over ``[start_uutc, end_uutc)``.
 
         ``channels``: names, or ``None``/empty for all in file order. Times:
@@ -168,6 +169,16 @@ class Mef3Client(BaseClient):
         ``dtype``: ``"float32"`` (default: values in the channels' units) or
         ``"int32"``: the stored MEF sample values (raw counts) exactly, MEF's
         NaN sentinel ``-2**31`` in gaps (not with ``n_points``).
+        ``montage``: derived channels instead of ``channels`` (give ``None`` for
+        those): ``bipolar(pairs)``, ``average_reference(channels)``,
+        ``reference(channels, ref)``, ``{name: {channel: weight}}``;
+        ``filters``: zero-phase ``highpass``/``lowpass``/``bandpass``/``bandstop``/
+        ``notch`` (see :mod:`mef3io_server.montages`), applied after the montage
+        and before any reduction, by the server.
+        ``mixed_rates=True``: channels of different rates in one read, each at its own
+        rate; returns ``arrays`` (one per channel), ``fs`` and ``n_samples`` per channel
+        instead of ``array`` (with ``n_points``, every channel with more samples than
+        that on the same ``n_points`` grid).
 
         Returns a dict: ``array`` (float32, ``(n_channels, n_samples)``, NaN in
         gaps and outside the data; int32 with ``dtype="int32"``), ``channel_names``, ``fs``, ``start_uutc``,
@@ -176,7 +187,8 @@ class Mef3Client(BaseClient):
         mostly outside the channels' data warns :class:`WindowWarning`.
         """
         return self._run(self._get_signal_range(file_path, channels, start_uutc, end_uutc,
-                                                n_points, dtype))
+                                                n_points, dtype, montage, filters,
+                                                mixed_rates))
 
     def get_envelope(self, file_path: str, channels: Optional[Sequence[str]] = None,
                      start_uutc: Optional[Time] = None, end_uutc: Optional[Time] = None) -> dict:

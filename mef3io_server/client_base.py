@@ -30,7 +30,7 @@ from typing import Callable, Generator, Optional, Sequence, Union
 
 import grpc
 
-from . import envelope_codec, routing, signal_chunk_codec, timespec, wire
+from . import envelope_codec, montages, routing, signal_chunk_codec, timespec, wire
 from .exceptions import (InvalidArgument, Mef3Error, OpenFailed, ReadFailed, RequestRefused,
                          WindowOutsideData, WindowWarning, from_rpc_error)
 from .protobufs import gRPCMef3Server_pb2 as pb2
@@ -339,25 +339,31 @@ class BaseClient:
         return wire.list_open_answer((yield Unary("ListOpenFiles", pb2.ListOpenFilesRequest())))
 
     def _get_signal_range(self, file_path, channels: Optional[Sequence[str]], start_uutc,
-                          end_uutc, n_points=None, dtype=None):
+                          end_uutc, n_points=None, dtype=None, montage=None, filters=None,
+                          mixed_rates=False):
         path = str(file_path)
         t0, t1 = yield from self._times(path, start_uutc, end_uutc)
         if t0 is None or t1 is None:
             raise InvalidArgument("get_signal_range needs both start_uutc and end_uutc",
                                   path=path)
         try:
-            request = wire.signal_request(path, channels, t0, t1, n_points, dtype)
-        except ValueError as e:
+            request = wire.signal_request(path, channels, t0, t1, n_points, dtype, montage,
+                                          filters, mixed_rates)
+        except (ValueError, TypeError) as e:
             raise InvalidArgument(str(e), path=path) from None
+        if montage is not None:       # the window is checked against the inputs' data
+            channels = list({c: None for d in montages.as_montage(montage)
+                             for c in (*d.weights, *d.average_of)})
         yield from self._check_window(path, channels, t0, t1)
         return (yield from self._reopened(path, lambda: self._signal_once(path, request,
                                                                           n_points, dtype)))
 
     def _signal_once(self, path: str, request, n_points, dtype):
-        asm = wire.SignalAssembler(n_points, dtype)
+        mixed = request.mixed_rates
+        asm = (wire.MixedRateAssembler if mixed else wire.SignalAssembler)(n_points, dtype)
         yield Stream("GetSignalRange", request, asm.feed, path)
         res = asm.result()
-        if res["array"] is None:
+        if res["arrays" if mixed else "array"] is None:
             return self._refused(res, "GetSignalRange", path, ReadFailed)
         return res
 

@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import montages
 from .exceptions import InvalidArgument, RequestRefused, ServerUnsupported
 from .protobufs import gRPCMef3Server_pb2 as pb2
 
@@ -126,8 +127,10 @@ def close_answer(resp: pb2.FileInfoResponse) -> dict:
 SIGNAL_DTYPES = ("float32", "int32")
 
 
-def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dtype=None
-                   ) -> pb2.SignalRangeRequest:
+def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dtype=None,
+                   montage=None, filters=None, mixed_rates=False) -> pb2.SignalRangeRequest:
+    """``montage``/``filters``: see :mod:`mef3io_server.montages` (None: not sent, so the
+    request is the published client's)."""
     req = pb2.SignalRangeRequest(file_path=str(file_path), channel_names=_channels(channels),
                                  start_uutc=int(start_uutc), end_uutc=int(end_uutc))
     if n_points is not None:
@@ -136,6 +139,20 @@ def signal_request(file_path, channels, start_uutc, end_uutc, n_points=None, dty
         if str(dtype) not in SIGNAL_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(SIGNAL_DTYPES)}, not {dtype!r}")
         req.dtype = str(dtype)
+    if montage is not None:
+        for d in montages.as_montage(montage):
+            req.montage.add(name=d.name, inputs=list(d.weights),
+                            weights=[float(w) for w in d.weights.values()],
+                            average_of=list(d.average_of))
+    if filters is not None:
+        for f in montages.as_filters(filters):
+            msg = req.filters.add(kind=f.kind, hz=list(f.hz))
+            if f.order is not None:
+                msg.order = int(f.order)
+            if f.q is not None:
+                msg.q = float(f.q)
+    if mixed_rates:
+        req.mixed_rates = True
     return req
 
 
@@ -225,6 +242,53 @@ class SignalAssembler:
                                     "is older than this client) and sent "
                                     f"{self.dtype}; upgrade mef3io-server or read without it")
         return {"array": array, **base, "shape": array.shape, "error_message": ""}
+
+
+class MixedRateAssembler:
+    """Joins a ``mixed_rates`` read: one :class:`SignalAssembler` per rate group, then one
+    array per channel in the order asked (see :meth:`result`)."""
+
+    def __init__(self, n_points=None, dtype=None):
+        self.n_points, self.dtype = n_points, dtype
+        self.groups: dict[int, tuple[SignalAssembler, list[int]]] = {}
+        self.error = None
+
+    def feed(self, chunk) -> bool:
+        if chunk.error_message:
+            self.error = chunk.error_message
+            return False
+        if not chunk.HasField("group"):
+            raise ServerUnsupported("the server does not support mixed_rates (it is older than "
+                                    "this client); read each rate separately")
+        g = self.groups.get(chunk.group)
+        if g is None:
+            g = self.groups[chunk.group] = (SignalAssembler(self.n_points, self.dtype),
+                                            list(chunk.channel_index))
+        return g[0].feed(chunk)
+
+    def result(self) -> dict:
+        """``arrays`` (one 1-D array per channel), ``channel_names``, ``fs`` and
+        ``n_samples`` (per channel), ``start_uutc``/``end_uutc`` (the window; every
+        channel's first sample is at ``start_uutc``), ``error_message``; ``arrays`` is
+        None on error."""
+        parts = {}
+        for asm, index in self.groups.values():
+            res = asm.result()
+            if res["array"] is None:
+                self.error = self.error or res["error_message"]
+                break
+            for k, i in enumerate(index):
+                parts[i] = (res["channel_names"][k], res["array"][k], res["fs"], res)
+        if self.error is not None or not parts:
+            return {"arrays": None, "channel_names": None, "fs": None, "n_samples": None,
+                    "start_uutc": None, "end_uutc": None,
+                    "error_message": self.error or "No data returned."}
+        order = [parts[i] for i in sorted(parts)]
+        return {"arrays": [p[1] for p in order], "channel_names": [p[0] for p in order],
+                "fs": [p[2] for p in order], "n_samples": [p[1].size for p in order],
+                "start_uutc": min(p[3]["start_uutc"] for p in order),
+                "end_uutc": max(p[3]["end_uutc"] for p in order),
+                "dtype": order[0][3]["dtype"], "error_message": ""}
 
 
 # ------------------------------------------------------------------ envelope

@@ -67,23 +67,53 @@ class FileInfoResponse(_message.Message):
     def __init__(self, file_path: _Optional[str] = ..., file_opened: _Optional[bool] = ..., number_of_channels: _Optional[int] = ..., channel_names: _Optional[_Iterable[str]] = ..., channel_sampling_rates: _Optional[_Iterable[float]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., duration_s: _Optional[float] = ..., channel_start_uutc: _Optional[_Iterable[int]] = ..., channel_end_uutc: _Optional[_Iterable[int]] = ..., channel_served_sampling_rates: _Optional[_Iterable[float]] = ..., cache_fs: _Optional[float] = ..., error_message: _Optional[str] = ..., channel_sampling_rates_exact: _Optional[_Iterable[float]] = ..., channel_units: _Optional[_Iterable[str]] = ..., encrypted: _Optional[bool] = ..., access_level: _Optional[str] = ..., channel_units_conversion_factors: _Optional[_Iterable[float]] = ..., channel_descriptions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignalRangeRequest(_message.Message):
-    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype")
+    __slots__ = ("file_path", "channel_names", "start_uutc", "end_uutc", "n_points", "dtype", "montage", "filters", "mixed_rates")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     START_UUTC_FIELD_NUMBER: _ClassVar[int]
     END_UUTC_FIELD_NUMBER: _ClassVar[int]
     N_POINTS_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    MONTAGE_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MIXED_RATES_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     channel_names: _containers.RepeatedScalarFieldContainer[str]
     start_uutc: int
     end_uutc: int
     n_points: int
     dtype: str
-    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
+    montage: _containers.RepeatedCompositeFieldContainer[DerivedChannel]
+    filters: _containers.RepeatedCompositeFieldContainer[SignalFilter]
+    mixed_rates: bool
+    def __init__(self, file_path: _Optional[str] = ..., channel_names: _Optional[_Iterable[str]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., n_points: _Optional[int] = ..., dtype: _Optional[str] = ..., montage: _Optional[_Iterable[_Union[DerivedChannel, _Mapping]]] = ..., filters: _Optional[_Iterable[_Union[SignalFilter, _Mapping]]] = ..., mixed_rates: _Optional[bool] = ...) -> None: ...
+
+class DerivedChannel(_message.Message):
+    __slots__ = ("name", "inputs", "weights", "average_of")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_OF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    average_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., average_of: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SignalFilter(_message.Message):
+    __slots__ = ("kind", "hz", "order", "q")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HZ_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    hz: _containers.RepeatedScalarFieldContainer[float]
+    order: int
+    q: float
+    def __init__(self, kind: _Optional[str] = ..., hz: _Optional[_Iterable[float]] = ..., order: _Optional[int] = ..., q: _Optional[float] = ...) -> None: ...
 
 class SignalChunk(_message.Message):
-    __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding")
+    __slots__ = ("file_path", "array_bytes", "dtype", "shape", "start_uutc", "end_uutc", "fs", "channel_names", "error_message", "total_samples", "sample_offset", "padding", "group", "channel_index")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     ARRAY_BYTES_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +126,8 @@ class SignalChunk(_message.Message):
     TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_INDEX_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     array_bytes: bytes
     dtype: str
@@ -108,7 +140,9 @@ class SignalChunk(_message.Message):
     total_samples: int
     sample_offset: int
     padding: bytes
-    def __init__(self, file_path: _Optional[str] = ..., array_bytes: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., fs: _Optional[float] = ..., channel_names: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., total_samples: _Optional[int] = ..., sample_offset: _Optional[int] = ..., padding: _Optional[bytes] = ...) -> None: ...
+    group: int
+    channel_index: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, file_path: _Optional[str] = ..., array_bytes: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., start_uutc: _Optional[int] = ..., end_uutc: _Optional[int] = ..., fs: _Optional[float] = ..., channel_names: _Optional[_Iterable[str]] = ..., error_message: _Optional[str] = ..., total_samples: _Optional[int] = ..., sample_offset: _Optional[int] = ..., padding: _Optional[bytes] = ..., group: _Optional[int] = ..., channel_index: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListOpenFilesRequest(_message.Message):
     __slots__ = ()

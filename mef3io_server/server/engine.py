@@ -36,6 +36,7 @@ from .callers import Caller, as_caller
 from .changes import ChangeWatcher
 from .config import Settings
 from .decode import Decoder, make_decoder
+from .derived_reads import DerivedReader, DerivedSpec
 from .discovery import SessionIndex, WalkCancelled, find_sessions
 from .errors import BadRequest, NotOpen, PasswordRequired, ServerError, ShuttingDown
 from .memory_budget import MemoryBudget
@@ -78,6 +79,7 @@ class Engine:
                                         session_ttl_s=settings.session_ttl_s,
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = ReadCounters()
+        self.derived = DerivedReader(self)
         self.passwords = PasswordThrottle(clock)
         self.points_memory = MemoryBudget(settings.points_memory_bytes, "POINTS_MEMORY_MB")
         self.reads = ValueReads(self.store, self.decoder, self.versions, self.counters,
@@ -159,6 +161,7 @@ class Engine:
             self._sweeper.join(timeout=5)
         self.changes.join(timeout=5)
         self.store.close()
+        self.derived.close()
         self.sessions.close_all()
         self.decoder.close()
         if self.pinner is not None:
@@ -291,7 +294,8 @@ class Engine:
 
     def read_signal(self, client_id, client_path: str, channel_names: Sequence[str],
                     t0: int, t1: int, n_points: Optional[int] = None,
-                    dtype: str = "float32", cancel=None) -> SignalRead:
+                    dtype: str = "float32", cancel=None,
+                    derived: Optional[DerivedSpec] = None) -> SignalRead:
         """Validate a read and return it ready to stream (nothing decoded yet).
 
         ``dtype``: ``"float32"`` (values in the channels' units, NaN in gaps)
@@ -299,11 +303,21 @@ class Engine:
         ``n_points``: one point per bucket (see :mod:`.points`). ``cancel``: a
         :func:`.decode.cancel_token` the front end fires when the client goes
         away: the read's own decodes stop, and it counts as cancelled.
+        ``derived``: a montage and/or filters (see :mod:`.derived_reads`).
         """
         reads.check_window(t0, t1)
         reads.check_kind(dtype, n_points)
+        if dtype != "float32" and derived is not None:
+            raise BadRequest(f"dtype={dtype} serves stored samples and cannot be combined "
+                             "with a montage or filters; ask for float32")
         reads.check_channel_count(len(channel_names), self.settings.max_channels_per_read)
         rec, session = self._read_context(client_id, client_path)
+        if derived is not None:
+            d = self.derived.read(rec, session, channel_names, derived, t0, t1, n_points,
+                                  cancel=cancel)
+            self.counters.read_started()
+            return SignalRead(client_path, d.names, d.fs, d.n_samples, t0, t1,
+                              self.versions.tracked(rec, self.counters.counted(d.chunks)))
         chans = rec.resolve_channels(channel_names)
         fs = reads.one_rate(chans, session.cache_fs if session else None)
         n = reads.window_samples(t0, t1, fs)
