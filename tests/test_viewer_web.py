@@ -417,8 +417,12 @@ def test_a_superseded_view_is_not_drawn_and_its_request_is_aborted(server, brows
     assert d.execute_script("return mefViewer.stats.aborted") > aborted
     v = drawn(d)
     t0_2min = T0 + 300 * S - 60 * S
+    # The server stops a request the page gave up. A read whose tiles were already
+    # cached (other tests read this region) may have been answered before the page's
+    # abort reached it: that one is "ok" and quick, never a long read left running.
     for line in signal_lines(server, (t0_2min, t0_2min + 120 * S)):
-        assert "outcome=cancelled" in line, line
+        took = float(line.split("duration_ms=")[1].split()[0])
+        assert "outcome=cancelled" in line or ("outcome=ok" in line and took < 250), line
 
 
 @pytest.mark.parametrize("which", ["ann", "enc"])
