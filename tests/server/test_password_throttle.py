@@ -42,7 +42,9 @@ def test_guessing_is_slowed_and_logged(enc, tmp_path, start_server, already_open
         # 5 failures cost nothing, the 6th 1 s, the 7th 2 s, ...: the 7th is checked a
         # second after the 6th at the earliest, and every try meanwhile is refused.
         assert checked == 7 and throttled > checked
-        assert time.monotonic() - first_failures >= 1.0
+        # (The server's second starts when it records the 6th failure, before its
+        # answer travels back to be timed here: a few milliseconds are allowed.)
+        assert time.monotonic() - first_failures >= 0.95
         # While the guesser waits, the right password is refused unchecked too ...
         assert "try again in" in guesser.open_file(path, password=PW1)["error_message"]
         # ... and another identity is not held up by the guesser's failures.
