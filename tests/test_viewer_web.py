@@ -423,11 +423,12 @@ def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, bro
     open_view(d, base, data["eeg"])
     assert d.find_element("id", "grp-montage").is_displayed()
     assert d.find_element("id", "grp-filter").is_displayed()
-    montages = Select(d.find_element("id", "sel-montage"))
-    filters = Select(d.find_element("id", "sel-filter"))
-    assert [o.text for o in montages.options] == ["none", "average reference",
+    def select(name):            # found again each time: the page rebuilds its options
+        return Select(d.find_element("id", f"sel-{name}"))
+
+    assert [o.text for o in select("montage").options] == ["none", "average reference",
                                                   "bipolar (longitudinal)"]
-    assert [o.text for o in filters.options] == ["none", "0.5-70 Hz", "0.5-70 Hz + 50 Hz notch",
+    assert [o.text for o in select("filter").options] == ["none", "0.5-70 Hz", "0.5-70 Hz + 50 Hz notch",
                                                  "0.5-70 Hz + 60 Hz notch"]
     v = drawn(d)
     assert v["names"] == sorted(EEG_1020, key=str.lower) and v["mode"] == "samples"
@@ -435,13 +436,13 @@ def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, bro
     window = (T0, T0 + 10 * S)
     assert not any("montage=" in ln for ln in signal_lines(server, window))
 
-    def choose(select, value):
+    def choose(name, value):
         before = draws(d)
-        select.select_by_value(value)
+        select(name).select_by_value(value)
         wait_for(d, f"mefViewer.stats.draws > {before}")
         settle(d)
 
-    choose(montages, "bipolar")
+    choose("montage", "bipolar")
     v = drawn(d)
     assert v["names"] == BANANA                     # the labels the page wrote
     bipolar_px = pixels(d, bands=6)
@@ -449,7 +450,7 @@ def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, bro
     assert all(ink > 500 for ink in bipolar_px["ink"]), bipolar_px["ink"]
     assert any("montage='bipolar' filter=''" in ln for ln in signal_lines(server, window))
 
-    choose(filters, "0.5-70Hz-notch50")
+    choose("filter", "0.5-70Hz-notch50")
     v = drawn(d)
     assert v["names"] == BANANA and v["mode"] == "samples"
     filtered = pixels(d, bands=6)
@@ -470,8 +471,8 @@ def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, bro
     wait_for(d, "mefViewer.stats.draws > 0")
     settle(d)
     assert drawn(d)["names"] == BANANA
-    assert Select(d.find_element("id", "sel-montage")).first_selected_option.text == \
-        "bipolar (longitudinal)"
+    assert select("montage").first_selected_option.text == "bipolar (longitudinal)"
+    assert select("filter").first_selected_option.text == "0.5-70 Hz + 50 Hz notch"
     assert pixels(d, bands=6)["hash"] == filtered["hash"]
 
     # The whole recording: an n_points read of the montage (no block envelope of it).
@@ -480,11 +481,14 @@ def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, bro
     wait_for(d, f"mefViewer.stats.draws > {before}")
     settle(d)
     v = drawn(d)
-    assert v["names"] == BANANA and v["mode"] in ("points", "samples")
-    assert any("montage='bipolar' filter='0.5-70Hz-notch50'" in ln
-               for ln in signal_lines(server, (T0, v["t1"])))
+    assert v["names"] == BANANA and v["mode"] == "points", v
+    n_points = d.execute_script("return mefViewer.stats.requests.at(-1).n_points")
+    (line,) = [ln for ln in signal_lines(server, (v["t0"], v["t1"]))
+               if "montage='bipolar' filter='0.5-70Hz-notch50'" in ln]
+    assert f"channels=8 bytes={n_points * len(BANANA) * 4} " in line
+    assert all(ink > 300 for ink in pixels(d, bands=6)["ink"])
 
-    choose(montages, "")                            # back to referential, filter kept
+    choose("montage", "")                            # back to referential, filter kept
     assert drawn(d)["names"] == sorted(EEG_1020, key=str.lower)
 
 
