@@ -426,7 +426,7 @@ def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, bro
     def select(name):            # found again each time: the page rebuilds its options
         return Select(d.find_element("id", f"sel-{name}"))
 
-    assert [o.text for o in select("montage").options] == ["none", "average reference",
+    assert [o.text for o in select("montage").options] == ["referential", "average reference",
                                                   "bipolar (longitudinal)"]
     assert [o.text for o in select("filter").options] == ["none", "0.5-70 Hz", "0.5-70 Hz + 50 Hz notch",
                                                  "0.5-70 Hz + 60 Hz notch"]

@@ -647,7 +647,8 @@ function renderOffers() {
     const offers = (S.server && S.server[kind]) || [];
     $(grp).hidden = offers.length === 0;
     const s = $(sel); s.innerHTML = "";
-    const none = document.createElement("option"); none.value = ""; none.textContent = "none";
+    const none = document.createElement("option"); none.value = "";
+    none.textContent = kind === "montages" ? "referential" : "none";
     s.appendChild(none);
     for (const o of offers) {
       const opt = document.createElement("option");
