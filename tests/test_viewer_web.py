@@ -39,15 +39,36 @@ def write_annotated(path):
     return path
 
 
+#: Electrodes of the 10-20 system (T3 by its 10-10 name T7), in no particular order.
+EEG_1020 = ["O1", "Fp1", "C3", "T7", "F7", "P3", "F3", "Fp2"]
+#: The longitudinal bipolar pairs among them, in the double banana's order.
+BANANA = ["Fp1-F7", "F7-T7", "Fp1-F3", "F3-C3", "C3-P3", "P3-O1"]
+
+
+def write_1020(path):
+    """60 s at 256 Hz of slow drift, 10 Hz alpha and 50 Hz mains on 10-20 electrodes."""
+    t = np.arange(256 * 60) / 256.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mef3io.Writer(str(path), overwrite=True, units="uV") as w:
+            for i, c in enumerate(EEG_1020):
+                x = (random_walk(t.size, 20 + i) * 0.5 + 20 * np.sin(2 * np.pi * 10 * t + i)
+                     + 15 * np.sin(2 * np.pi * 50 * t))
+                w.write(c, x, T0, fs=256.0, precision=2)
+    return path
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("viewer_data")
     ann = write_annotated(root / "ann.mefd")
+    eeg = write_1020(root / "eeg1020.mefd")
     enc = write_session(root / "locked.mefd", {"a": random_walk(256 * 60, 4)},
                         password1="pw1", password2="pw2")
     outside = write_session(tmp_path_factory.mktemp("elsewhere") / "out.mefd",
                             {"a": random_walk(2560, 3)})
-    return {"root": root, "ann": str(ann), "enc": str(enc), "outside": str(outside)}
+    return {"root": root, "ann": str(ann), "enc": str(enc), "outside": str(outside),
+            "eeg": str(eeg)}
 
 
 def http_base(handle) -> str:
@@ -333,10 +354,10 @@ def test_gaps_records_overview_channels_and_url_state(server, browser, data):
 def test_picker_lists_the_served_recordings(server, browser, data):
     d, base = browser, http_base(server)
     load(d, base)
-    wait_for(d, "document.querySelectorAll('#recording-list li').length >= 2")
+    wait_for(d, "document.querySelectorAll('#recording-list li').length >= 3")
     paths = [li.get_attribute("data-path")
              for li in d.find_elements("css selector", "#recording-list li")]
-    assert sorted(paths) == sorted([data["ann"], data["enc"]])
+    assert sorted(paths) == sorted([data["ann"], data["enc"], data["eeg"]])
     d.find_element("css selector", f'#recording-list li[data-path="{data["ann"]}"]').click()
     wait_for(d, "mefViewer.stats.draws > 0")
     assert drawn(d)["channels"] == 8
@@ -395,14 +416,80 @@ def test_a_path_outside_data_roots_is_refused(server, browser, data):
                for ln in server.stderr_text().splitlines())
 
 
-def test_montage_and_filter_choices_appear_only_when_offered(server, browser, data):
+def test_a_montage_and_a_filter_are_drawn_logged_and_kept_in_the_url(server, browser, data):
+    from selenium.webdriver.support.ui import Select
+
     d, base = browser, http_base(server)
-    open_view(d, base, data["ann"])
-    offers = d.execute_script("return [mefViewer.state.server.montages, "
-                              "mefViewer.state.server.filters]")
-    assert offers == [[], []]             # this server offers none yet
-    assert not d.find_element("id", "grp-montage").is_displayed()
-    assert not d.find_element("id", "grp-filter").is_displayed()
+    open_view(d, base, data["eeg"])
+    assert d.find_element("id", "grp-montage").is_displayed()
+    assert d.find_element("id", "grp-filter").is_displayed()
+    def select(name):            # found again each time: the page rebuilds its options
+        return Select(d.find_element("id", f"sel-{name}"))
+
+    assert [o.text for o in select("montage").options] == ["referential", "average reference",
+                                                  "bipolar (longitudinal)"]
+    assert [o.text for o in select("filter").options] == ["none", "0.5-70 Hz", "0.5-70 Hz + 50 Hz notch",
+                                                 "0.5-70 Hz + 60 Hz notch"]
+    v = drawn(d)
+    assert v["names"] == sorted(EEG_1020, key=str.lower) and v["mode"] == "samples"
+    referential = pixels(d, bands=8)
+    window = (T0, T0 + 10 * S)
+    assert not any("montage=" in ln for ln in signal_lines(server, window))
+
+    def choose(name, value):
+        before = draws(d)
+        select(name).select_by_value(value)
+        wait_for(d, f"mefViewer.stats.draws > {before}")
+        settle(d)
+
+    choose("montage", "bipolar")
+    v = drawn(d)
+    assert v["names"] == BANANA                     # the labels the page wrote
+    bipolar_px = pixels(d, bands=6)
+    assert bipolar_px["hash"] != referential["hash"]
+    assert all(ink > 500 for ink in bipolar_px["ink"]), bipolar_px["ink"]
+    assert any("montage='bipolar' filter=''" in ln for ln in signal_lines(server, window))
+
+    choose("filter", "0.5-70Hz-notch50")
+    v = drawn(d)
+    assert v["names"] == BANANA and v["mode"] == "samples"
+    filtered = pixels(d, bands=6)
+    assert filtered["hash"] != bipolar_px["hash"]
+    # Drift and mains gone: the traces keep to fewer rows of their bands.
+    assert sum(filtered["rows"]) < sum(bipolar_px["rows"]), (filtered["rows"], bipolar_px["rows"])
+    asked = [ln for ln in signal_lines(server, window)
+             if "montage='bipolar' filter='0.5-70Hz-notch50'" in ln]
+    assert len(asked) == 1 and "outcome=ok" in asked[0]
+    # The next page was prefetched with them too.
+    assert any("montage='bipolar' filter='0.5-70Hz-notch50'" in ln
+               for ln in signal_lines(server, (T0 + 10 * S, T0 + 20 * S)))
+
+    # The URL keeps them: a new tab on it draws the same.
+    url = d.current_url
+    assert "montage=bipolar" in url and "filter=0.5-70Hz-notch50" in url
+    load(d, url)
+    wait_for(d, "mefViewer.stats.draws > 0")
+    settle(d)
+    assert drawn(d)["names"] == BANANA
+    assert select("montage").first_selected_option.text == "bipolar (longitudinal)"
+    assert select("filter").first_selected_option.text == "0.5-70 Hz + 50 Hz notch"
+    assert pixels(d, bands=6)["hash"] == filtered["hash"]
+
+    # The whole recording: an n_points read of the montage (no block envelope of it).
+    before = draws(d)
+    Select(d.find_element("id", "sel-window")).select_by_visible_text("whole")
+    wait_for(d, f"mefViewer.stats.draws > {before}")
+    settle(d)
+    v = drawn(d)
+    assert v["names"] == BANANA and v["mode"] == "points", v
+    n_points = d.execute_script("return mefViewer.stats.requests.at(-1).n_points")
+    (line,) = [ln for ln in signal_lines(server, (v["t0"], v["t1"]))
+               if "montage='bipolar' filter='0.5-70Hz-notch50'" in ln]
+    assert f"channels=8 bytes={n_points * len(BANANA) * 4} " in line
+    assert all(ink > 300 for ink in pixels(d, bands=6)["ink"])
+
+    choose("montage", "")                            # back to referential, filter kept
+    assert drawn(d)["names"] == sorted(EEG_1020, key=str.lower)
 
 
 def test_a_superseded_view_is_not_drawn_and_its_request_is_aborted(server, browser, data):

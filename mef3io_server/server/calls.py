@@ -60,6 +60,7 @@ class CallRecord:
     duration_s: float = 0.0
     outcome: str = "ok"
     error: str = ""                     # the error_message answered, if any
+    derived: str = ""                   # montage and filters asked, "montage=.. filter=.." (HTTP)
     started: float = 0.0
 
     @property

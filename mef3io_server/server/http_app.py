@@ -11,14 +11,16 @@ Routes (times uUTC integers, windows half-open ``[t0, t1)``):
 * ``GET /`` -- the viewer page; ``GET /assets/...`` its script and style
   (shipped inside the package: nothing is fetched from elsewhere).
 * ``GET /api/server`` -- what this server offers the page: whether tokens are
-  required, whether recordings can be listed, montages and filters (empty
-  until the server has them).
+  required, whether recordings can be listed, the montages and filters by
+  name (:mod:`.viewer_presets`).
 * ``GET /api/recordings?root=`` -- discovery (``DATA_ROOTS`` when no root).
 * ``POST /api/open`` (JSON ``{"path", "password"}``) -- opens the caller's
   session; answers the file's metadata (JSON).
-* ``GET /api/signal?path=&ch=..&t0=&t1=[&n_points=]`` -- samples as a
-  *frame* (below), float32 little-endian, time-major ``[n][channels]``,
-  NaN where there is no data.
+* ``GET /api/signal?path=&ch=..&t0=&t1=[&n_points=][&montage=][&filter=]`` --
+  samples as a *frame* (below), float32 little-endian, time-major
+  ``[n][channels]``, NaN where there is no data. ``montage`` and ``filter``
+  name a preset of :mod:`.viewer_presets` over the ``ch`` channels (the
+  header then names the derived channels, e.g. ``Fp1-F3``).
 * ``GET /api/envelope?path=&ch=..`` -- each channel's per-MEF-block
   ``(start, end, min, max)`` from the block index, as a frame.
 * ``GET /api/records?path=[&t0=&t1=]`` -- the MEF records (JSON: text, not samples).
@@ -43,6 +45,7 @@ import json
 import logging
 import struct
 import time
+from functools import partial
 from importlib import resources
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -58,6 +61,7 @@ from .auth import TokenFile
 from .callers import Caller
 from .calls import CallRecord
 from .engine import Engine, FileInfo
+from . import viewer_presets
 from .errors import (BadRequest, NotOpen, PasswordRequired, PathRefused, RecordingNotFound,
                      RecordingUnreadable, ResourceLimit, ServerError, ShuttingDown,
                      UnknownChannel)
@@ -245,7 +249,7 @@ class HttpFrontEnd:
         roots = bool(self.engine.settings.data_roots)
         body = {"auth": self.tokens is not None, "listing": roots,
                 "max_channels_per_read": self.engine.settings.max_channels_per_read,
-                "montages": [], "filters": []}
+                **viewer_presets.offers()}
         body.update(self.offers)
         return JSONResponse(body)
 
@@ -323,10 +327,18 @@ class HttpFrontEnd:
             if n_points is not None and not 1 <= n_points <= MAX_N_POINTS:
                 raise HttpProblem(400, "bad_request",
                                   f"n_points must be between 1 and {MAX_N_POINTS}")
+            montage = request.query_params.get("montage", "")
+            filter_name = request.query_params.get("filter", "")
             rec = self._record("signal", caller, file=path, window=(t0, t1),
                                channels=len(channels))
-            read = await run_in_threadpool(self.engine.read_signal, caller, path, channels,
-                                           t0, t1, n_points)
+            if montage or filter_name:
+                rec.derived = f"montage={montage[:40]!r} filter={filter_name[:40]!r}"
+            derived = viewer_presets.derived_spec(montage, filter_name, channels,
+                                                  self.engine.settings.max_channels_per_read)
+            # A montage names its own channels (built from ``ch`` above).
+            read = await run_in_threadpool(partial(self.engine.read_signal, derived=derived),
+                                           caller, path, [] if montage else channels, t0, t1,
+                                           n_points)
         except Exception as exc:  # noqa: BLE001
             return self._refusal(rec, exc)
         header = {"kind": "signal", "channels": read.channel_names, "fs": read.fs,

@@ -96,6 +96,8 @@ def call_fields(rec: CallRecord) -> dict:
            "end_uutc": rec.window[1] if rec.window else None,
            "channels": rec.channels, "bytes": rec.bytes,
            "duration_ms": round(rec.duration_s * 1000, 3), "outcome": rec.outcome}
+    if rec.derived:
+        out["derived"] = rec.derived
     if rec.error:
         out["error"] = rec.error
     return out
@@ -143,6 +145,8 @@ class CallLog:
         text = (f"{f['rpc']} {who}client={f['client'] or '-'} file={f['file'] or '-'} "
                 f"window={window} channels={_channels(rec.channels)} "
                 f"bytes={rec.bytes} duration_ms={f['duration_ms']} outcome={rec.outcome}")
+        if rec.derived:
+            text += f" {rec.derived}"
         if rec.error:
             text += f" error={rec.error!r}"
         self.log.log(level, text, extra={"call": f})

@@ -57,10 +57,11 @@ def parse_frame(body: bytes) -> tuple[dict, bytes]:
     return json.loads(body[4:4 + n]), body[4 + n:]
 
 
-def signal_url(base, path, channels, t0, t1, n_points=None) -> str:
+def signal_url(base, path, channels, t0, t1, n_points=None, montage="", filter="") -> str:
     q = [("path", str(path))] + [("ch", c) for c in channels] + [("t0", t0), ("t1", t1)]
     if n_points:
         q.append(("n_points", n_points))
+    q += [(k, v) for k, v in (("montage", montage), ("filter", filter)) if v]
     return base + "api/signal?" + urllib.parse.urlencode(q)
 
 
@@ -120,6 +121,55 @@ def test_n_points_answers_equal_the_grpc_answers(server, data, client_factory):
     np.testing.assert_array_equal(got, want)
 
 
+def test_montages_and_filters_equal_the_grpc_reads_with_the_same_ones(server, data,
+                                                                      client_factory):
+    from mef3io_server.montages import average_reference, bandpass, bipolar, notch
+
+    base = viewer_url(server)
+    status, _, body = get(base + "api/server")
+    offers = json.loads(body)
+    assert [m["name"] for m in offers["montages"]] == ["average", "bipolar"]
+    assert [f["name"] for f in offers["filters"]] == ["0.5-70Hz", "0.5-70Hz-notch50",
+                                                      "0.5-70Hz-notch60"]
+    get(base + "api/open", data={"path": str(data["path"])}, client_id="mtg")
+    c = client_factory(server.address)
+    c.open_file(str(data["path"]))
+    path = str(data["path"])
+    # E* are no 10-20 names: the bipolar montage pairs neighbours in the order asked.
+    pairs = [("E0", "E1"), ("E1", "E2"), ("E2", "E3"), ("E3", "E4"), ("E4", "E5")]
+    cases = [  # (montage, filter, gRPC montage, gRPC filters)
+        ("bipolar", "0.5-70Hz", bipolar(pairs), [bandpass(0.5, 70)]),
+        ("average", "0.5-70Hz-notch50", average_reference(CHANNELS),
+         [bandpass(0.5, 70), notch(50)]),
+        ("", "0.5-70Hz-notch60", None, [bandpass(0.5, 70), notch(60)]),
+        ("bipolar", "", bipolar(pairs), None),
+    ]
+    for window, n_points in (((T0 + 25_000_000, T0 + 45_000_000), None),   # across E0's gap
+                             ((T0, T0 + 120_000_000), 400)):               # an overview
+        for montage, filt, grpc_montage, grpc_filters in cases:
+            status, _, body = get(signal_url(base, path, CHANNELS, *window, n_points=n_points,
+                                             montage=montage, filter=filt), client_id="mtg")
+            assert status == 200, body
+            header, payload = parse_frame(body)
+            want = c.get_signal_range(path, None if grpc_montage else CHANNELS, *window,
+                                      n_points=n_points, montage=grpc_montage,
+                                      filters=grpc_filters)
+            assert header["channels"] == want["channel_names"]
+            got = np.frombuffer(payload, "<f4").reshape(header["n"], -1).T
+            np.testing.assert_array_equal(got, want["array"])       # exactly, NaN for NaN
+            assert header["fs"] == want["fs"]
+            assert header["start_uutc"] == want["start_uutc"]
+    assert header["channels"][0] == "E0-E1"
+    # The filter changes the samples; the montage names the derived channels.
+    _, _, raw = get(signal_url(base, path, ["E1"], T0, T0 + 10**7), client_id="mtg")
+    _, _, filt = get(signal_url(base, path, ["E1"], T0, T0 + 10**7, filter="0.5-70Hz"),
+                     client_id="mtg")
+    assert parse_frame(raw)[1] != parse_frame(filt)[1]
+    _, _, avg = get(signal_url(base, path, ["E1", "E2"], T0, T0 + 10**7, montage="average"),
+                    client_id="mtg")
+    assert parse_frame(avg)[0]["channels"] == ["E1-avg", "E2-avg"]
+
+
 def test_envelope_frame_is_the_block_index(server, data):
     base = viewer_url(server)
     get(base + "api/open", data={"path": str(data["path"])})
@@ -173,6 +223,12 @@ def test_bad_requests_are_named_and_the_server_keeps_serving(server, data):
         (signal_url(base, data["path"], ["nope"], T0, T0 + 10**6), 400, "nope"),
         (signal_url(base, data["path"], ["E0"], T0, T0 + 10**6, n_points=10**6), 400,
          "n_points"),
+        (signal_url(base, data["path"], ["E0"], T0, T0 + 10**6, montage="laplacian"), 400,
+         "unknown montage 'laplacian'"),
+        (signal_url(base, data["path"], ["E0"], T0, T0 + 10**6, filter="1-30Hz"), 400,
+         "unknown filter '1-30Hz'"),
+        (signal_url(base, data["path"], ["E0"], T0, T0 + 10**6, montage="bipolar"), 400,
+         "at least two channels"),
     ]
     for url, status, words in cases:
         got, _, body = get(url)

@@ -137,7 +137,8 @@ function fetchSignal(names, t0, t1, nPoints, prefetch) {
         for (let i = 0, j = c; i < n; i++, j += nch) row[i] = all[j];
         rows[name] = row;
       });
-      entry.data = { fs: header.fs, n, t0: header.start_uutc, t1: header.end_uutc, rows };
+      entry.data = { fs: header.fs, n, t0: header.start_uutc, t1: header.end_uutc, rows,
+                     names: header.channels };
       entry.controller = null;
       return entry.data;
     })
@@ -160,7 +161,10 @@ function cacheBytes() {
 // A view's plan: how each group of channels is read for [t0, t1).
 function plan(t0, t1, width) {
   const durS = (t1 - t0) / US;
-  if (S.blockUs > 0 && (t1 - t0) / S.blockUs >= width / 4) return { mode: "envelope", parts: [] };
+  // The block index holds recorded channels only: a montage or filter is always read.
+  if (S.blockUs > 0 && !S.montage && !S.filter && (t1 - t0) / S.blockUs >= width / 4) {
+    return { mode: "envelope", parts: [] };
+  }
   const parts = [];
   for (const [fs, names] of rateGroups(S.channels)) {
     const samples = durS * fs;
@@ -306,7 +310,9 @@ function draw(p, datas) {
   const xOf = (t) => LEFT + ((t - t0) / (t1 - t0)) * pw;
   ctx.clearRect(0, 0, w, h);
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, w, h);
-  const names = S.channels, nch = names.length;
+  // With a montage the server names the traces (e.g. "Fp1-F3"), in its order.
+  const names = S.montage && datas ? datas.flatMap((d) => d.names) : S.channels;
+  const nch = names.length;
   const spacing = nch ? ph / nch : ph;
   ctx.font = "12px system-ui, sans-serif";
   ctx.textBaseline = "middle";
@@ -354,7 +360,7 @@ function draw(p, datas) {
 
   // Traces.
   let drawnPoints = 0;
-  const unit = nch ? S.info.units[S.info.channels.indexOf(names[0])] : "";
+  const unit = nch ? S.info.units[S.info.channels.indexOf(S.channels[0])] : "";
   ctx.lineWidth = 1;
   ctx.save();
   ctx.beginPath(); ctx.rect(LEFT, TOP, pw, ph); ctx.clip();
@@ -417,7 +423,8 @@ function draw(p, datas) {
   ctx.fillText(unitLabel(unit), bx + 5, by - bh / 2 + 7);
 
   stats.draws++;
-  stats.lastDraw = { mode: p.mode, t0, t1, channels: names.length, points: drawnPoints,
+  stats.lastDraw = { mode: p.mode, t0, t1, channels: names.length, names: names.slice(),
+                     points: drawnPoints,
                      labels, scaleUv: S.scaleUv, records: recs.length, width: pw };
   drawOverview();
   status(p.mode === "envelope" ? "block envelope" : (p.mode === "points" ? "reduced" : ""));
@@ -640,7 +647,8 @@ function renderOffers() {
     const offers = (S.server && S.server[kind]) || [];
     $(grp).hidden = offers.length === 0;
     const s = $(sel); s.innerHTML = "";
-    const none = document.createElement("option"); none.value = ""; none.textContent = "none";
+    const none = document.createElement("option"); none.value = "";
+    none.textContent = kind === "montages" ? "referential" : "none";
     s.appendChild(none);
     for (const o of offers) {
       const opt = document.createElement("option");
