@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of the change check (recordings.session_signature) on sessions of many files.
+"""Cost of the change check (fingerprints.session_signature) on sessions of many files.
 
 Writes sessions of CHANNELS x SEGMENTS (tiny data: the cost is one stat per
 file, not data size) and times ``session_signature`` (warm dentry cache, the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mef3io_server.server.recordings import session_signature, tail_marks
+from mef3io_server.server.fingerprints import session_signature, tail_marks
 
 T0 = 1_600_000_000_000_000
 

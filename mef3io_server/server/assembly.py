@@ -29,6 +29,7 @@ from . import tile_grid as tg
 from .cache_keys import tile_key
 from .errors import Cancelled, ResourceLimit, decode_failure
 from .inflight import Lane
+from .block_index import Placement
 from .recordings import ChannelInfo, Recording
 from .tile_fetch import TileFetcher
 
@@ -160,14 +161,20 @@ class WindowAssembler:
             M, phase = tg.window_offset(grid, t0)
             # Grid-level conditions are the same for every channel of the group.
             grid_ok = abs(float(phase)) < 0.5 - tg.PHASE_TOLERANCE and tg.tiles_aligned(grid)
+            ks = grid.tiles_for_span(M, M + n)
+            # The blocks that matter are those of the window's tiles.
+            a = grid.tile_start(ks[0]) if len(ks) else t0
+            b = grid.tile_start(ks[-1] + 1) if len(ks) else t0
             keep = []
             for i in idxs:
                 ch = chans[i]
                 if grid.fs < native:
                     keep.append(i)          # reduced rates are defined by their tiles
-                elif not ch.index_ordered:
+                    continue
+                where = rec.placement(ch, grid, a, b)
+                if where is Placement.UNORDERED:
                     direct.append(i)        # its index cannot say where blocks are
-                elif grid_ok and rec.on_grid(ch, grid):
+                elif grid_ok and where is Placement.ON_GRID:
                     keep.append(i)
                 elif self._exact_for_window(rec, ch, grid, phase, M, n):
                     keep.append(i)

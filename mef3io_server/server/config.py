@@ -40,6 +40,7 @@ class Settings:
     tile_duration_s: float = 10.0          # TILE_DURATION_S (3.1.0: 60; 10 s = one default MEF
                                            # block at < 5 kHz, so a cold 10 s read decodes 20 s, not 120 s)
     tile_cache_bytes: int = 512 * MIB      # TILE_CACHE_MB
+    index_cache_bytes: int = 64 * MIB      # INDEX_CACHE_MB: pages of block indexes (0: none kept)
     cache_ttl_s: Optional[float] = 1800.0  # CACHE_TTL_S (0 or empty: no idle expiry)
     respect_mef_blocks: bool = False       # RESPECT_MEF_BLOCKS
     # --- sessions ---
@@ -258,6 +259,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "MAX_WORKERS": ("max_workers", _int(1, 1024)),
     "TILE_DURATION_S": ("tile_duration_s", _float(0.0, 86400.0, lo_open=True)),
     "TILE_CACHE_MB": ("tile_cache_bytes", _mb()),
+    "INDEX_CACHE_MB": ("index_cache_bytes", _mb(lo_open_zero=False)),
     "CACHE_TTL_S": ("cache_ttl_s", _optional_ttl),
     "SESSION_TTL_S": ("session_ttl_s", _optional_ttl),
     "MAX_SESSIONS": ("max_sessions", _int(1, 10_000_000)),

@@ -9,7 +9,7 @@ answer (the client gave up: a walk that finds nothing still notices). A
 :class:`SessionIndex` summarises each session with mef3io without a
 password (metadata files only, no ``.tdat`` and no record read) and keeps the
 summary until the session's files change (its
-:func:`~.recordings.session_signature`: size, mtime and inode of each file).
+:func:`~.fingerprints.session_signature`: size, mtime and inode of each file).
 
 An encrypted session is listed without opening it: ``encrypted`` is True and
 whatever its unencrypted metadata holds is given (channel count and span);
@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional
 
 from .errors import ServerError
 from .pinning import Pinner
-from .recordings import session_signature
+from .fingerprints import session_signature
 
 #: Session summaries kept (least recently used dropped first).
 INDEX_ENTRIES = 4096

@@ -45,6 +45,7 @@ from .paths import PathResolver
 from .pinning import Pinner
 from .points import PointReads
 from .reads import FileInfo, ReadCounters, SignalRead, ValueReads
+from .block_index import IndexCache
 from .recordings import Recording
 from .segments import channel_runs
 from .sessions import Session, SessionRegistry
@@ -86,6 +87,8 @@ class Engine:
                                 settings.chunk_bytes, settings.max_read_bytes)
         self.points = PointReads(self.reads, self.points_memory, self.counters,
                                  settings.points_source_bytes, settings.chunk_bytes)
+        #: Pages of the open recordings' block indexes (see .block_index).
+        self.index_cache = IndexCache(settings.index_cache_bytes)
         self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
                                      self.versions, self._open_recording,
                                      self._recording_closed, clock)
@@ -107,7 +110,8 @@ class Engine:
         rec = Recording(path, password, generation=self.versions.next_generation(),
                         cache_epoch=cache_epoch, decode_threads=s.decode_threads,
                         tile_duration_s=s.tile_duration_s,
-                        respect_mef_blocks=s.respect_mef_blocks, pinner=self.pinner)
+                        respect_mef_blocks=s.respect_mef_blocks, pinner=self.pinner,
+                        index_cache=self.index_cache)
         if s.decode_threads == 0 and self.decoder.kind == "threads" \
                 and self.store.split_ways > 1:
             # Automatic: the tile store already runs one mef3io read per core

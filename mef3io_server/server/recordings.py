@@ -2,8 +2,9 @@
 
 A :class:`Recording` is opened once per file, however many clients read it.
 It holds the shared mef3io reader (used by the thread decoder), the channel
-metadata a ``FileInfo`` answers with, each channel's MEF block index (from
-``block_envelope``: times only, nothing decoded), and one
+metadata a ``FileInfo`` answers with (from the metadata files only: opening
+costs the same for an hour as for a month), the channels' block index, paged
+in as reads need it (:class:`~.block_index.BlockIndex`), and one
 :class:`~mef3io_server.server.tile_grid.TileGrid` per (channel, served rate).
 
 Times are uUTC, rates Hz. A channel's span is ``[start_uutc, end_uutc)`` as
@@ -15,8 +16,7 @@ import os
 import threading
 import time
 import warnings
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import logging
@@ -24,6 +24,8 @@ import logging
 import numpy as np
 
 from . import tile_grid as tg
+from .block_index import BlockIndex, IndexCache, Placement
+from .fingerprints import marks_intact, session_signature, tail_marks
 from .decode import Source, open_reader
 from .pinning import Pinner
 from .errors import PasswordRequired, RecordingNotFound, RecordingUnreadable, UnknownChannel
@@ -33,7 +35,8 @@ log = logging.getLogger("mef3io_server.recordings")
 
 @dataclass
 class ChannelInfo:
-    """Metadata of one channel (rates in Hz, times in uUTC)."""
+    """Metadata of one channel (rates in Hz, times in uUTC), as mef3io's ``info``
+    reads it from the metadata files (its block index is in :class:`BlockIndex`)."""
 
     name: str
     fs: float
@@ -41,14 +44,6 @@ class ChannelInfo:
     end_uutc: int
     n_samples: int
     units: str
-    block_starts: np.ndarray = field(repr=False)   # int64, one per MEF block
-    block_ends: np.ndarray = field(repr=False)     # int64, just past each block's last sample
-    block_samples: int = 0                         # the channel's (first) block length
-    block_min: Optional[np.ndarray] = field(default=None, repr=False)   # float64, per block
-    block_max: Optional[np.ndarray] = field(default=None, repr=False)   # (units; NaN: unset)
-    # Block starts and ends in time order, as a MEF index is: where it is not
-    # (a damaged .tidx), nothing is concluded from it (see Recording).
-    index_ordered: bool = True
     # A stored count times this is a value in ``units`` (MEF units_conversion_factor).
     units_factor: float = 1.0
     description: str = ""                          # MEF channel_description
@@ -69,13 +64,6 @@ def _classify_open_error(path: str, exc: Exception, password_given: bool = False
     if "must end with .mefd" in text:
         return RecordingUnreadable(f"{path} is not a MEF session (the name must end in .mefd)")
     return RecordingUnreadable(f"{path} is not a readable MEF 3.0 session: {text}")
-
-
-def index_in_order(starts: np.ndarray, ends: np.ndarray) -> bool:
-    """Whether a channel's block starts and ends (uUTC) both run in time order, each
-    block ending at or after its start: what searching the index by time needs."""
-    return bool(np.all(starts[1:] >= starts[:-1]) and np.all(ends[1:] >= ends[:-1])
-                and np.all(ends >= starts))
 
 
 #: mef3io.Validator's checks of the block index, run on channels whose index is
@@ -99,87 +87,6 @@ def index_findings(path: str, password: str, channels: Sequence[str]) -> str:
     return ("; mef3io.Validator: " + " | ".join(found)) if found else ""
 
 
-def session_signature(path: str) -> tuple:
-    """A cheap fingerprint of a session's files: (relative path, size, mtime_ns) of each.
-
-    Appends change the size of ``.tdat``/``.tidx`` files and rewrite
-    ``.tmet``; a replaced or truncated session changes sizes or inode times.
-    Costs one ``stat`` per file (channels x segments x 3).
-    """
-    if os.path.isfile(path):
-        st = os.stat(path)
-        return (("", st.st_size, st.st_mtime_ns, st.st_ino),)
-    entries: list = []
-    _signature_of_dir(path, "", entries)
-    return tuple(entries)
-
-
-def _signature_of_dir(directory: str, prefix: str, entries: list) -> None:
-    """Files under ``directory`` (names sorted, depth first) into ``entries``, with
-    paths relative to the session: ``os.scandir`` saves a path join, a ``relpath``
-    and a directory ``stat`` per file over ``os.walk`` (2.4 -> 1.3 ms for 192 files)."""
-    try:
-        with os.scandir(directory) as it:
-            items = sorted(it, key=lambda e: e.name)
-    except FileNotFoundError:
-        return
-    for e in items:
-        try:
-            if e.is_dir():
-                if not e.is_symlink():      # as os.walk: linked folders are not entered
-                    _signature_of_dir(e.path, prefix + e.name + "/", entries)
-                continue
-            st = e.stat()
-        except FileNotFoundError:
-            continue
-        entries.append((prefix + e.name, st.st_size, st.st_mtime_ns, st.st_ino))
-
-
-UNIVERSAL_HEADER_BYTES = 1024   # MEF 3.0 files start with this header (rewritten on append)
-TAIL_MARK_BYTES = 4096          # bytes before a .tdat's end fingerprinted at open
-
-
-def tail_marks(path: str, signature: tuple) -> dict:
-    """Fingerprints of each ``.tdat``: ``{relpath: (inode, size, crc32 of its last bytes)}``.
-
-    The last ``TAIL_MARK_BYTES`` bytes before the file's end at open time (past
-    the universal header). An in-segment append by ``mef3io.Writer`` extends
-    the same file and leaves those bytes alone; a rewrite or replacement with
-    other data changes the inode or those bytes. One small read per file.
-    """
-    marks = {}
-    if os.path.isfile(path):
-        return marks
-    for rel, size, _mtime, ino in signature:
-        if not rel.endswith(".tdat"):
-            continue
-        marks[rel] = (ino, size, _crc_before(os.path.join(path, rel), size))
-    return marks
-
-
-def _crc_before(full: str, size: int) -> Optional[int]:
-    a = max(UNIVERSAL_HEADER_BYTES, size - TAIL_MARK_BYTES)
-    try:
-        with open(full, "rb") as f:
-            f.seek(a)
-            data = f.read(max(0, size - a))
-    except OSError:
-        return None
-    return zlib.crc32(data) if len(data) == max(0, size - a) else None
-
-
-_INT64 = np.iinfo(np.int64)
-
-
-def _int64s(times: list) -> np.ndarray:
-    """uUTC times as int64, those beyond its range clipped to it (no block is there)."""
-    try:
-        return np.array(times, dtype=np.int64)
-    except OverflowError:
-        return np.array([min(max(int(t), _INT64.min), _INT64.max) for t in times],
-                        dtype=np.int64)
-
-
 class Recording:
     """An open MEF session (see module docstring).
 
@@ -191,12 +98,17 @@ class Recording:
         The password that opened it ("" for none). Kept in memory only while
         the recording is open, because decode workers and re-opens after a
         change on disk need it; never logged or returned.
+    index_cache : IndexCache, optional
+        Where the block index's pages are kept (the engine's, shared by every
+        recording); a private one of ``DEFAULT_INDEX_CACHE_BYTES`` when None.
     """
+
+    DEFAULT_INDEX_CACHE_BYTES = 64 * 2**20
 
     def __init__(self, path: str, password: str = "", *, generation: int = 0,
                  cache_epoch: Optional[int] = None, decode_threads: int = 0,
                  tile_duration_s: float = 10.0, respect_mef_blocks: bool = False,
-                 pinner: Optional[Pinner] = None):
+                 pinner: Optional[Pinner] = None, index_cache: Optional[IndexCache] = None):
         self.path = path
         self.generation = generation
         # Tiles are keyed by (path, cache_epoch): an append keeps the epoch
@@ -209,11 +121,8 @@ class Recording:
         self._decode_threads = decode_threads
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
-        self._phases: dict[tuple[str, tg.TileGrid], np.ndarray] = {}
-        # Pure functions of this version's block index, asked on every read:
-        # (channel, fs, tile) -> has data; (channel, grid) -> on grid.
-        self._has_data: dict[tuple, bool] = {}
-        self._on_grid: dict[tuple, bool] = {}
+        self._index_cache = index_cache if index_cache is not None \
+            else IndexCache(self.DEFAULT_INDEX_CACHE_BYTES)
         self.closed = False
         start = time.perf_counter()
         self.signature = session_signature(path)
@@ -260,6 +169,9 @@ class Recording:
             self.access_level = "level2" if info0.get("section3_available") else "level1"
         self.start_uutc = min(c.start_uutc for c in self.channels)
         self.end_uutc = max(c.end_uutc for c in self.channels)
+        #: The channels' block index, paged in as reads need it.
+        self.index = BlockIndex(self._load_index, self.channels, self.start_uutc,
+                                self._index_cache, on_disorder=self._index_disordered)
         # Set when a re-open after a change on disk replaced this version: its
         # tiles must no longer enter the cache, and its reader closes once the
         # reads already using it (``active_reads``) are done.
@@ -269,34 +181,30 @@ class Recording:
     # ---- metadata ----
 
     def _load_channels(self, names: Sequence[str]) -> list[ChannelInfo]:
+        """Each channel's metadata, from mef3io's ``info`` (metadata files only)."""
+        out = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            env = self.reader.block_envelope(list(names))
-            out = []
             for name in names:
                 info = self.reader.info(name)
-                e = env[name]
-                starts = np.asarray(e["start_uutc"], dtype=np.int64)
-                ends = np.asarray(e["end_uutc"], dtype=np.int64)
-                fs = float(info["sampling_frequency"])
-                block = int(round((ends[0] - starts[0]) * fs / 1e6)) if starts.size else 0
                 out.append(ChannelInfo(
-                    name=name, fs=fs, start_uutc=int(info["start_time"]),
-                    end_uutc=int(info["end_time"]), n_samples=int(info["number_of_samples"]),
+                    name=name, fs=float(info["sampling_frequency"]),
+                    start_uutc=int(info["start_time"]), end_uutc=int(info["end_time"]),
+                    n_samples=int(info["number_of_samples"]),
                     units=str(info.get("units_description") or ""),
-                    block_starts=starts, block_ends=ends, block_samples=max(0, block),
-                    block_min=np.asarray(e["min"], dtype=np.float64),
-                    block_max=np.asarray(e["max"], dtype=np.float64),
-                    index_ordered=index_in_order(starts, ends),
                     units_factor=float(info.get("units_conversion_factor") or 1.0),
                     description=str(info.get("channel_description") or "")))
-        damaged = [c.name for c in out if not c.index_ordered]
-        if damaged:
-            log.warning("%s: the block index of channel(s) %s is not in time order (a damaged "
-                        ".tidx); they are read straight through mef3io, uncached%s", self.path,
-                        ", ".join(damaged[:10]) + (" ..." if len(damaged) > 10 else ""),
-                        index_findings(self.path, self._password, damaged))
         return out
+
+    def _load_index(self, names: list, t0: int, t1: int) -> dict:
+        """mef3io's block envelope of ``names`` over ``[t0, t1)`` (the index's loader)."""
+        return self.reader.block_envelope(list(names), t0, t1)
+
+    def _index_disordered(self, names: list) -> None:
+        log.warning("%s: the block index of channel(s) %s is not in time order (a damaged "
+                    ".tidx); they are read straight through mef3io, uncached%s", self.path,
+                    ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""),
+                    index_findings(self.path, self._password, names))
 
     @property
     def password(self) -> str:
@@ -343,9 +251,10 @@ class Recording:
         g = self._grids.get(key)
         if g is None:
             block = None
-            if self._respect_blocks and ch.block_samples:
+            first = self.index.first_block_samples(ch) if self._respect_blocks else 0
+            if first:
                 # Whole MEF blocks of the channel, expressed at the served rate.
-                block = max(1, int(round(ch.block_samples * served_fs / ch.fs)))
+                block = max(1, int(round(first * served_fs / ch.fs)))
                 if served_fs < ch.fs and block % 2:
                     block *= 2      # min-max pairs: two whole blocks, never a split one
             duration = self._tile_duration_s
@@ -359,95 +268,46 @@ class Recording:
                 self._grids[key] = g
         return g
 
-    def block_phases(self, ch: ChannelInfo, grid: tg.TileGrid) -> np.ndarray:
-        """Phases of ``ch``'s MEF blocks on ``grid`` (cached), see :func:`tile_grid.block_phases`."""
-        key = (ch.name, grid)
-        p = self._phases.get(key)
-        if p is None:
-            p = tg.block_phases(grid, ch.block_starts)
-            with self._lock:
-                self._phases[key] = p
-        return p
-
-    def on_grid(self, ch: ChannelInfo, grid: tg.TileGrid) -> bool:
-        """Every block of ``ch`` starts within tolerance of ``grid``'s samples (never
-        said of a channel whose index is out of order). Memoized."""
-        key = (ch.name, grid)
-        v = self._on_grid.get(key)
-        if v is None:
-            if not ch.index_ordered:
-                v = False
-            else:
-                p = self.block_phases(ch, grid)
-                v = bool(p.size == 0 or np.max(np.abs(p)) < tg.PHASE_TOLERANCE)
-            self._on_grid[key] = v
-        return v
+    def placement(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> Placement:
+        """Where the blocks of ``ch`` over ``[t0, t1)`` uUTC sit on ``grid`` (see
+        :meth:`.block_index.BlockIndex.placement`)."""
+        return self.index.placement(ch, grid, t0, t1)
 
     def phases_in_window(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
         """Phases of the blocks of ``ch`` overlapping ``[t0, t1)``."""
-        lo = int(np.searchsorted(ch.block_ends, t0, side="right"))
-        hi = int(np.searchsorted(ch.block_starts, t1, side="left"))
-        return self.block_phases(ch, grid)[lo:hi]
+        return self.index.phases_in_window(ch, grid, t0, t1)
 
     def has_data_many(self, ch: ChannelInfo, t0s, t1s) -> list[bool]:
         """For each window ``[t0s[i], t1s[i])`` (uUTC): whether any MEF block of ``ch``
-        overlaps it (with half a sample of slack). One pass over all the windows.
-        A channel whose index is out of order may have data anywhere: all True."""
-        if not ch.index_ordered:
-            return [True] * len(t0s)
-        slack = int(5e5 / ch.fs) + 1
-        lo = np.searchsorted(ch.block_ends, _int64s([t - slack for t in t0s]), side="right")
-        hi = np.searchsorted(ch.block_starts, _int64s([t + slack for t in t1s]), side="left")
-        return (hi > lo).tolist()
+        overlaps it (with half a sample of slack). A channel whose index is out of
+        order may have data anywhere: all True."""
+        return self.index.has_data_many(ch, t0s, t1s)
 
-    #: Entries of the has-data memo kept per recording version (then it starts over).
-    HAS_DATA_MEMO_LIMIT = 500_000
-
-    def has_data_tiles(self, ch: ChannelInfo, grid: tg.TileGrid, ks: list[int]) -> list[bool]:
-        """Whether ``ch`` has data in each tile ``ks`` of ``grid`` (memoized;
-        :meth:`has_data_many` over the tiles missing from the memo)."""
-        memo = self._has_data
-        base = (ch.name, float(grid.fs))
-        flags = [memo.get(base + (k,)) for k in ks]
-        if None not in flags:
-            return flags
-        starts, ends = tg.tile_windows(grid, tuple(ks))
-        flags = self.has_data_many(ch, starts, ends)
-        if len(memo) > self.HAS_DATA_MEMO_LIMIT:
-            memo.clear()
-        for k, f in zip(ks, flags):
-            memo[base + (k,)] = f
-        return flags
+    def has_data_tiles(self, chans: Sequence[ChannelInfo], grid: tg.TileGrid,
+                       ks: list[int]) -> list[list[bool]]:
+        """For each of ``chans`` (all on ``grid``), whether it has data in each tile
+        ``ks`` (memoized per tile, see :meth:`.block_index.BlockIndex.has_data_tiles`)."""
+        return self.index.has_data_tiles(chans, grid, ks)
 
     def blocks_span(self, ch: ChannelInfo, t0: int, t1: int) -> int:
         """uUTC covered by the MEF blocks of ``ch`` that overlap ``[t0, t1)`` (what a
         read of that window decodes), 0 when none does."""
-        lo = int(np.searchsorted(ch.block_ends, t0, side="right"))
-        hi = int(np.searchsorted(ch.block_starts, t1, side="left"))
-        if hi <= lo:
-            return 0
-        return int((ch.block_ends[lo:hi] - ch.block_starts[lo:hi]).sum())
+        return self.index.blocks_span(ch, t0, t1)
 
     def block_envelope(self, ch: ChannelInfo, t0: Optional[int], t1: Optional[int]) -> dict:
         """Per-MEF-block ``start_uutc``, ``end_uutc``, ``min``, ``max`` arrays of ``ch``
-        overlapping ``[t0, t1)`` (either end None: open), from the block index only:
-        the whole channel from the index read at open, a window from mef3io.
-        Raises mef3io's error as is."""
-        if t0 is None and t1 is None and ch.block_min is not None:
-            return {"start_uutc": ch.block_starts, "end_uutc": ch.block_ends,
-                    "min": ch.block_min, "max": ch.block_max}
+        overlapping ``[t0, t1)`` (either end None: open), from the block index only
+        (nothing decoded). Raises mef3io's error as is."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return self.reader.block_envelope(ch.name, t0, t1)
 
     def extended_by(self, new: "Recording") -> bool:
         """Whether ``new`` (a re-open of the same path) is this version with data
-        appended: nothing before each channel's old end changed.
-
-        The same block index is not enough: a session rewritten with other
-        values of the same shape has it too, so the old files' bytes must be
-        intact (:meth:`data_kept_on_disk`).
-        """
+        appended: the same channels (and maybe more), each at the same rate and
+        start, ending no earlier, and the bytes of every data and index file seen
+        at open intact (:meth:`data_kept_on_disk`): a session rewritten with other
+        values of the same shape changes those bytes."""
         if not self.data_kept_on_disk():
             return False
         if [c.name for c in self.channels] != [c.name for c in new.channels[:len(self.channels)]]:
@@ -455,12 +315,7 @@ class Recording:
         for a in self.channels:
             b = new.by_name.get(a.name)
             if b is None or b.fs != a.fs or b.start_uutc != a.start_uutc \
-                    or b.end_uutc < a.end_uutc:
-                return False
-            n = a.block_starts.size
-            if b.block_starts.size < n or not np.array_equal(a.block_starts, b.block_starts[:n]):
-                return False
-            if n > 1 and not np.array_equal(a.block_ends[:n - 1], b.block_ends[:n - 1]):
+                    or b.end_uutc < a.end_uutc or b.n_samples < a.n_samples:
                 return False
         return True
 
@@ -477,29 +332,15 @@ class Recording:
             self.check_cost_s = time.perf_counter() - start
 
     def data_kept_on_disk(self) -> bool:
-        """True when every ``.tdat`` seen at open still holds the same bytes (maybe more).
-
-        Same inode, not shorter, and the fingerprinted bytes before the old end
-        unchanged (see :func:`tail_marks`): the change since open can only be
-        an append. A ``.mefd.tar`` is never appended to: always False there.
-        """
-        if os.path.isfile(self.path):
-            return False
-        for rel, (ino, size, crc) in self.tail_marks.items():
-            try:
-                st = os.stat(os.path.join(self.path, rel))
-            except OSError:
-                return False
-            # The same file as at open: its bytes are read where mef3io reads them
-            # (the pinned view), never through a path that may now lead elsewhere.
-            if st.st_ino != ino or st.st_size < size or crc is None \
-                    or _crc_before(os.path.join(self.open_path, rel), size) != crc:
-                return False
-        return True
+        """True when every ``.tdat`` and ``.tidx`` seen at open still holds the same
+        bytes (maybe more): the change since open can only be an append (see
+        :mod:`.fingerprints`). A ``.mefd.tar`` is never appended to: always False."""
+        return marks_intact(self.path, self.open_path, self.tail_marks)
 
     def close(self) -> None:
         """Close the shared reader, drop the password, let the pinned files go."""
         self.closed = True
+        self.index.forget()
         try:
             self.reader.close()
         finally:

@@ -59,8 +59,14 @@ def merge_blocks(name: str, fs: float, starts, ends, start_samples, counts) -> C
 
 
 def _block_table(reader, ch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(starts, ends, start_samples, counts) of each block of ``ch`` (a ChannelInfo)."""
-    starts, ends = ch.block_starts, ch.block_ends
+    """(starts, ends, start_samples, counts) of each block of ``ch`` (a ChannelInfo):
+    times from mef3io's block envelope of the whole channel, sample numbers from
+    its ``toc`` (both the ``.tidx`` files, nothing decoded)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = reader.block_envelope(ch.name)
+    starts = np.asarray(env["start_uutc"], dtype=np.int64)
+    ends = np.asarray(env["end_uutc"], dtype=np.int64)
     toc = None
     try:
         with warnings.catch_warnings():
@@ -80,8 +86,8 @@ def _block_table(reader, ch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 def channel_runs(reader, ch) -> ChannelRuns:
     """The runs of ``ch`` (a :class:`~.recordings.ChannelInfo`) of an open session.
 
-    Block times come from the index the recording loaded when it opened;
-    sample numbers from ``reader.toc`` (the ``.tidx`` files, nothing decoded).
+    Block times and sample numbers come from the ``.tidx`` files (nothing
+    decoded), read for each call.
     """
     starts, ends, start_samples, counts = _block_table(reader, ch)
     return merge_blocks(ch.name, ch.fs, starts, ends, start_samples, counts)

@@ -80,8 +80,8 @@ class TileFetcher:
         result: dict[tuple[str, int], np.ndarray] = {}
         probe: list[tuple[ChannelInfo, int, tuple]] = []
         ks = [int(k) for k in tiles]
-        for ch in chans:
-            for k, has in zip(ks, rec.has_data_tiles(ch, grid, ks)):
+        for ch, flags in zip(chans, rec.has_data_tiles(chans, grid, ks)):
+            for k, has in zip(ks, flags):
                 if not has:
                     result[(ch.name, k)] = self.nan_tile(L)
                     continue
@@ -154,8 +154,8 @@ class TileFetcher:
         fs = float(grid.fs)
         ks = [int(k) for k in grid.tiles_for_span(j0 + M, j1 + M)]
         with_data: dict[int, list[ChannelInfo]] = {k: [] for k in ks}
-        for ch in chans:
-            for k, has in zip(ks, rec.has_data_tiles(ch, grid, ks)):
+        for ch, flags in zip(chans, rec.has_data_tiles(chans, grid, ks)):
+            for k, has in zip(ks, flags):
                 if has:
                     with_data[k].append(ch)
         cache = self.cache

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mef3io_server.server import tile_grid as tg
+from mef3io_server.server.block_index import Placement
 from mef3io_server.server.decode import Decoder, Source
 from mef3io_server.server.errors import Cancelled, DecodeFailed
 
@@ -66,8 +67,8 @@ class FakeRecording:
     def grid(self, ch, served_fs):
         return tg.TileGrid(self.start_uutc, served_fs, self.tile_samples)
 
-    def on_grid(self, ch, grid):
-        return True
+    def placement(self, ch, grid, t0, t1):
+        return Placement.ON_GRID if ch.index_ordered else Placement.UNORDERED
 
     def phases_in_window(self, ch, grid, t0, t1):
         return np.zeros(0)
@@ -75,7 +76,7 @@ class FakeRecording:
     def blocks_span(self, ch, t0, t1):
         return max(0, min(t1, self.end_uutc) - max(t0, self.start_uutc))
 
-    def has_data_tiles(self, ch, grid, ks):
+    def has_data_tiles(self, chans, grid, ks):
         self.has_data_calls += 1
         out = []
         for k in ks:
@@ -83,7 +84,7 @@ class FakeRecording:
             inside = a < self.end_uutc and b > self.start_uutc
             gap = any(g0 <= a and b <= g1 for g0, g1 in self.gaps)
             out.append(inside and not gap)
-        return out
+        return [list(out) for _ in chans]
 
 
 class FakeDecoder(Decoder):

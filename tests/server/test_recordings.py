@@ -1,20 +1,36 @@
-"""Recording: the per-channel block index questions the tile store asks."""
+"""Recording: opened from metadata only; the block index questions the tile store asks."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from conftest import T0, random_walk
+from mef3io_server.server.block_index import IndexCache
 from mef3io_server.server.recordings import Recording
 
 S = 1_000_000
 
 
-def overlaps(ch, a: int, b: int) -> bool:
+def index_of(path, name):
+    """The channel's whole block index as mef3io reads it: the reference."""
+    import mef3io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = mef3io.Reader(str(path))
+        try:
+            e = r.block_envelope(name)
+            return np.asarray(e["start_uutc"]), np.asarray(e["end_uutc"])
+        finally:
+            r.close()
+
+
+def overlaps(index, fs, a: int, b: int) -> bool:
     """The reference, block by block in Python integers: a block overlaps ``[a, b)``
     with half a sample of slack."""
-    slack = int(5e5 / ch.fs) + 1
-    return any(int(e) > a - slack and int(s) < b + slack
-               for s, e in zip(ch.block_starts, ch.block_ends))
+    slack = int(5e5 / fs) + 1
+    return any(int(e) > a - slack and int(s) < b + slack for s, e in zip(*index))
 
 
 def test_has_data_many_answers_as_each_window_checked_block_by_block(write_recording):
@@ -25,12 +41,14 @@ def test_has_data_many_answers_as_each_window_checked_block_by_block(write_recor
     rec = Recording(str(path))
     try:
         ch = rec.channels[0]
+        index = index_of(path, "a")
         rng = np.random.default_rng(0)
         t0s = T0 + rng.integers(-20 * S, 140 * S, 400)
         t1s = t0s + rng.integers(1, 20 * S, 400)
-        got = rec.has_data_many(ch, t0s, t1s)
-        assert got == [overlaps(ch, int(a), int(b)) for a, b in zip(t0s, t1s)]
+        got = [rec.has_data_many(ch, [a], [b])[0] for a, b in zip(t0s, t1s)]
+        assert got == [overlaps(index, ch.fs, int(a), int(b)) for a, b in zip(t0s, t1s)]
         assert True in got and False in got               # both answers were asked for
+        assert rec.has_data_many(ch, t0s, t1s) == got      # all at once: the same
         assert rec.has_data_many(ch, [T0 + 50 * S], [T0 + 60 * S]) == [False]   # in the gap
         assert rec.has_data_many(ch, [], []) == []
     finally:
@@ -43,10 +61,32 @@ def test_has_data_many_of_windows_beyond_int64_is_false(write_recording):
     rec = Recording(str(path))
     try:
         ch = rec.channels[0]
+        index = index_of(path, "a")
         big, small = 2**63 - 1, -2**63
-        got = rec.has_data_many(ch, [big - 10, small, T0], [big + 10**9, small + 10, T0 + S])
+        got = [rec.has_data_many(ch, [a], [b])[0]
+               for a, b in [(big - 10, big + 10**9), (small, small + 10), (T0, T0 + S)]]
         assert got == [False, False, True]
-        assert got == [overlaps(ch, big - 10, big + 10**9), overlaps(ch, small, small + 10),
-                       overlaps(ch, T0, T0 + S)]
+        assert got == [overlaps(index, ch.fs, big - 10, big + 10**9),
+                       overlaps(index, ch.fs, small, small + 10),
+                       overlaps(index, ch.fs, T0, T0 + S)]
     finally:
         rec.close()
+
+
+def test_open_reads_no_block_index_and_reads_load_only_their_pages(write_recording):
+    """Opening loads no index page; a read's questions load the pages of its span only,
+    and closing the recording drops them from the shared cache."""
+    path = write_recording("lazy", {"a": random_walk(256 * 600, 2), "b": random_walk(256 * 600, 4)})
+    cache = IndexCache(1 << 20)
+    rec = Recording(str(path), index_cache=cache)
+    try:
+        assert cache.loads == 0 and len(cache) == 0
+        assert [c.n_samples for c in rec.channels] == [256 * 600] * 2
+        grid = rec.grid(rec.channels[0], 256.0)
+        assert rec.has_data_tiles(rec.channels, grid, [0, 1]) == [[True, True], [True, True]]
+        assert cache.loads == 1 and len(cache) == 2        # one load, both channels' page
+        rec.has_data_tiles(rec.channels, grid, [0, 1])
+        assert cache.loads == 1                             # answered from the memo
+    finally:
+        rec.close()
+    assert len(cache) == 0 and cache.nbytes == 0
