@@ -126,12 +126,17 @@ class WindowAssembler:
         ahead = max(1, min(self.tuning.decode_ahead_bytes, fetcher.cache.max_bytes // 4)
                     // max(1, per_chunk * len(chans) * 4))
         scheduled = 1           # chunks [0, scheduled) are decoded or decoding
+        # Per group: the tiles in hand (a chunk is often a slice of the tiles the
+        # last one used: they are fetched once per read, not once per chunk) and
+        # the last tile fetched or started in the background.
+        hands = [TileHand() for _ in sliced_groups]
+        offsets = [tg.window_offset(grid, t0)[0] for grid, _, _ in sliced_groups]
         for ci, (j0, j1) in enumerate(bounds):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("the read was cancelled")
             out = np.empty((len(chans), j1 - j0), dtype=np.float32)
-            for grid, native, idxs in sliced_groups:
-                self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel)
+            for (grid, native, idxs), hand in zip(sliced_groups, hands):
+                self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel, hand)
             for idx, rows in whole_parts:
                 out[idx] = rows[:, j0:j1]
             if direct:          # off-grid channels, read chunk by chunk
@@ -143,9 +148,12 @@ class WindowAssembler:
                 # would hold the next chunk back until all of them are).
                 while scheduled < min(len(bounds), ci + 1 + ahead):
                     nj0, nj1 = bounds[scheduled]
-                    for grid, native, idxs in sliced_groups:
-                        fetcher.start_background(rec, [chans[i] for i in idxs], grid, t0,
-                                                 nj0, nj1)
+                    for (grid, native, idxs), hand, M in zip(sliced_groups, hands, offsets):
+                        last = int(grid.tiles_for_span(nj0 + M, nj1 + M)[-1])
+                        if last > hand.reached:      # else its tiles are in hand or started
+                            fetcher.start_background(rec, [chans[i] for i in idxs], grid, t0,
+                                                     nj0, nj1)
+                            hand.reached = last
                     scheduled += 1
             if on_chunk is not None:
                 on_chunk(j0, j1)
@@ -165,13 +173,13 @@ class WindowAssembler:
             # The blocks that matter are those of the window's tiles.
             a = grid.tile_start(ks[0]) if len(ks) else t0
             b = grid.tile_start(ks[-1] + 1) if len(ks) else t0
+            if grid.fs < native:
+                sliced_groups.append((grid, native, list(idxs)))   # defined by their tiles
+                continue
             keep = []
-            for i in idxs:
+            wheres = rec.placements([chans[i] for i in idxs], grid, a, b)
+            for i, where in zip(idxs, wheres):
                 ch = chans[i]
-                if grid.fs < native:
-                    keep.append(i)          # reduced rates are defined by their tiles
-                    continue
-                where = rec.placement(ch, grid, a, b)
                 if where is Placement.UNORDERED:
                     direct.append(i)        # its index cannot say where blocks are
                 elif grid_ok and where is Placement.ON_GRID:
@@ -259,20 +267,49 @@ class WindowAssembler:
                 return False
         return True
 
-    def _fill(self, rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel=None) -> None:
-        """Samples ``[j0, j1)`` of the channels ``idxs`` (one group) into ``out``."""
+    def _fill(self, rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel=None,
+              hand: Optional["TileHand"] = None) -> None:
+        """Samples ``[j0, j1)`` of the channels ``idxs`` (one group) into ``out``,
+        from the tiles in ``hand`` (fetching those it lacks into it)."""
         plan = tg.plan_window(grid, t0, n, j0, j1)
         group = [chans[i] for i in idxs]
-        tiles = self.fetcher.fetch(rec, group, grid, [p.tile for p in plan.pieces], lane,
-                                   cancel)
+        hand = TileHand() if hand is None else hand
+        hand.drop_before(plan.pieces[0].tile)
+        need = [p.tile for p in plan.pieces if p.tile not in hand.tiles]
+        if need:
+            got = self.fetcher.fetch(rec, group, grid, need, lane, cancel)
+            for k in need:
+                hand.tiles[k] = [got[(ch.name, k)] for ch in group]
+            hand.reached = max(hand.reached, need[-1])
         # Rows idxs[0] .. idxs[-1] in order (the usual case): one np.stack per
         # piece straight into the output, instead of one assignment per channel.
         rows = slice(idxs[0], idxs[-1] + 1) if idxs[-1] - idxs[0] + 1 == len(idxs) else None
         for p in plan.pieces:
             o0, o1 = p.out_start - j0, p.out_stop - j0          # samples of the chunk
-            s0, s1, k = p.tile_start, p.tile_stop, p.tile       # samples of tile k
+            s0, s1 = p.tile_start, p.tile_stop                  # samples of the tile
+            arrays = hand.tiles[p.tile]
             if rows is not None and len(group) > 1:
-                np.stack([tiles[(ch.name, k)][s0:s1] for ch in group], out=out[rows, o0:o1])
+                np.stack([a[s0:s1] for a in arrays], out=out[rows, o0:o1])
                 continue
-            for i, ch in zip(idxs, group):
-                out[i, o0:o1] = tiles[(ch.name, k)][s0:s1]
+            for i, a in zip(idxs, arrays):
+                out[i, o0:o1] = a[s0:s1]
+
+
+class TileHand:
+    """The tiles one read of one channel group holds while it sends chunks.
+
+    ``tiles``: tile number -> that tile of each channel of the group (in group
+    order). Tiles before the chunk being filled are let go; a window's tiles
+    are at most the window plus one tile per channel. ``reached``: the last tile
+    fetched or started in the background for the read (-inf before any).
+    """
+
+    __slots__ = ("tiles", "reached")
+
+    def __init__(self):
+        self.tiles: dict[int, list[np.ndarray]] = {}
+        self.reached: float = float("-inf")
+
+    def drop_before(self, k: int) -> None:
+        for old in [j for j in self.tiles if j < k]:
+            del self.tiles[old]

@@ -344,15 +344,46 @@ class BlockIndex:
     def placement(self, ch, grid: tg.TileGrid, t0: int, t1: int) -> Placement:
         """Where the blocks of ``ch`` overlapping ``[t0, t1)`` sit on ``grid``:
         decided page by page (memoized per page) over the pages of that span."""
-        result = Placement.ON_GRID
-        pages = None
-        for p in self._page_range(ch, t0, t1):
-            key = (ch.name, grid, p)
-            v = self._placement.get(key)
-            if v is None:
-                if pages is None:
-                    pages = dict(self.pages([ch], t0, t1)[ch.name])
-                page = pages[p]
+        return self.placements([ch], grid, t0, t1)[0]
+
+    def placements(self, chans: Sequence, grid: tg.TileGrid, t0: int,
+                   t1: int) -> list[Placement]:
+        """:meth:`placement` of each channel of ``chans`` (the pages missing from the
+        memo loaded once for all of them)."""
+        memo = self._placement
+        g = (grid.anchor_uutc, grid.fs, grid.tile_samples)
+        out: list[Optional[Placement]] = []
+        todo = []
+        ranges: dict[tuple, range] = {}
+        for i, ch in enumerate(chans):
+            span = (ch.start_uutc, ch.end_uutc, ch.fs)
+            pr = ranges.get(span)
+            if pr is None:
+                pr = ranges[span] = self._page_range(ch, t0, t1)
+            result = Placement.ON_GRID
+            for p in pr:
+                v = memo.get((ch.name, g, p))
+                if v is None:
+                    result = None
+                    break
+                if v is Placement.UNORDERED:
+                    result = v
+                    break
+                if v is Placement.OFF_GRID:
+                    result = v
+            out.append(result)
+            if result is None:
+                todo.append(i)
+        if not todo:
+            return out          # type: ignore[return-value]
+        need = [chans[i] for i in todo]
+        pages = self.pages(need, t0, t1)
+        if len(memo) > self.MEMO_LIMIT:
+            memo.clear()
+        for i in todo:
+            ch = chans[i]
+            result = Placement.ON_GRID
+            for p, page in pages[ch.name]:
                 if not page.ordered:
                     v = Placement.UNORDERED
                 else:
@@ -360,14 +391,13 @@ class BlockIndex:
                     v = (Placement.ON_GRID if ph.size == 0
                          or float(np.max(np.abs(ph))) < tg.PHASE_TOLERANCE
                          else Placement.OFF_GRID)
-                if len(self._placement) > self.MEMO_LIMIT:
-                    self._placement.clear()
-                self._placement[key] = v
-            if v is Placement.UNORDERED:
-                return v
-            if v is Placement.OFF_GRID:
-                result = v
-        return result
+                memo[(ch.name, g, p)] = v
+                if v is Placement.UNORDERED or result is Placement.UNORDERED:
+                    result = Placement.UNORDERED
+                elif v is Placement.OFF_GRID:
+                    result = v
+            out[i] = result
+        return out          # type: ignore[return-value]
 
     def phases_in_window(self, ch, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
         """Phases on ``grid`` (samples, see :func:`.tile_grid.block_phases`) of the

@@ -100,37 +100,48 @@ def _mark_span(rel: str, size: int) -> tuple[int, int]:
     return max(UNIVERSAL_HEADER_BYTES, b - TAIL_MARK_BYTES), b
 
 
-def crc_of(full: str, a: int, b: int) -> Optional[int]:
-    """CRC-32 of bytes ``[a, b)`` of ``full``, None when they cannot all be read."""
+def crc_of(full: str, a: int, b: int, fd: Optional[int] = None) -> Optional[int]:
+    """CRC-32 of bytes ``[a, b)`` of ``full`` (or of the file open as ``fd``: no
+    open and close), None when they cannot all be read."""
+    n = max(0, b - a)
     try:
-        with open(full, "rb") as f:
-            f.seek(a)
-            data = f.read(max(0, b - a))
+        if fd is not None:
+            data = os.pread(fd, n, a)
+        else:
+            with open(full, "rb") as f:
+                f.seek(a)
+                data = f.read(n)
     except OSError:
         return None
-    return zlib.crc32(data) if len(data) == max(0, b - a) else None
+    return zlib.crc32(data) if len(data) == n else None
 
 
-def tail_marks(path: str, signature: tuple) -> dict:
+def tail_marks(path: str, signature: tuple, fds: Optional[dict] = None) -> dict:
     """``{relative path: (inode, size, crc)}`` of each ``.tdat`` and ``.tidx`` of
-    ``signature`` (see module docstring). Empty for a ``.mefd.tar``."""
+    ``signature`` (see module docstring). Empty for a ``.mefd.tar``. ``fds``:
+    relative path -> descriptor of files held open (the pinned view's), read
+    in place of opening them."""
     if os.path.isfile(path):
         return {}
+    fds = fds or {}
     files = [(rel, size, ino) for rel, size, _mtime, ino in signature if _marked(rel)]
 
     def marks(part: list) -> list:
-        return [(rel, (ino, size, crc_of(os.path.join(path, rel), *_mark_span(rel, size))))
+        return [(rel, (ino, size, crc_of(os.path.join(path, rel), *_mark_span(rel, size),
+                                         fd=fds.get(rel))))
                 for rel, size, ino in part]
 
     return dict(m for part in _parallel(marks, files) for m in part)
 
 
-def marks_intact(path: str, read_path: str, marks: dict) -> bool:
+def marks_intact(path: str, read_path: str, marks: dict, fds: Optional[dict] = None) -> bool:
     """Whether every file of ``marks`` still holds the bytes it held (maybe more):
     same inode, not shorter, marked bytes unchanged. ``path`` is stat'ed (the
-    session as named), ``read_path`` read (where mef3io reads: the pinned view)."""
+    session as named), ``read_path`` read (where mef3io reads: the pinned view,
+    whose descriptors ``fds`` are read directly when given)."""
     if os.path.isfile(path):
         return False
+    fds = fds or {}
 
     def check(part: list) -> bool:
         for rel, (ino, size, crc) in part:
@@ -139,7 +150,8 @@ def marks_intact(path: str, read_path: str, marks: dict) -> bool:
             except OSError:
                 return False
             if st.st_ino != ino or st.st_size < size or crc is None \
-                    or crc_of(os.path.join(read_path, rel), *_mark_span(rel, size)) != crc:
+                    or crc_of(os.path.join(read_path, rel), *_mark_span(rel, size),
+                              fd=fds.get(rel)) != crc:
                 return False
         return True
 

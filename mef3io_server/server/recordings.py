@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -139,8 +140,17 @@ class Recording:
             raise
 
     def _open(self, path: str, decode_threads: int) -> None:
-        self.tail_marks = tail_marks(self.open_path, self.signature)
+        # The files' marks are read while mef3io opens the session (both mostly
+        # system calls): the open costs the longer of the two, not their sum.
+        with ThreadPoolExecutor(1, thread_name_prefix="marks") as pool:
+            marks = pool.submit(tail_marks, self.open_path, self.signature,
+                                self._pinned_files)
+            try:
+                self._open_reader(path, decode_threads)
+            finally:
+                self.tail_marks = marks.result()
 
+    def _open_reader(self, path: str, decode_threads: int) -> None:
         def failed(e: Exception, password_given: bool = False) -> Exception:
             return _classify_open_error(path, e, password_given, self.open_path)
         try:
@@ -273,6 +283,11 @@ class Recording:
         :meth:`.block_index.BlockIndex.placement`)."""
         return self.index.placement(ch, grid, t0, t1)
 
+    def placements(self, chans: Sequence[ChannelInfo], grid: tg.TileGrid, t0: int,
+                   t1: int) -> list[Placement]:
+        """:meth:`placement` of each of ``chans``, in one pass."""
+        return self.index.placements(chans, grid, t0, t1)
+
     def phases_in_window(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
         """Phases of the blocks of ``ch`` overlapping ``[t0, t1)``."""
         return self.index.phases_in_window(ch, grid, t0, t1)
@@ -335,7 +350,11 @@ class Recording:
         """True when every ``.tdat`` and ``.tidx`` seen at open still holds the same
         bytes (maybe more): the change since open can only be an append (see
         :mod:`.fingerprints`). A ``.mefd.tar`` is never appended to: always False."""
-        return marks_intact(self.path, self.open_path, self.tail_marks)
+        return marks_intact(self.path, self.open_path, self.tail_marks, self._pinned_files)
+
+    @property
+    def _pinned_files(self) -> Optional[dict]:
+        return self.pinned.files_by_path if self.pinned is not None else None
 
     def close(self) -> None:
         """Close the shared reader, drop the password, let the pinned files go."""

@@ -125,14 +125,14 @@ def test_pinned_recordings_read_exactly_with_either_decoder(layout, start_server
         res = c.get_signal_range(str(root / "alias.mefd"), ["c0", "c3"], t0, t0 + 10 * SEC)
         assert np.array_equal(res["array"], direct_read(real, ["c0", "c3"], t0, t0 + 10 * SEC),
                               equal_nan=True)
-    import tempfile
+    from mef3io_server.server.pinning import views_parent
 
-    views = [d for d in os.listdir(tempfile.gettempdir())
+    views = [d for d in os.listdir(views_parent())
              if d.startswith(f"mef3io-server-pins-{h.proc.pid}-")]
     assert len(views) == 1                                # the views of this server
     assert c.close_file(str(root / "alias.mefd"))["error_message"] == ""
     h.stop()
-    assert not os.path.exists(os.path.join(tempfile.gettempdir(), views[0]))
+    assert not os.path.exists(os.path.join(views_parent(), views[0]))
 
 
 def test_links_inside_the_roots_are_followed_and_pins_are_bounded(layout):
