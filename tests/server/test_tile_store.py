@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import T0, direct_read, random_walk
+from mef3io_server.server import tile_grid as tg
 from mef3io_server.server.config import Settings
 from mef3io_server.server.cache_keys import tile_key, window_key
 from mef3io_server.server.engine import Engine
@@ -671,5 +672,35 @@ def test_a_long_reads_next_chunks_decode_while_one_is_sent(write_recording, cach
         assert [k for k in range(15) if started(k)] == list(range(ahead + 1))
         got = np.concatenate([first[-1]] + [rows for *_, rows in it], axis=1)
         assert np.array_equal(got, direct_read(path, [], t0, t1), equal_nan=True)
+    finally:
+        e.close()
+
+
+def test_a_window_of_many_chunks_per_tile_looks_each_tile_up_once(write_recording):
+    """Chunks much shorter than a tile (many channels, CHUNK_BYTES fixed): a warm read
+    looks each of its tiles up once, not once per chunk, and is exact -- mid-tile
+    starts and a read through a gap included."""
+    data = {f"c{i}": random_walk(256 * 60, i) for i in range(3)}
+    data["c1"][256 * 21:256 * 24] = np.nan
+    path = write_recording("hand", data)
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0, chunk_bytes=4096))
+    try:
+        e.open_file("", str(path))
+        e.store.tuning.window_share_bytes = 0           # streamed in chunks, never shared whole
+        for t0, t1 in [(T0 + 12 * S + 3, T0 + 31 * S), (T0 + 20 * S, T0 + 30 * S)]:
+            ref = direct_read(path, [], t0, t1)
+            assert np.array_equal(read_all(e, "", path, [], t0, t1), ref, equal_nan=True)
+            hits = e.cache.stats().hits
+            r = e.read_signal("", str(path), [], t0, t1)
+            chunks = list(r.chunks)
+            assert len(chunks) > 6                       # 341 samples a chunk
+            got = np.concatenate([rows for *_, rows in chunks], axis=1)
+            assert np.array_equal(got, ref, equal_nan=True)
+            rec = e.recording("", str(path))
+            grid = rec.grid(rec.channels[0], 256.0)
+            M, _ = tg.window_offset(grid, t0)
+            tiles = len(grid.tiles_for_span(M, M + got.shape[1]))
+            assert e.cache.stats().hits - hits == 3 * tiles
     finally:
         e.close()
