@@ -19,12 +19,19 @@ recording's start: page ``p`` covers ``[origin + p*span, origin + (p+1)*span)``
 uUTC and holds every block overlapping it (a block across a page boundary is
 in both pages; :meth:`BlockIndex.blocks` counts it once).
 
+Right after a recording opens, :class:`IndexWarmer` loads the first page of
+each channel in the background (where a viewer starts; for recordings shorter
+than a page, all of the index), within half of ``INDEX_CACHE_MB``: the open
+does not wait for it, and a read that comes before it is done waits only for
+what is left of it.
+
 A page whose blocks are not in time order (a damaged ``.tidx``) is marked so:
 nothing is concluded from it (its channel has data anywhere, is never sliced
 from tiles over that span), and the log says what ``mef3io.Validator`` finds.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
 import logging
 import threading
@@ -180,6 +187,7 @@ class BlockIndex:
         self._load_lock = threading.Lock()
         self._has_data: dict[tuple, bool] = {}
         self._placement: dict[tuple, Placement] = {}
+        self._forgotten = False
 
     # ---- pages
 
@@ -417,11 +425,60 @@ class BlockIndex:
             return 0
         return max(0, int(round((b.ends[0] - b.starts[0]) * ch.fs / 1e6)))
 
+    def warm(self, budget_bytes: int, batch: int = 128) -> int:
+        """Load the first page of each channel, ``batch`` channels per mef3io call,
+        until the pages loaded hold ``budget_bytes``; returns the bytes loaded."""
+        first: dict[tuple[int, int], list] = {}
+        for ch in self._by_name.values():
+            if ch.end_uutc <= ch.start_uutc:
+                continue
+            span = page_span_us(ch.fs)
+            first.setdefault((span, (ch.start_uutc - self.origin) // span), []).append(ch)
+        used = 0
+        for (span, p), chans in first.items():
+            a = self.origin + p * span
+            for i in range(0, len(chans), batch):
+                if used >= budget_bytes or self._forgotten:
+                    return used
+                got = self.pages(chans[i:i + batch], a, a + span)
+                used += sum(page.nbytes for pages in got.values() for _, page in pages)
+        return used
+
     def forget(self) -> None:
         """Drop this version's pages and memos (its recording closed)."""
+        self._forgotten = True
         self.cache.forget(self.owner)
         self._has_data.clear()
         self._placement.clear()
+
+
+class IndexWarmer:
+    """Loads the first index pages of recordings just opened, one at a time, on a
+    thread of its own (see module docstring), within half of the cache."""
+
+    def __init__(self, cache: IndexCache):
+        self.cache = cache
+        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="index-warm")
+
+    def warm(self, index: BlockIndex) -> Optional[cf.Future]:
+        """Start warming ``index`` (None when nothing may be kept or closed)."""
+        if self.cache.max_bytes <= 0:
+            return None
+        budget = self.cache.max_bytes // 2
+
+        def run() -> int:
+            try:
+                return index.warm(budget)
+            except Exception:  # noqa: BLE001 - a closed recording, or a read will say
+                log.debug("warming a block index failed", exc_info=True)
+                return 0
+        try:
+            return self._pool.submit(run)
+        except RuntimeError:        # closed
+            return None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 _INT64 = np.iinfo(np.int64)

@@ -45,7 +45,7 @@ from .paths import PathResolver
 from .pinning import Pinner
 from .points import PointReads
 from .reads import FileInfo, ReadCounters, SignalRead, ValueReads
-from .block_index import IndexCache
+from .block_index import IndexCache, IndexWarmer
 from .recordings import Recording
 from .segments import channel_runs
 from .sessions import Session, SessionRegistry
@@ -89,6 +89,7 @@ class Engine:
                                  settings.points_source_bytes, settings.chunk_bytes)
         #: Pages of the open recordings' block indexes (see .block_index).
         self.index_cache = IndexCache(settings.index_cache_bytes)
+        self.index_warmer = IndexWarmer(self.index_cache)
         self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
                                      self.versions, self._open_recording,
                                      self._recording_closed, clock)
@@ -121,6 +122,7 @@ class Engine:
             rec.reader.n_threads = 1
         rec.last_checked = self._clock()
         self.versions.register(rec)
+        self.index_warmer.warm(rec.index)
         return rec
 
     def _recording_closed(self, rec: Recording) -> None:
@@ -164,6 +166,7 @@ class Engine:
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
         self.changes.join(timeout=5)
+        self.index_warmer.close()
         self.store.close()
         self.derived.close()
         self.sessions.close_all()

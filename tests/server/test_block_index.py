@@ -183,3 +183,43 @@ def test_served_reads_equal_mef3io_with_any_index_cache(three_pages, start_serve
         assert res["error_message"] == "", (s0, s1)
         assert np.array_equal(res["array"], direct_read(three_pages, ["a", "b"], t0, t1),
                               equal_nan=True), (index_mb, s0, s1)
+
+
+def test_warming_loads_each_channels_first_page_within_its_budget(tmp_path, small_pages):
+    """The warm-up after open: the first page of every channel, in batches, and no
+    further than its budget; a read after it loads nothing for that span."""
+    path = write_session(tmp_path / "warm.mefd", {f"c{i}": random_walk(256 * 30, i)
+                                                  for i in range(6)}, block_length=256)
+    cache = IndexCache(1 << 20)
+    rec = Recording(str(path), index_cache=cache)
+    try:
+        used = rec.index.warm(1 << 20, batch=4)
+        assert cache.loads == 2 and cache.pages_of(rec.index.owner) == 6
+        assert used == cache.nbytes
+        assert rec.has_data_many(rec.channels[3], [T0], [T0 + 3 * S]) == [True]
+        rec.index.pages(rec.channels, T0, T0 + 3 * S)       # within the first 7 s page
+        assert cache.loads == 2
+    finally:
+        rec.close()
+    rec = Recording(str(path), index_cache=IndexCache(1 << 20))
+    try:
+        rec.index.warm(1, batch=2)                          # one batch, then over budget
+        assert rec.index.cache.loads == 1 and rec.index.cache.pages_of(rec.index.owner) == 2
+    finally:
+        rec.close()
+
+
+def test_an_engine_warms_the_index_of_what_it_opens(tmp_path):
+    from mef3io_server.server.config import Settings
+    from mef3io_server.server.engine import Engine
+
+    path = write_session(tmp_path / "eng.mefd", {"a": random_walk(256 * 30, 1),
+                                                 "b": random_walk(256 * 30, 2)})
+    e = Engine(Settings(index_cache_bytes=1 << 20))
+    try:
+        e.open_file("", str(path))
+        rec = e.recording("", str(path))
+        e.index_warmer.close()                              # waits for the warm-up
+        assert e.index_cache.pages_of(rec.index.owner) == 2
+    finally:
+        e.close()
