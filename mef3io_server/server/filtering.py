@@ -32,9 +32,15 @@ from functools import lru_cache
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
-from scipy import signal
 
 from .errors import BadRequest
+
+
+def _scipy_signal():
+    """``scipy.signal``, imported when the first filter is designed or run, not
+    when the server starts (see benchmarks/decisions.md, issue 21)."""
+    from scipy import signal
+    return signal
 
 KINDS = ("highpass", "lowpass", "bandpass", "bandstop", "notch")
 DEFAULT_ORDER = 2
@@ -115,11 +121,11 @@ def design(specs: tuple[FilterSpec, ...], fs: float) -> np.ndarray:
             raise BadRequest(f"the {s.describe()} filter needs frequencies below the Nyquist "
                              f"rate ({nyq:g} Hz at {fs:g} Hz)")
         if s.kind == "notch":
-            b, a = signal.iirnotch(s.hz[0], s.q, fs=fs)
-            parts.append(signal.tf2sos(b, a))
+            b, a = _scipy_signal().iirnotch(s.hz[0], s.q, fs=fs)
+            parts.append(_scipy_signal().tf2sos(b, a))
         else:
             wn = s.hz[0] if len(s.hz) == 1 else list(s.hz)
-            parts.append(signal.butter(s.order, wn, btype=s.kind, output="sos", fs=fs))
+            parts.append(_scipy_signal().butter(s.order, wn, btype=s.kind, output="sos", fs=fs))
     sos = np.concatenate(parts, axis=0) if parts else np.zeros((0, 6))
     return sos
 
@@ -138,7 +144,7 @@ def padding_samples(specs: tuple[FilterSpec, ...], fs: float) -> int:
     while True:
         imp = np.zeros(n)
         imp[0] = 1.0
-        h = np.abs(signal.sosfilt(sos, imp))
+        h = np.abs(_scipy_signal().sosfilt(sos, imp))
         tail = np.cumsum(h[::-1])[::-1]            # tail[k] = sum(h[k:])
         total = tail[0]
         below = np.nonzero(tail <= TAIL_FRACTION * total)[0]
@@ -163,13 +169,13 @@ def filter_runs(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
         return x.copy()
     finite = np.isfinite(x)
     if finite.all():
-        return signal.sosfiltfilt(sos, x, axis=-1, padlen=_padlen(sos, x.shape[1]))
+        return _scipy_signal().sosfiltfilt(sos, x, axis=-1, padlen=_padlen(sos, x.shape[1]))
     groups: dict[bytes, list[int]] = {}
     for r in range(x.shape[0]):
         groups.setdefault(np.packbits(finite[r]).tobytes(), []).append(r)
     for rows in groups.values():
         for a, b in runs_of(finite[rows[0]]):
-            out[rows, a:b] = signal.sosfiltfilt(sos, x[rows, a:b], axis=-1,
+            out[rows, a:b] = _scipy_signal().sosfiltfilt(sos, x[rows, a:b], axis=-1,
                                                 padlen=_padlen(sos, b - a))
     return out
 
