@@ -110,20 +110,24 @@ class Engine:
         s = self.settings
         rec = Recording(path, password, generation=self.versions.next_generation(),
                         cache_epoch=cache_epoch, decode_threads=s.decode_threads,
+                        read_threads=self._read_threads(),
                         tile_duration_s=s.tile_duration_s,
                         respect_mef_blocks=s.respect_mef_blocks, pinner=self.pinner,
                         index_cache=self.index_cache)
-        if s.decode_threads == 0 and self.decoder.kind == "threads" \
-                and self.store.split_ways > 1:
-            # Automatic: the tile store already runs one mef3io read per core
-            # (split_channels); more threads inside each read only add CPU
-            # (measured: 27 ms instead of 35 ms of CPU per 64 ch x 10 s tile,
-            # docs/benchmarks.md). The open itself used mef3io's automatic count.
-            rec.reader.n_threads = 1
         rec.last_checked = self._clock()
         self.versions.register(rec)
         self.index_warmer.warm(rec.index)
         return rec
+
+    def _read_threads(self) -> Optional[int]:
+        """mef3io threads of a recording's shared reader after its open: 1 when
+        DECODE_THREADS is automatic and the tile store already runs one mef3io read
+        per core (more threads inside each read only add CPU: 27 ms instead of
+        35 ms of CPU per 64 ch x 10 s tile, docs/benchmarks.md); else unchanged."""
+        if self.settings.decode_threads == 0 and self.decoder.kind == "threads" \
+                and self.store.split_ways > 1:
+            return 1
+        return None
 
     def _recording_closed(self, rec: Recording) -> None:
         self.versions.unregister(rec)

@@ -99,6 +99,10 @@ class Recording:
         The password that opened it ("" for none). Kept in memory only while
         the recording is open, because decode workers and re-opens after a
         change on disk need it; never logged or returned.
+    decode_threads : int
+        mef3io threads of the shared reader while it opens (0: mef3io's count).
+    read_threads : int, optional
+        Its threads for the reads after the open (None: as while opening).
     index_cache : IndexCache, optional
         Where the block index's pages are kept (the engine's, shared by every
         recording); a private one of ``DEFAULT_INDEX_CACHE_BYTES`` when None.
@@ -108,6 +112,7 @@ class Recording:
 
     def __init__(self, path: str, password: str = "", *, generation: int = 0,
                  cache_epoch: Optional[int] = None, decode_threads: int = 0,
+                 read_threads: Optional[int] = None,
                  tile_duration_s: float = 10.0, respect_mef_blocks: bool = False,
                  pinner: Optional[Pinner] = None, index_cache: Optional[IndexCache] = None):
         self.path = path
@@ -120,6 +125,7 @@ class Recording:
         self._tile_duration_s = tile_duration_s
         self._respect_blocks = respect_mef_blocks
         self._decode_threads = decode_threads
+        self._read_threads = read_threads
         self._lock = threading.Lock()
         self._grids: dict[tuple[str, float], tg.TileGrid] = {}
         self._index_cache = index_cache if index_cache is not None \
@@ -157,6 +163,8 @@ class Recording:
             self.reader = open_reader(self.open_path, self._password, decode_threads)
         except Exception as e:  # noqa: BLE001 - mef3io's errors are classified below
             raise failed(e, bool(self._password)) from None
+        if self._read_threads is not None:
+            self.reader.n_threads = self._read_threads
         impl = getattr(self.reader, "_impl", None)
         self.encrypted = bool(impl.password_protected()) if impl is not None else False
         try:

@@ -90,3 +90,21 @@ def test_open_reads_no_block_index_and_reads_load_only_their_pages(write_recordi
     finally:
         rec.close()
     assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_the_engine_gives_each_reader_one_thread_when_the_store_splits_reads(write_recording):
+    """DECODE_THREADS automatic and reads split over the cores: the shared reader reads
+    on one thread after its open; DECODE_THREADS=3 is kept as given."""
+    from mef3io_server.server.config import Settings
+    from mef3io_server.server.engine import Engine
+
+    path = write_recording("thr", {"a": random_walk(256 * 20, 1)})
+    for threads, want in ((0, 1), (3, 3)):
+        e = Engine(Settings(decode_threads=threads))
+        try:
+            e.open_file("", str(path))
+            if threads == 0 and e.store.split_ways < 2:
+                want = e.recording("", str(path)).reader.n_threads      # one core: unchanged
+            assert e.recording("", str(path)).reader.n_threads == want
+        finally:
+            e.close()
