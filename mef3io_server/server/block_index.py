@@ -12,7 +12,8 @@ in bytes (``INDEX_CACHE_MB``), shared by every open recording: an index of a
 week nobody reads never sits in memory, and one that was read leaves when
 memory is wanted for others. Answers derived from pages (has a tile data; are
 a page's blocks on a tile grid) are small and kept per recording version in
-bounded memos, so a warm read asks no page at all.
+memos, so a warm read asks no page at all; all the memos together hold at most
+:attr:`IndexCache.memo_limit` answers (when over, the largest memo starts over).
 
 Page spans are fixed per rate class (:func:`page_span_us`) and anchored at the
 recording's start: page ``p`` covers ``[origin + p*span, origin + (p+1)*span)``
@@ -36,6 +37,7 @@ import itertools
 import logging
 import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Optional, Sequence
@@ -101,8 +103,17 @@ class IndexCache:
     once and not kept. ``max_bytes`` 0 keeps nothing (every read loads again).
     """
 
+    #: Bytes an answer in a memo is counted for (its key tuple, dict slot, value).
+    MEMO_ENTRY_BYTES = 128
+    #: Answers the memos may hold however small the cache.
+    MIN_MEMO_ENTRIES = 20_000
+
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
+        #: Answers all the indexes' memos may hold together (see BlockIndex).
+        self.memo_limit = max(self.MIN_MEMO_ENTRIES, self.max_bytes // self.MEMO_ENTRY_BYTES)
+        self.memo_entries = 0
+        self._indexes: "weakref.WeakSet[BlockIndex]" = weakref.WeakSet()
         self._pages: LRUCache = LRUCache(maxsize=max(1, self.max_bytes),
                                          getsizeof=lambda p: p.nbytes)
         self._lock = threading.Lock()
@@ -117,6 +128,22 @@ class IndexCache:
             return
         with self._lock:
             self._pages[key] = page
+
+    def memos_grew(self, index: "BlockIndex", n: int) -> None:
+        """``index`` added ``n`` answers to its memos: past :attr:`memo_limit` in all,
+        the index holding the most starts over."""
+        with self._lock:
+            self._indexes.add(index)
+            self.memo_entries += n
+            if self.memo_entries <= self.memo_limit:
+                return
+            biggest = max(self._indexes, key=lambda i: i.memo_size, default=None)
+        if biggest is not None:
+            biggest.clear_memos()
+
+    def memos_dropped(self, n: int) -> None:
+        with self._lock:
+            self.memo_entries = max(0, self.memo_entries - n)
 
     def forget(self, owner: int) -> None:
         """Drop every page of ``owner`` (a recording version that closed)."""
@@ -170,9 +197,6 @@ class BlockIndex:
     (name, fs, start_uutc, end_uutc); ``origin`` anchors the pages (uUTC).
     ``on_disorder(names)`` is told once of channels found out of order.
     """
-
-    #: Memo entries kept (each answer about one tile or page), then it starts over.
-    MEMO_LIMIT = 200_000
 
     def __init__(self, load: Callable[[list, int, int], dict], channels: Sequence,
                  origin: int, cache: IndexCache,
@@ -319,8 +343,7 @@ class BlockIndex:
         need = [chans[i] for i in todo]
         slack = max(int(5e5 / ch.fs) + 1 for ch in need)
         pages = self.pages(need, lo_t - slack, hi_t + slack)
-        if len(memo) > self.MEMO_LIMIT:
-            memo.clear()
+        before = len(memo)
         for i in todo:
             ch = chans[i]
             b = self._blocks(ch, pages[ch.name], lo_t - slack, hi_t + slack)
@@ -334,6 +357,7 @@ class BlockIndex:
             for k, f in zip(ks, flags):
                 memo[(ch.name, fs, k)] = f
             out[i] = flags
+        self.cache.memos_grew(self, max(0, len(memo) - before))
         return out          # type: ignore[return-value]
 
     def has_data_many(self, ch, t0s: Sequence[int], t1s: Sequence[int]) -> list[bool]:
@@ -386,8 +410,7 @@ class BlockIndex:
             return out          # type: ignore[return-value]
         need = [chans[i] for i in todo]
         pages = self.pages(need, t0, t1)
-        if len(memo) > self.MEMO_LIMIT:
-            memo.clear()
+        before = len(memo)
         for i in todo:
             ch = chans[i]
             result = Placement.ON_GRID
@@ -405,6 +428,7 @@ class BlockIndex:
                 elif v is Placement.OFF_GRID:
                     result = v
             out[i] = result
+        self.cache.memos_grew(self, max(0, len(memo) - before))
         return out          # type: ignore[return-value]
 
     def phases_in_window(self, ch, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
@@ -444,12 +468,23 @@ class BlockIndex:
                 used += sum(page.nbytes for pages in got.values() for _, page in pages)
         return used
 
+    @property
+    def memo_size(self) -> int:
+        """Answers held in this index's memos."""
+        return len(self._has_data) + len(self._placement)
+
+    def clear_memos(self) -> None:
+        """Start the memos over (the answers are derived again from pages)."""
+        n = self.memo_size
+        self._has_data = {}
+        self._placement = {}
+        self.cache.memos_dropped(n)
+
     def forget(self) -> None:
         """Drop this version's pages and memos (its recording closed)."""
         self._forgotten = True
         self.cache.forget(self.owner)
-        self._has_data.clear()
-        self._placement.clear()
+        self.clear_memos()
 
 
 class IndexWarmer:

@@ -223,3 +223,28 @@ def test_an_engine_warms_the_index_of_what_it_opens(tmp_path):
         assert e.index_cache.pages_of(rec.index.owner) == 2
     finally:
         e.close()
+
+
+def test_the_memos_of_all_recordings_share_one_bound(tmp_path, monkeypatch):
+    """Answers memoized by several recordings never pass the cache's memo limit: the
+    largest memo starts over, and answers stay right after it did."""
+    monkeypatch.setattr(IndexCache, "MIN_MEMO_ENTRIES", 50)
+    paths = [write_session(tmp_path / f"m{i}.mefd", {"a": random_walk(256 * 600, i),
+                                                     "b": random_walk(256 * 600, i + 9)})
+             for i in range(3)]
+    cache = IndexCache(0)
+    assert cache.memo_limit == 50
+    recs = [Recording(str(p), index_cache=cache) for p in paths]
+    try:
+        for rec in recs:
+            grid = rec.grid(rec.channels[0], 256.0)
+            for k0 in range(0, 60, 6):
+                ks = list(range(k0, k0 + 6))
+                assert rec.has_data_tiles(rec.channels, grid, ks) == [[True] * 6] * 2
+                assert cache.memo_entries <= 50 + 12
+                assert sum(r.index.memo_size for r in recs) == cache.memo_entries
+        assert rec.has_data_tiles(rec.channels, grid, [61, 62]) == [[False] * 2] * 2
+    finally:
+        for rec in recs:
+            rec.close()
+    assert cache.memo_entries == 0
