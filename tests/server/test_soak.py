@@ -43,7 +43,7 @@ def check_figures(fig: dict, *, max_threads_growth: int, max_fds_growth: int = 4
 
 @pytest.mark.slow
 def test_soak_short_threads(tmp_path):
-    fig = run_soak(tmp_path, "--clients", "8", "--duration", "30", "--sessions", "2",
+    fig = run_soak(tmp_path, "--clients", "8", "--duration", "15", "--sessions", "2",
                    "--channels", "8", "--seconds", "240", "--tile-cache-mb", "16")
     check_figures(fig, max_threads_growth=16 + 4)
     assert set(fig["latency_s"]) >= {"view", "detect", "overview", "open", "envelope"}
@@ -52,7 +52,7 @@ def test_soak_short_threads(tmp_path):
 @pytest.mark.slow
 def test_soak_short_process_pool_with_worker_kills(tmp_path):
     """Decode workers SIGKILLed every 2 s: the pool is rebuilt, reads retried, no errors."""
-    fig = run_soak(tmp_path, "--clients", "6", "--duration", "25", "--sessions", "2",
+    fig = run_soak(tmp_path, "--clients", "6", "--duration", "14", "--sessions", "2",
                    "--channels", "8", "--seconds", "600", "--tile-cache-mb", "4",
                    "--kill-workers", "2")
     assert len(fig["worker_kills"]) >= 5
