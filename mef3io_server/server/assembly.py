@@ -83,14 +83,24 @@ class WindowAssembler:
         if limit_bytes:
             self.check_size(n, len(chans))
         fg = lane is Lane.FOREGROUND
-        sliced_groups, direct = self._sliceable(rec, chans, fs, t0, n)
         fetcher = self.fetcher
         q = tg.exact_period_samples(fs) or 0
-        # Cold windows whose tiles would decode far more than the window itself
-        # (short MEF blocks at high rates): the window first, its tiles after.
         first: list[int] = []
         first_groups = []
-        if fg:
+        unread = fg and limit_bytes and self._index_unread(rec, chans, fs, n)
+        if unread:
+            # The block index these channels would need first is big and not read
+            # yet: the window straight from mef3io, index and tiles in the
+            # background after.
+            sliced_groups, direct = [], []
+            for (grid, native), idxs in self.plan_groups(rec, chans, fs).items():
+                first.extend(idxs)
+                first_groups.append((grid, native, idxs))
+        else:
+            sliced_groups, direct = self._sliceable(rec, chans, fs, t0, n)
+        # Cold windows whose tiles would decode far more than the window itself
+        # (short MEF blocks at high rates): the window first, its tiles after.
+        if fg and not unread:
             for g in list(sliced_groups):
                 grid, native, idxs = g
                 if grid.fs >= native and self._window_first(rec, [chans[i] for i in idxs],
@@ -100,7 +110,8 @@ class WindowAssembler:
                     first_groups.append(g)
         if first or direct:
             with self.stats.lock:
-                self.stats.window_first_reads += bool(first)
+                self.stats.window_first_reads += bool(first) and not unread
+                self.stats.unread_index_reads += unread
                 self.stats.direct_reads += bool(direct)
         bounds = tg.chunk_bounds(n, per_chunk)
         # Channels read directly for the whole window at once: window-first ones,
@@ -120,7 +131,11 @@ class WindowAssembler:
                 run = idx == list(range(idx[0], idx[0] + len(idx)))
                 whole_parts.append((slice(idx[0], idx[0] + len(idx)) if run else idx, rows))
         for grid, native, idxs in first_groups:       # their tiles, in the background
-            fetcher.start_background(rec, [chans[i] for i in idxs], grid, t0, 0, n)
+            group = [chans[i] for i in idxs]
+            if unread:              # and the block index: off this thread
+                fetcher.start_background_soon(rec, group, grid, t0, 0, n)
+            else:
+                fetcher.start_background(rec, group, grid, t0, 0, n)
         # Chunks whose tiles are decoding ahead of the one being sent, never
         # more than a quarter of the cache (as prefetch).
         ahead = max(1, min(self.tuning.decode_ahead_bytes, fetcher.cache.max_bytes // 4)
@@ -191,6 +206,20 @@ class WindowAssembler:
             if keep:
                 sliced_groups.append((grid, native, keep))
         return sliced_groups, direct
+
+    def _index_unread(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float,
+                      n: int) -> bool:
+        """Whether a read should go straight to mef3io because the block index it
+        needs first is not read yet and holds more than ``direct_first_index_blocks``
+        blocks (reading it costs about as much as the window: a week of 64 channels,
+        a thousand channels). Only at the channels' own rates (reduced rates are
+        defined by their tiles) and for windows held whole anyway."""
+        t = self.tuning
+        if n * len(chans) * 4 > t.window_first_max_bytes or self.fetcher.closed:
+            return False
+        if any(ch.fs != fs for ch in chans):
+            return False
+        return rec.unread_index_blocks(chans) > t.direct_first_index_blocks
 
     def _window_first(self, rec: Recording, group: Sequence[ChannelInfo], grid: tg.TileGrid,
                       t0: int, t1: int, n: int) -> bool:

@@ -1,34 +1,37 @@
-"""Block index: where each channel's MEF blocks are, loaded in pages as reads need them.
+"""Block index: what reads need to know of each channel's MEF blocks, summarized once.
 
 A MEF channel's block index (its ``.tidx`` files) lists every block's start
-and end time (uUTC) and its minimum and maximum. A week of 64 channels holds
-millions of blocks, so nothing of it is read when a recording opens: what a
-read needs is loaded in *pages* -- the blocks of some channels overlapping one
-fixed span of time -- through mef3io's ``block_envelope`` (times and extrema
-only, nothing decoded), one call for all the channels a read asks for.
+and end time (uUTC). A week of 64 channels holds millions of blocks, so nothing
+of it is read when a recording opens. mef3io's ``block_envelope`` reads a
+channel's index in time roughly proportional to the channel's length, whatever
+window is asked (benchmarks/decisions.md, issue 21), so each channel's index is
+read *once*, whole, when a read first needs it (one call for all the channels
+that read asks for), and kept as a small :class:`ChannelSummary`:
 
-Pages live in an :class:`IndexCache`, least recently used out first, bounded
-in bytes (``INDEX_CACHE_MB``), shared by every open recording: an index of a
-week nobody reads never sits in memory, and one that was read leaves when
-memory is wanted for others. Answers derived from pages (has a tile data; are
-a page's blocks on a tile grid) are small and kept per recording version in
-memos, so a warm read asks no page at all; all the memos together hold at most
+* the gap-free runs of blocks (``[start, end)`` uUTC; blocks closer than a
+  sample are one run): whether a tile has data follows from them exactly;
+* per *page* of time (:func:`page_span_us`, anchored at the recording's start),
+  the lowest and highest phase of the blocks starting in it on the channel's
+  own sample grid, and the blocks themselves only for pages where some block
+  is off that grid: whether tiles can be sliced exactly follows from them;
+* the first block's length (``RESPECT_MEF_BLOCKS``) and each run's block length
+  (to estimate what a read decodes).
+
+Summaries live in an :class:`IndexCache`, least recently used out first,
+bounded in bytes (``INDEX_CACHE_MB``), shared by every open recording; a
+continuous week of a channel is a few hundred bytes. Answers derived from them
+(has a tile data; where are a span's blocks on a grid) are memoized per
+recording version; all the memos together hold at most
 :attr:`IndexCache.memo_limit` answers (when over, the largest memo starts over).
 
-Page spans are fixed per rate class (:func:`page_span_us`) and anchored at the
-recording's start: page ``p`` covers ``[origin + p*span, origin + (p+1)*span)``
-uUTC and holds every block overlapping it (a block across a page boundary is
-in both pages; :meth:`BlockIndex.blocks` counts it once).
+Right after a recording opens, :class:`IndexWarmer` reads the summaries of its
+channels in the background (within half of ``INDEX_CACHE_MB``): the open does
+not wait for it, and a read that comes before it is done waits only for what
+is left of it.
 
-Right after a recording opens, :class:`IndexWarmer` loads the first page of
-each channel in the background (where a viewer starts; for recordings shorter
-than a page, all of the index), within half of ``INDEX_CACHE_MB``: the open
-does not wait for it, and a read that comes before it is done waits only for
-what is left of it.
-
-A page whose blocks are not in time order (a damaged ``.tidx``) is marked so:
-nothing is concluded from it (its channel has data anywhere, is never sliced
-from tiles over that span), and the log says what ``mef3io.Validator`` finds.
+A channel whose blocks are not in time order (a damaged ``.tidx``) is marked
+so: nothing is concluded from its index (it has data anywhere, is never sliced
+from tiles), and the log says what ``mef3io.Validator`` finds.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ import logging
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Optional, Sequence
 
@@ -55,14 +58,16 @@ PAGE_SECONDS_SLOW = 20480.0
 PAGE_SECONDS_FAST = 2048.0
 FAST_RATE_HZ = 5000.0
 
-#: Bytes a page holds per block: start, end (int64), min, max (float64).
-BYTES_PER_BLOCK = 32
-#: Bytes counted for a page besides its arrays (object, arrays' headers).
-PAGE_OVERHEAD_BYTES = 512
+#: Bytes counted for a summary besides its arrays.
+SUMMARY_OVERHEAD_BYTES = 1024
+#: Most channels whose whole index one mef3io call reads, and the bytes of
+#: index one call may return (32 per block; blocks counted as if 1 s long).
+SCAN_BATCH = 64
+SCAN_BYTES = 64 << 20
 
 
 def page_span_us(fs: float) -> int:
-    """The span of one index page (uUTC) of a channel sampled at ``fs`` Hz."""
+    """The span of one page (uUTC) of a channel sampled at ``fs`` Hz."""
     return int((PAGE_SECONDS_FAST if fs >= FAST_RATE_HZ else PAGE_SECONDS_SLOW) * 1e6)
 
 
@@ -73,34 +78,94 @@ def in_time_order(starts: np.ndarray, ends: np.ndarray) -> bool:
                 and np.all(ends >= starts))
 
 
-@dataclass(frozen=True)
-class IndexPage:
-    """The blocks of one channel overlapping one page span (uUTC; extrema in units)."""
+def slack_us(fs: float) -> int:
+    """Half a sample period and a microsecond (uUTC): how far from a block a window
+    still counts as having its data."""
+    return int(5e5 / fs) + 1
 
-    starts: np.ndarray      # int64
-    ends: np.ndarray        # int64, just past each block's last sample
-    mins: np.ndarray        # float64 (NaN: unset)
-    maxs: np.ndarray
-    ordered: bool           # starts and ends in time order (see in_time_order)
+
+class Placement(Enum):
+    """Where a channel's blocks over some span sit on a tile grid."""
+
+    ON_GRID = "on grid"          # every block starts on a grid sample
+    OFF_GRID = "off grid"        # some block does not: check the tiles one by one
+    UNORDERED = "unordered"      # the index is not in time order: conclude nothing
+
+
+@dataclass(frozen=True)
+class ChannelSummary:
+    """What reads need of one channel's block index (times uUTC, phases in samples).
+
+    ``run_*``: gap-free runs of blocks and the length of each run's first block;
+    ``pages``: page numbers holding block starts, with the lowest and highest
+    phase of those blocks on the channel's own grid; ``off_blocks``: page ->
+    (starts, ends) of the pages where some block is off that grid.
+    """
+
+    ordered: bool
+    run_starts: np.ndarray
+    run_ends: np.ndarray
+    run_block_us: np.ndarray
+    pages: np.ndarray
+    page_pmin: np.ndarray
+    page_pmax: np.ndarray
+    off_blocks: dict = field(default_factory=dict)
+    first_block_samples: int = 0
+    longest_block_us: int = 0
 
     @property
     def nbytes(self) -> int:
-        return PAGE_OVERHEAD_BYTES + self.starts.size * BYTES_PER_BLOCK
+        arrays = (self.run_starts, self.run_ends, self.run_block_us, self.pages,
+                  self.page_pmin, self.page_pmax)
+        off = sum(s.nbytes + e.nbytes for s, e in self.off_blocks.values())
+        return SUMMARY_OVERHEAD_BYTES + sum(a.nbytes for a in arrays) + off
 
     @classmethod
-    def from_envelope(cls, e: dict) -> "IndexPage":
-        starts = np.asarray(e["start_uutc"], dtype=np.int64)
-        ends = np.asarray(e["end_uutc"], dtype=np.int64)
-        return cls(starts, ends, np.asarray(e["min"], dtype=np.float64),
-                   np.asarray(e["max"], dtype=np.float64), in_time_order(starts, ends))
+    def of(cls, ch, origin: int, starts, ends) -> "ChannelSummary":
+        """The summary of ``ch`` (name, fs, start_uutc) from its whole index."""
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        fs = float(ch.fs)
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        first = int(round((ends[0] - starts[0]) * fs / 1e6)) if starts.size else 0
+        if not in_time_order(starts, ends):
+            return cls(False, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f,
+                       first_block_samples=max(0, first))
+        if not starts.size:
+            return cls(True, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f)
+        # Runs: blocks closer than two slacks join (has-data answers stay exact:
+        # no window with its slack fits in such a gap).
+        breaks = np.nonzero((starts[1:] - ends[:-1]) >= 2 * slack_us(fs))[0] + 1
+        first_of_run = np.concatenate(([0], breaks))
+        last_of_run = np.concatenate((breaks - 1, [starts.size - 1]))
+        run_block = ends[first_of_run] - starts[first_of_run]
+        # Phases on the channel's own grid, per page of block starts.
+        grid = tg.TileGrid(int(ch.start_uutc), fs, 1)
+        phases = tg.block_phases(grid, starts)
+        span = page_span_us(fs)
+        page_of = (starts - origin) // span
+        cut = np.nonzero(np.diff(page_of))[0] + 1
+        firsts = np.concatenate(([0], cut))
+        pmin = np.minimum.reduceat(phases, firsts)
+        pmax = np.maximum.reduceat(phases, firsts)
+        pages = page_of[firsts]
+        off = {}
+        for i in np.nonzero(np.maximum(np.abs(pmin), np.abs(pmax)) >= tg.PHASE_TOLERANCE)[0]:
+            a = firsts[i]
+            b = firsts[i + 1] if i + 1 < firsts.size else starts.size
+            off[int(pages[i])] = (starts[a:b].copy(), ends[a:b].copy())
+        return cls(True, starts[first_of_run].copy(), ends[last_of_run].copy(),
+                   run_block.astype(np.int64), pages.astype(np.int64), pmin, pmax, off,
+                   max(0, first), int((ends - starts).max()))
 
 
 class IndexCache:
-    """Index pages of every open recording, bounded in bytes, least recently used out.
+    """Channel summaries of every open recording, bounded in bytes, least recently
+    used out; and the bound of the memos derived from them.
 
-    Keys are ``(owner, channel, page)``; ``owner`` identifies one recording
-    version's :class:`BlockIndex`. A page larger than the whole bound is used
-    once and not kept. ``max_bytes`` 0 keeps nothing (every read loads again).
+    Keys are ``(owner, channel)``; ``owner`` identifies one recording version's
+    :class:`BlockIndex`. A summary larger than the whole bound is used once and
+    not kept. ``max_bytes`` 0 keeps none (each read that needs one reads it again).
     """
 
     #: Bytes an answer in a memo is counted for (its key tuple, dict slot, value).
@@ -110,24 +175,24 @@ class IndexCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
+        self._items: LRUCache = LRUCache(maxsize=max(1, self.max_bytes),
+                                         getsizeof=lambda s: s.nbytes)
+        self._lock = threading.Lock()
+        self.loads = 0          # mef3io index calls since start
         #: Answers all the indexes' memos may hold together (see BlockIndex).
         self.memo_limit = max(self.MIN_MEMO_ENTRIES, self.max_bytes // self.MEMO_ENTRY_BYTES)
         self.memo_entries = 0
         self._indexes: "weakref.WeakSet[BlockIndex]" = weakref.WeakSet()
-        self._pages: LRUCache = LRUCache(maxsize=max(1, self.max_bytes),
-                                         getsizeof=lambda p: p.nbytes)
-        self._lock = threading.Lock()
-        self.loads = 0          # index loads from mef3io since start (one per page span)
 
-    def get(self, key: tuple) -> Optional[IndexPage]:
+    def get(self, key: tuple) -> Optional[ChannelSummary]:
         with self._lock:
-            return self._pages.get(key)
+            return self._items.get(key)
 
-    def put(self, key: tuple, page: IndexPage) -> None:
-        if page.nbytes > self.max_bytes:
+    def put(self, key: tuple, summary: ChannelSummary) -> None:
+        if summary.nbytes > self.max_bytes:
             return
         with self._lock:
-            self._pages[key] = page
+            self._items[key] = summary
 
     def memos_grew(self, index: "BlockIndex", n: int) -> None:
         """``index`` added ``n`` answers to its memos: past :attr:`memo_limit` in all,
@@ -146,60 +211,43 @@ class IndexCache:
             self.memo_entries = max(0, self.memo_entries - n)
 
     def forget(self, owner: int) -> None:
-        """Drop every page of ``owner`` (a recording version that closed)."""
+        """Drop every summary of ``owner`` (a recording version that closed)."""
         with self._lock:
-            for key in [k for k in self._pages if k[0] == owner]:
-                self._pages.pop(key, None)
+            for key in [k for k in self._items if k[0] == owner]:
+                self._items.pop(key, None)
 
-    def pages_of(self, owner: int) -> int:
-        """How many pages of ``owner`` are kept."""
+    def kept_of(self, owner: int) -> int:
+        """How many summaries of ``owner`` are kept."""
         with self._lock:
-            return sum(1 for k in self._pages if k[0] == owner)
+            return sum(1 for k in self._items if k[0] == owner)
 
     @property
     def nbytes(self) -> int:
         with self._lock:
-            return int(self._pages.currsize)
+            return int(self._items.currsize)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._pages)
-
-
-class Placement(Enum):
-    """Where a channel's blocks over some span sit on a tile grid."""
-
-    ON_GRID = "on grid"          # every block starts on a grid sample
-    OFF_GRID = "off grid"        # some block does not: check the tiles one by one
-    UNORDERED = "unordered"      # the index is not in time order: conclude nothing
-
-
-@dataclass(frozen=True)
-class Blocks:
-    """The blocks of one channel overlapping a span, each once, in index order."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    mins: np.ndarray
-    maxs: np.ndarray
-    ordered: bool
+            return len(self._items)
 
 
 _owners = itertools.count(1)
 
 
 class BlockIndex:
-    """The block index of one recording version, paged through an :class:`IndexCache`.
+    """The block index of one recording version, summarized per channel through an
+    :class:`IndexCache` (see module docstring).
 
     ``load(names, t0, t1)`` is mef3io's ``block_envelope`` for several channels
-    over ``[t0, t1)`` uUTC: ``{name: {"start_uutc", "end_uutc", "min", "max"}}``.
-    ``channels`` are the recording's :class:`~.recordings.ChannelInfo`
-    (name, fs, start_uutc, end_uutc); ``origin`` anchors the pages (uUTC).
-    ``on_disorder(names)`` is told once of channels found out of order.
+    over ``[t0, t1)`` uUTC (None: open ends): ``{name: {"start_uutc",
+    "end_uutc", ...}}``. ``channels`` are the recording's
+    :class:`~.recordings.ChannelInfo` (name, fs, start_uutc, end_uutc);
+    ``origin`` anchors the pages (uUTC). ``on_disorder(names)`` is told once of
+    channels found out of order.
     """
 
-    def __init__(self, load: Callable[[list, int, int], dict], channels: Sequence,
-                 origin: int, cache: IndexCache,
+    def __init__(self, load: Callable[[list, Optional[int], Optional[int]], dict],
+                 channels: Sequence, origin: int, cache: IndexCache,
                  on_disorder: Optional[Callable[[list], None]] = None):
         self._load = load
         self._by_name = {c.name: c for c in channels}
@@ -209,112 +257,58 @@ class BlockIndex:
         self._on_disorder = on_disorder
         self._disordered: set[str] = set()
         self._load_lock = threading.Lock()
+        #: Blocks each channel's index holds, as its files' sizes say (0: unknown).
+        self.sizes: dict[str, int] = {}
         self._has_data: dict[tuple, bool] = {}
         self._placement: dict[tuple, Placement] = {}
         self._forgotten = False
 
-    # ---- pages
+    # ---- summaries
 
-    def _page_range(self, ch, t0: int, t1: int) -> range:
-        """Pages of ``ch`` overlapping ``[t0, t1)`` within the channel's span."""
-        span = page_span_us(ch.fs)
-        a, b = max(t0, ch.start_uutc), min(t1, ch.end_uutc)
-        if b <= a:
-            # A zero-length span still asks about the block holding it (as mef3io).
-            if t0 == t1 and ch.start_uutc <= t0 < ch.end_uutc:
-                b = a + 1
-            else:
-                return range(0)
-        return range((a - self.origin) // span, (b - 1 - self.origin) // span + 1)
-
-    def _page_window(self, ch, p: int) -> tuple[int, int]:
-        span = page_span_us(ch.fs)
-        return self.origin + p * span, self.origin + (p + 1) * span
-
-    def pages(self, chans: Sequence, t0: int, t1: int) -> dict[str, list[tuple[int, IndexPage]]]:
-        """``{name: [(page number, page)]}`` covering ``[t0, t1)`` of each channel,
-        loading the missing pages: one ``load`` per (page span, page number) for all
-        the channels missing it."""
-        out: dict[str, list] = {}
-        missing: dict[tuple[int, int], list[str]] = {}
-        for ch in chans:
-            got = []
-            for p in self._page_range(ch, t0, t1):
-                page = self.cache.get((self.owner, ch.name, p))
-                if page is None:
-                    missing.setdefault((page_span_us(ch.fs), p), []).append(ch.name)
-                got.append((p, page))
-            out[ch.name] = got
-        if not missing:
-            return out
-        loaded: dict[tuple[str, int], IndexPage] = {}
+    def summaries(self, chans: Sequence) -> list[ChannelSummary]:
+        """The summary of each of ``chans``, reading the missing ones' whole index
+        (``SCAN_BATCH`` channels per mef3io call)."""
+        out: list[Optional[ChannelSummary]] = [
+            self.cache.get((self.owner, ch.name)) for ch in chans]
+        if None not in out:
+            return out          # type: ignore[return-value]
         with self._load_lock:
-            for (span, p), names in missing.items():
-                # Another read may have loaded some of them meanwhile.
-                need = []
-                for n in names:
-                    page = self.cache.get((self.owner, n, p))
-                    if page is None:
-                        need.append(n)
-                    else:
-                        loaded[(n, p)] = page
-                if not need:
-                    continue
-                a = self.origin + p * span
+            need: dict[str, object] = {}
+            for i, ch in enumerate(chans):
+                if out[i] is None:
+                    s = self.cache.get((self.owner, ch.name))    # read meanwhile?
+                    if s is None:
+                        need.setdefault(ch.name, ch)
+                    out[i] = s
+            got: dict[str, ChannelSummary] = {}
+            for part in _scan_batches(list(need.values())):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    env = self._load(need, a, a + span)
+                    env = self._load(part, None, None)
                 self.cache.loads += 1
                 disordered = []
-                for n in need:
-                    page = IndexPage.from_envelope(env[n])
-                    self.cache.put((self.owner, n, p), page)
-                    loaded[(n, p)] = page
-                    if not page.ordered and n not in self._disordered:
+                for n in part:
+                    s = ChannelSummary.of(need[n], self.origin, env[n]["start_uutc"],
+                                          env[n]["end_uutc"])
+                    self.cache.put((self.owner, n), s)
+                    got[n] = s
+                    if not s.ordered and n not in self._disordered:
                         self._disordered.add(n)
                         disordered.append(n)
+                del env
                 if disordered and self._on_disorder is not None:
                     self._on_disorder(disordered)
-        for name, got in out.items():
-            out[name] = [(p, page if page is not None else loaded[(name, p)])
-                         for p, page in got]
-        return out
+        return [s if s is not None else got[ch.name] for s, ch in zip(out, chans)]
 
-    def blocks(self, ch, t0: int, t1: int) -> Blocks:
-        """The blocks of ``ch`` overlapping ``[t0, t1)`` uUTC, each once."""
-        return self._blocks(ch, self.pages([ch], t0, t1)[ch.name], t0, t1)
+    def summary(self, ch) -> ChannelSummary:
+        return self.summaries([ch])[0]
 
-    def _blocks(self, ch, pages: list, t0: int, t1: int) -> Blocks:
-        parts = []
-        ordered = True
-        for i, (p, page) in enumerate(pages):
-            ordered = ordered and page.ordered
-            if i == 0:
-                parts.append((page.starts, page.ends, page.mins, page.maxs))
-                continue
-            # Blocks reaching back across the page boundary are in the page before.
-            keep = page.starts >= self._page_window(ch, p)[0]
-            parts.append((page.starts[keep], page.ends[keep], page.mins[keep],
-                          page.maxs[keep]))
-        if not parts:
-            e64, ef = np.zeros(0, np.int64), np.zeros(0)
-            return Blocks(e64, e64, ef, ef, True)
-        starts, ends, mins, maxs = (np.concatenate([q[j] for q in parts]) for j in range(4))
-        if len(parts) > 1 and ordered:
-            ordered = in_time_order(starts, ends)       # across the pages too
-        t0, t1 = _clip(t0), _clip(t1)
-        if t0 == t1:
-            sel = (starts <= t0) & (ends > t0)
-        else:
-            sel = (ends > t0) & (starts < t1)
-        if not sel.all():
-            starts, ends, mins, maxs = starts[sel], ends[sel], mins[sel], maxs[sel]
-        return Blocks(starts, ends, mins, maxs, ordered)
-
-    def envelope(self, ch, t0: int, t1: int) -> dict:
-        """mef3io's ``block_envelope`` of ``ch`` over ``[t0, t1)``, from the pages."""
-        b = self.blocks(ch, t0, t1)
-        return {"start_uutc": b.starts, "end_uutc": b.ends, "min": b.mins, "max": b.maxs}
+    def unread_blocks(self, chans: Sequence) -> int:
+        """Blocks (as the files' sizes say) of the channels of ``chans`` whose summary
+        is not kept: what answering about them would read first."""
+        get = self.cache.get
+        return sum(self.sizes.get(ch.name, 0) for ch in chans
+                   if get((self.owner, ch.name)) is None)
 
     # ---- questions reads ask
 
@@ -322,9 +316,8 @@ class BlockIndex:
                        ks: Sequence[int]) -> list[list[bool]]:
         """For each channel of ``chans`` (all on ``grid``), whether it has data in each
         tile ``ks``: some block overlaps the tile's window, with half a sample of
-        slack. Memoized per tile; the pages of the missing answers are loaded once
-        for all the channels. A channel whose index is out of order over that span
-        may have data anywhere: all True."""
+        slack. Memoized per tile. A channel whose index is out of order may have
+        data anywhere: all True."""
         memo = self._has_data
         fs = float(grid.fs)
         out: list[Optional[list]] = []
@@ -339,133 +332,153 @@ class BlockIndex:
         if not todo:
             return out          # type: ignore[return-value]
         starts, ends = tg.tile_windows(grid, tuple(ks))
-        lo_t, hi_t = min(starts), max(ends)
-        need = [chans[i] for i in todo]
-        slack = max(int(5e5 / ch.fs) + 1 for ch in need)
-        pages = self.pages(need, lo_t - slack, hi_t + slack)
+        sums = self.summaries([chans[i] for i in todo])
         before = len(memo)
-        for i in todo:
+        for i, s in zip(todo, sums):
             ch = chans[i]
-            b = self._blocks(ch, pages[ch.name], lo_t - slack, hi_t + slack)
-            if not b.ordered:
-                flags = [True] * len(ks)
-            else:
-                s = int(5e5 / ch.fs) + 1
-                lo = np.searchsorted(b.ends, _int64s([t - s for t in starts]), side="right")
-                hi = np.searchsorted(b.starts, _int64s([t + s for t in ends]), side="left")
-                flags = (hi > lo).tolist()
+            flags = self._overlaps(s, ch.fs, starts, ends)
             for k, f in zip(ks, flags):
                 memo[(ch.name, fs, k)] = f
             out[i] = flags
         self.cache.memos_grew(self, max(0, len(memo) - before))
         return out          # type: ignore[return-value]
 
+    @staticmethod
+    def _overlaps(s: ChannelSummary, fs: float, t0s, t1s) -> list[bool]:
+        if not s.ordered:
+            return [True] * len(t0s)
+        sl = slack_us(fs)
+        lo = np.searchsorted(s.run_ends, _int64s([t - sl for t in t0s]), side="right")
+        hi = np.searchsorted(s.run_starts, _int64s([t + sl for t in t1s]), side="left")
+        return (hi > lo).tolist()
+
     def has_data_many(self, ch, t0s: Sequence[int], t1s: Sequence[int]) -> list[bool]:
         """For each window ``[t0s[i], t1s[i])`` (uUTC): whether any block of ``ch``
         overlaps it (half a sample of slack). Not memoized."""
         if not len(t0s):
             return []
-        s = int(5e5 / ch.fs) + 1
-        b = self.blocks(ch, min(t0s) - s, max(t1s) + s)
-        if not b.ordered:
-            return [True] * len(t0s)
-        lo = np.searchsorted(b.ends, _int64s([t - s for t in t0s]), side="right")
-        hi = np.searchsorted(b.starts, _int64s([t + s for t in t1s]), side="left")
-        return (hi > lo).tolist()
+        return self._overlaps(self.summary(ch), ch.fs, list(t0s), list(t1s))
+
+    def _native(self, ch, grid: tg.TileGrid) -> bool:
+        return float(grid.fs) == float(ch.fs) and int(grid.anchor_uutc) == int(ch.start_uutc)
+
+    def _page_span(self, ch, s: ChannelSummary, t0: int, t1: int) -> tuple[int, int]:
+        """Pages ``[p0, p1]`` holding the starts of blocks that may overlap ``[t0, t1)``."""
+        span = page_span_us(ch.fs)
+        return ((_clip(t0) - s.longest_block_us - self.origin) // span,
+                (_clip(t1) - self.origin) // span)
 
     def placement(self, ch, grid: tg.TileGrid, t0: int, t1: int) -> Placement:
-        """Where the blocks of ``ch`` overlapping ``[t0, t1)`` sit on ``grid``:
-        decided page by page (memoized per page) over the pages of that span."""
+        """Where the blocks of ``ch`` overlapping ``[t0, t1)`` sit on ``grid``."""
         return self.placements([ch], grid, t0, t1)[0]
 
     def placements(self, chans: Sequence, grid: tg.TileGrid, t0: int,
                    t1: int) -> list[Placement]:
-        """:meth:`placement` of each channel of ``chans`` (the pages missing from the
-        memo loaded once for all of them)."""
+        """:meth:`placement` of each of ``chans``: decided per page of blocks (a page
+        with a block off the grid makes the span off grid), memoized per page."""
         memo = self._placement
         g = (grid.anchor_uutc, grid.fs, grid.tile_samples)
-        out: list[Optional[Placement]] = []
-        todo = []
-        ranges: dict[tuple, range] = {}
-        for i, ch in enumerate(chans):
-            span = (ch.start_uutc, ch.end_uutc, ch.fs)
-            pr = ranges.get(span)
-            if pr is None:
-                pr = ranges[span] = self._page_range(ch, t0, t1)
-            result = Placement.ON_GRID
-            for p in pr:
-                v = memo.get((ch.name, g, p))
-                if v is None:
-                    result = None
-                    break
-                if v is Placement.UNORDERED:
-                    result = v
-                    break
-                if v is Placement.OFF_GRID:
-                    result = v
-            out.append(result)
-            if result is None:
-                todo.append(i)
-        if not todo:
-            return out          # type: ignore[return-value]
-        need = [chans[i] for i in todo]
-        pages = self.pages(need, t0, t1)
+        sums = self.summaries(chans)
+        out = []
         before = len(memo)
-        for i in todo:
-            ch = chans[i]
-            result = Placement.ON_GRID
-            for p, page in pages[ch.name]:
-                if not page.ordered:
-                    v = Placement.UNORDERED
-                else:
-                    ph = tg.block_phases(grid, page.starts)
-                    v = (Placement.ON_GRID if ph.size == 0
-                         or float(np.max(np.abs(ph))) < tg.PHASE_TOLERANCE
-                         else Placement.OFF_GRID)
-                memo[(ch.name, g, p)] = v
-                if v is Placement.UNORDERED or result is Placement.UNORDERED:
-                    result = Placement.UNORDERED
-                elif v is Placement.OFF_GRID:
-                    result = v
-            out[i] = result
+        for ch, s in zip(chans, sums):
+            if not s.ordered:
+                out.append(Placement.UNORDERED)
+                continue
+            p0, p1 = self._page_span(ch, s, t0, t1)
+            key = (ch.name, g, p0, p1)
+            v = memo.get(key)
+            if v is None:
+                v = self._placement_of(ch, s, grid, p0, p1)
+                memo[key] = v
+            out.append(v)
         self.cache.memos_grew(self, max(0, len(memo) - before))
-        return out          # type: ignore[return-value]
+        return out
+
+    def _placement_of(self, ch, s: ChannelSummary, grid: tg.TileGrid, p0: int,
+                      p1: int) -> Placement:
+        lo, hi = np.searchsorted(s.pages, [p0, p1 + 1])
+        if hi <= lo:
+            return Placement.ON_GRID                # no block there
+        if self._native(ch, grid):
+            off = any(int(p) in s.off_blocks for p in s.pages[lo:hi])
+            return Placement.OFF_GRID if off else Placement.ON_GRID
+        span = page_span_us(ch.fs)
+        ph = tg.block_phases(grid, self._block_starts(ch, self.origin + p0 * span,
+                                                      self.origin + (p1 + 1) * span))
+        on = ph.size == 0 or float(np.max(np.abs(ph))) < tg.PHASE_TOLERANCE
+        return Placement.ON_GRID if on else Placement.OFF_GRID
+
+    def _block_starts(self, ch, t0: int, t1: int) -> np.ndarray:
+        """Starts of the blocks of ``ch`` starting in ``[t0, t1)``, from mef3io (the
+        rare grids that are not the channel's own)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            e = self._load([ch.name], t0, t1)[ch.name]
+        starts = np.asarray(e["start_uutc"], dtype=np.int64)
+        return starts[(starts >= t0) & (starts < t1)]
 
     def phases_in_window(self, ch, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
-        """Phases on ``grid`` (samples, see :func:`.tile_grid.block_phases`) of the
-        blocks of ``ch`` overlapping ``[t0, t1)``."""
-        return tg.block_phases(grid, self.blocks(ch, t0, t1).starts)
+        """Phases on ``grid`` (samples, see :func:`.tile_grid.block_phases`) that the
+        blocks of ``ch`` overlapping ``[t0, t1)`` take: their lowest and highest
+        for pages on the grid, each block's for pages off it (empty: no block).
+        What :func:`.tile_grid.slicing_is_exact` needs, no more."""
+        s = self.summary(ch)
+        if not s.ordered:
+            raise ValueError(f"the block index of {ch.name} is out of order")
+        if not self._overlaps(s, ch.fs, [t0], [t1])[0]:
+            return np.zeros(0)
+        p0, p1 = self._page_span(ch, s, t0, t1)
+        span = page_span_us(ch.fs)
+        if not self._native(ch, grid):
+            starts = self._block_starts(ch, self.origin + p0 * span,
+                                        self.origin + (p1 + 1) * span)
+            return tg.block_phases(grid, starts)
+        lo, hi = np.searchsorted(s.pages, [p0, p1 + 1])
+        parts = []
+        for i in range(lo, hi):
+            p = int(s.pages[i])
+            blocks = s.off_blocks.get(p)
+            if blocks is None:
+                parts.append(np.array([s.page_pmin[i], s.page_pmax[i]]))
+                continue
+            starts, ends = blocks
+            sel = (ends > t0) & (starts < t1)
+            parts.append(tg.block_phases(grid, starts[sel]))
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def blocks_span(self, ch, t0: int, t1: int) -> int:
         """uUTC covered by the blocks of ``ch`` overlapping ``[t0, t1)`` (what a read
-        of that window decodes), 0 when none does."""
-        b = self.blocks(ch, t0, t1)
-        return int((b.ends - b.starts).sum())
+        of that window decodes), 0 when none does: each run's blocks taken as
+        its first block's length (exact for writers of regular blocks; an
+        estimate for deciding how to read, never for what is read)."""
+        s = self.summary(ch)
+        if not s.ordered or not s.run_starts.size:
+            return max(0, t1 - t0) if not s.ordered else 0
+        t0, t1 = _clip(t0), _clip(t1)
+        lo = int(np.searchsorted(s.run_ends, t0, side="right"))
+        hi = int(np.searchsorted(s.run_starts, t1, side="left"))
+        total = 0
+        for i in range(lo, hi):
+            rs, re, d = int(s.run_starts[i]), int(s.run_ends[i]), max(1, int(s.run_block_us[i]))
+            a = rs + (max(t0, rs) - rs) // d * d
+            b = min(re, rs + -(-(min(t1, re) - rs) // d) * d)
+            total += max(0, b - a)
+        return total
 
     def first_block_samples(self, ch) -> int:
         """Samples in the first block of ``ch`` (0 when it has none)."""
-        b = self.blocks(ch, ch.start_uutc, ch.start_uutc)
-        if not b.starts.size:
-            return 0
-        return max(0, int(round((b.ends[0] - b.starts[0]) * ch.fs / 1e6)))
+        return self.summary(ch).first_block_samples
 
-    def warm(self, budget_bytes: int, batch: int = 128) -> int:
-        """Load the first page of each channel, ``batch`` channels per mef3io call,
-        until the pages loaded hold ``budget_bytes``; returns the bytes loaded."""
-        first: dict[tuple[int, int], list] = {}
-        for ch in self._by_name.values():
-            if ch.end_uutc <= ch.start_uutc:
-                continue
-            span = page_span_us(ch.fs)
-            first.setdefault((span, (ch.start_uutc - self.origin) // span), []).append(ch)
+    def warm(self, budget_bytes: int, batch: int = SCAN_BATCH) -> int:
+        """Read the summaries of every channel, ``batch`` channels per step, until
+        those read hold ``budget_bytes``; returns their bytes."""
         used = 0
-        for (span, p), chans in first.items():
-            a = self.origin + p * span
-            for i in range(0, len(chans), batch):
-                if used >= budget_bytes or self._forgotten:
-                    return used
-                got = self.pages(chans[i:i + batch], a, a + span)
-                used += sum(page.nbytes for pages in got.values() for _, page in pages)
+        chans = list(self._by_name.values())
+        for i in range(0, len(chans), batch):
+            if used >= budget_bytes or self._forgotten:
+                break
+            used += sum(s.nbytes for s in self.summaries(chans[i:i + batch]))
         return used
 
     @property
@@ -474,30 +487,36 @@ class BlockIndex:
         return len(self._has_data) + len(self._placement)
 
     def clear_memos(self) -> None:
-        """Start the memos over (the answers are derived again from pages)."""
+        """Start the memos over (the answers are derived again from the summaries)."""
         n = self.memo_size
         self._has_data = {}
         self._placement = {}
         self.cache.memos_dropped(n)
 
     def forget(self) -> None:
-        """Drop this version's pages and memos (its recording closed)."""
+        """Drop this version's summaries and memos (its recording closed)."""
         self._forgotten = True
         self.cache.forget(self.owner)
         self.clear_memos()
 
 
 class IndexWarmer:
-    """Loads the first index pages of recordings just opened, one at a time, on a
-    thread of its own (see module docstring), within half of the cache."""
+    """Reads the channel summaries of recordings just opened, one recording at a
+    time, on a thread of its own (see module docstring), within half of the cache."""
+
+    #: Recordings whose indexes hold more blocks than this are not warmed: reading
+    #: them would take the cores from the first reads (which read such spans
+    #: straight from mef3io, see .assembly).
+    MAX_BLOCKS = 100_000
 
     def __init__(self, cache: IndexCache):
         self.cache = cache
         self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="index-warm")
 
     def warm(self, index: BlockIndex) -> Optional[cf.Future]:
-        """Start warming ``index`` (None when nothing may be kept or closed)."""
-        if self.cache.max_bytes <= 0:
+        """Start warming ``index`` (None when nothing may be kept, it is too big to
+        warm, or this is closed)."""
+        if self.cache.max_bytes <= 0 or sum(index.sizes.values()) > self.MAX_BLOCKS:
             return None
         budget = self.cache.max_bytes // 2
 
@@ -516,11 +535,29 @@ class IndexWarmer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _scan_batches(chans: list) -> list[list[str]]:
+    """Names of ``chans`` in batches of at most ``SCAN_BATCH`` whose whole indexes
+    stay within ``SCAN_BYTES`` (each channel's blocks counted as 1 s long)."""
+    out: list[list[str]] = []
+    part: list[str] = []
+    size = 0
+    for ch in chans:
+        est = 32 * max(1, (int(ch.end_uutc) - int(ch.start_uutc)) // 1_000_000)
+        if part and (len(part) >= SCAN_BATCH or size + est > SCAN_BYTES):
+            out.append(part)
+            part, size = [], 0
+        part.append(ch.name)
+        size += est
+    if part:
+        out.append(part)
+    return out
+
+
 _INT64 = np.iinfo(np.int64)
 
 
 def _clip(t: int) -> int:
-    return min(max(int(t), int(_INT64.min)), int(_INT64.max))
+    return min(max(int(t), int(_INT64.min) // 2), int(_INT64.max) // 2)
 
 
 def _int64s(times: list) -> np.ndarray:

@@ -88,6 +88,19 @@ def index_findings(path: str, password: str, channels: Sequence[str]) -> str:
     return ("; mef3io.Validator: " + " | ".join(found)) if found else ""
 
 
+def index_sizes(signature: tuple, names: Sequence[str]) -> dict[str, int]:
+    """Blocks in each channel's ``.tidx`` files, from their sizes in ``signature``
+    (a 1024-byte header, then 56 bytes per block): known without reading them."""
+    wanted = {f"{n}.timd/": n for n in names}
+    out = dict.fromkeys(names, 0)
+    for rel, size, _mtime, _ino in signature:
+        if rel.endswith(".tidx"):
+            n = wanted.get(rel[:rel.find("/") + 1])
+            if n is not None:
+                out[n] += max(0, (size - 1024) // 56)
+    return out
+
+
 class Recording:
     """An open MEF session (see module docstring).
 
@@ -190,6 +203,7 @@ class Recording:
         #: The channels' block index, paged in as reads need it.
         self.index = BlockIndex(self._load_index, self.channels, self.start_uutc,
                                 self._index_cache, on_disorder=self._index_disordered)
+        self.index.sizes = index_sizes(self.signature, [c.name for c in self.channels])
         # Set when a re-open after a change on disk replaced this version: its
         # tiles must no longer enter the cache, and its reader closes once the
         # reads already using it (``active_reads``) are done.
@@ -295,6 +309,11 @@ class Recording:
                    t1: int) -> list[Placement]:
         """:meth:`placement` of each of ``chans``, in one pass."""
         return self.index.placements(chans, grid, t0, t1)
+
+    def unread_index_blocks(self, chans: Sequence[ChannelInfo]) -> int:
+        """Blocks of the block indexes of ``chans`` not read yet (see
+        :meth:`.block_index.BlockIndex.unread_blocks`)."""
+        return self.index.unread_blocks(chans)
 
     def phases_in_window(self, ch: ChannelInfo, grid: tg.TileGrid, t0: int, t1: int) -> np.ndarray:
         """Phases of the blocks of ``ch`` overlapping ``[t0, t1)``."""

@@ -18,6 +18,9 @@ class StoreStats:
     prefetch_hits: int = 0
     direct_reads: int = 0
     window_first_reads: int = 0
+    #: Reads answered straight from mef3io while their block index was read in
+    #: the background (:meth:`.assembly.WindowAssembler.chunks`).
+    unread_index_reads: int = 0
     windows_preassembled: int = 0
     prefetch_windows_planned: int = 0     # windows whose tiles prefetch checked
     prefetch_windows_skipped: int = 0     # ... skipped: checked moments before

@@ -44,6 +44,9 @@ class StoreTuning:
     window_first_ratio: float = 1.5
     #: ... and it is at most this many float32 bytes (held whole).
     window_first_max_bytes: int = 256 << 20
+    #: A read whose channels' unread block indexes hold more blocks than this is
+    #: answered straight from mef3io, the indexes read in the background.
+    direct_first_index_blocks: int = 100_000
     #: Seconds a read's prefetch waits after its last chunk (:mod:`.prefetch`).
     prefetch_grace_s: float = 0.003
     #: Seconds a window's prefetch plan stays fresh.

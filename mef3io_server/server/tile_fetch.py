@@ -18,6 +18,8 @@ import contextlib
 import functools
 from typing import Sequence
 
+import logging
+
 import numpy as np
 
 from . import decode_plan
@@ -31,6 +33,8 @@ from .reduction import minmax_ordered
 from .store_stats import PrefetchLedger, StoreStats
 from .store_tuning import StoreTuning
 from .tile_cache import TileCache
+
+log = logging.getLogger("mef3io_server.tiles")
 
 
 class TileFetcher:
@@ -47,6 +51,8 @@ class TileFetcher:
         self.tuning = tuning
         self.closed = False
         self._nan_tiles: dict[int, np.ndarray] = {}
+        # Starts background decodes off the request thread (start_background_soon).
+        self._soon = cf.ThreadPoolExecutor(1, thread_name_prefix="tiles-soon")
 
     def nan_tile(self, n: int) -> np.ndarray:
         """A read-only all-NaN tile of ``n`` samples (shared)."""
@@ -171,6 +177,31 @@ class TileFetcher:
         if jobs:
             self.run_jobs(rec, grid, jobs, owned, Lane.BACKGROUND)
         return len(owned)
+
+    def start_background_soon(self, rec: Recording, chans: Sequence[ChannelInfo],
+                              grid: tg.TileGrid, t0: int, j0: int, j1: int) -> cf.Future:
+        """:meth:`start_background` on a thread of its own: the block index it needs
+        is read there, not in the request's thread. Best effort (a recording
+        closed meanwhile starts nothing)."""
+        def run() -> int:
+            try:
+                return self.start_background(rec, chans, grid, t0, j0, j1)
+            except Exception:  # noqa: BLE001 - decoding ahead is best effort
+                if not (self.closed or rec.closed):
+                    log.debug("background decodes of %s could not start", rec.path,
+                              exc_info=True)
+                return 0
+        try:
+            return self._soon.submit(run)
+        except RuntimeError:        # closed
+            done: cf.Future = cf.Future()
+            done.set_result(0)
+            return done
+
+    def close(self) -> None:
+        """Start nothing more; let the thread starting background decodes end."""
+        self.closed = True
+        self._soon.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ decoding
 

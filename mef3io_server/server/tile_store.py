@@ -147,5 +147,5 @@ class TileStore:
         return n
 
     def close(self) -> None:
-        self.fetcher.closed = True
+        self.fetcher.close()
         self.prefetcher.close()

@@ -70,6 +70,9 @@ class FakeRecording:
     def placement(self, ch, grid, t0, t1):
         return Placement.ON_GRID if ch.index_ordered else Placement.UNORDERED
 
+    def unread_index_blocks(self, chans):
+        return 0
+
     def placements(self, chans, grid, t0, t1):
         return [self.placement(ch, grid, t0, t1) for ch in chans]
 

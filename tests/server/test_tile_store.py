@@ -704,3 +704,35 @@ def test_a_window_of_many_chunks_per_tile_looks_each_tile_up_once(write_recordin
             assert e.cache.stats().hits - hits == 3 * tiles
     finally:
         e.close()
+
+
+def test_a_read_whose_big_block_index_is_unread_goes_to_mef3io_then_to_tiles(write_recording):
+    """Channels whose unread block index holds more blocks than direct_first_index_blocks:
+    the read is mef3io's, exact; the index and the window's tiles are read in the
+    background, and the same window is then sliced from those tiles, exact."""
+    data = {f"c{i}": random_walk(256 * 120, i) for i in range(3)}
+    data["c2"][256 * 30:256 * 41] = np.nan
+    path = write_recording("unread", data, block_length=256)      # 120 blocks a channel
+    e = Engine(Settings(tile_duration_s=10.0, prefetch_ahead_windows=0,
+                        prefetch_behind_windows=0, index_cache_bytes=1 << 20))
+    try:
+        e.index_warmer.close()                  # no warm-up: the index stays unread
+        e.store.tuning.direct_first_index_blocks = 200
+        e.open_file("", str(path))
+        t0, t1 = T0 + 25 * S + 7, T0 + 47 * S
+        ref = direct_read(path, [], t0, t1)
+        assert np.array_equal(read_all(e, "", path, [], t0, t1), ref, equal_nan=True)
+        stats = e.store.stats
+        assert stats.unread_index_reads == 1
+        deadline = time.monotonic() + 30
+        while stats.tiles_decoded < 3 * 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stats.tiles_decoded == 3 * 3                        # tiles 2, 3, 4 of each
+        rec = e.recording("", str(path))
+        assert rec.index.unread_blocks(rec.channels) == 0
+        decoded = stats.tiles_decoded
+        assert np.array_equal(read_all(e, "", path, [], t0 + 1, t1), direct_read(
+            path, [], t0 + 1, t1), equal_nan=True)
+        assert stats.unread_index_reads == 1 and stats.tiles_decoded == decoded
+    finally:
+        e.close()
