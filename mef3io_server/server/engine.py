@@ -91,7 +91,8 @@ class Engine:
         self.index_cache = IndexCache(settings.index_cache_bytes)
         self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
                                      self.versions, self._open_recording,
-                                     self._recording_closed, clock)
+                                     self._recording_closed, clock,
+                                     notifications=settings.change_notifications)
         # Guards the indexes below (records per recording and access level, the
         # walk lock of each identity).
         self._lock = threading.Lock()
@@ -121,9 +122,11 @@ class Engine:
             rec.reader.n_threads = 1
         rec.last_checked = self._clock()
         self.versions.register(rec)
+        self.changes.watch(rec)
         return rec
 
     def _recording_closed(self, rec: Recording) -> None:
+        self.changes.forget(rec)
         self.versions.unregister(rec)
         rec.close()
         self.store.forget(rec)
