@@ -3,7 +3,7 @@
 With Linux inotify (through ``inotify_simple``), each watched recording's
 session folder, every folder inside it (channels, segments; folders created
 later are watched as they appear) and its parent folder are watched for
-writes, attribute changes, creations, deletions and moves. ``one`` reader
+writes, attribute changes, creations, deletions and moves. One reader
 thread serves every recording: it blocks on the inotify descriptor and on a
 stop pipe, so it costs nothing while no file changes. An event calls
 ``on_change(session_path)``; what to do about it (a change check, debounced)
@@ -118,12 +118,13 @@ class ChangeSignals:
     ``on_change(session_path)`` is called on the reader thread, so it must be
     quick (mark and wake). ``inotify_factory`` and ``mountinfo`` are seams
     for tests: a callable returning an ``INotify``-like object, and a callable
-    returning the mount table's text.
+    returning the mount table's text (default: :func:`read_mountinfo`, looked
+    up at each watch).
     """
 
     def __init__(self, on_change: Callable[[str], None], *,
                  inotify_factory: Optional[Callable[[], object]] = None,
-                 mountinfo: Callable[[], str] = read_mountinfo):
+                 mountinfo: Optional[Callable[[], str]] = None):
         self._on_change = on_change
         self._mountinfo = mountinfo
         self._lock = threading.Lock()
@@ -139,7 +140,7 @@ class ChangeSignals:
         #: then on; taken by :meth:`take_lost`.
         self.lost: set[str] = set()
         self.inotify = None
-        factory = inotify_factory or (INotify if INotify is not None else None)
+        factory = inotify_factory or INotify
         if factory is None:
             self.unavailable = "inotify is not available on this system"
             return
@@ -164,7 +165,8 @@ class ChangeSignals:
         with the reason when not."""
         if not self.available:
             return False, self.unavailable
-        fs = fs_type_of(os.path.realpath(path), self._mountinfo())
+        table = self._mountinfo() if self._mountinfo is not None else read_mountinfo()
+        fs = fs_type_of(os.path.realpath(path), table)
         if not notifications_trusted(fs):
             return False, f"its file system ({fs or 'unknown'}) does not notify every change"
         return True, ""

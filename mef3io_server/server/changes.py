@@ -97,6 +97,7 @@ class ChangeWatcher:
         """``rec`` was opened (a first open or a re-open of its path): watch its
         files when notifications are on and trusted for it, else poll it."""
         if self.signals is None:
+            self._wake.set()        # the refresher may be asleep with nothing to poll
             return
         with self._state:
             held = self._versions_of.setdefault(rec.path, set())
