@@ -22,6 +22,7 @@ from test_growing import FS, SEC, append
 
 from mef3io_server.server import change_signals as cs
 from mef3io_server.server.change_signals import ChangeSignals, fs_type_of, notifications_trusted
+from mef3io_server.server.changes import ChangeWatcher
 from mef3io_server.server.config import Settings
 from mef3io_server.server.engine import Engine
 
@@ -299,12 +300,10 @@ def test_request_on_dirty_recording_checks_before_reading(tmp_path):
     try:
         path = write_session(tmp_path / "d.mefd", {"a": random_walk(int(20 * FS), 1)})
         eng.open_file("c", str(path))
-        eng.changes.signals.watch(str(path))         # (already watched: a no-op)
-        time.sleep(0.05)
         eng.changes.refreshed(eng.sessions.recording(str(path)), force=True)  # the open's check
         append(path, {"a": random_walk(int(5 * FS), 2)}, T0 + 20 * SEC)
         assert wait_for(lambda: str(path) in eng.changes._dirty, 5)
-        time.sleep(ChangeWatcherGap.gap)
+        time.sleep(ChangeWatcher.SIGNAL_GAP_S)
         assert eng.recording("c", str(path)).end_uutc == T0 + 25 * SEC
         # Clean again: a request does not check (no stat) until the next event.
         rec = eng.sessions.recording(str(path))
@@ -313,11 +312,6 @@ def test_request_on_dirty_recording_checks_before_reading(tmp_path):
         assert rec.last_checked == checked
     finally:
         eng.close()
-
-
-class ChangeWatcherGap:
-    from mef3io_server.server.changes import ChangeWatcher
-    gap = ChangeWatcher.SIGNAL_GAP_S
 
 
 def test_off_places_no_watch(tmp_path):
