@@ -136,7 +136,7 @@ class Engine:
         """Start the background sweeper (cache TTL, session TTL) and warm the decoder."""
         self.decoder.warm_up()
         ttls = [t for t in (self.settings.cache_ttl_s, self.settings.session_ttl_s) if t]
-        interval = max(0.05, min([5.0] + [t / 4 for t in ttls]))
+        interval = max(0.05, min([30.0] + [t / 4 for t in ttls]))   # idle: every 30 s
         self._sweeper = threading.Thread(target=self._sweep_loop, args=(interval,),
                                          name="sweeper", daemon=True)
         self._sweeper.start()
