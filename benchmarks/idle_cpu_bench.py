@@ -80,16 +80,32 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def measure(setting: str, paths: list[Path], idle_s: float, refresh_s: float) -> dict:
+def thread_cpu(pid: int) -> dict:
+    """(thread id, name) -> utime + stime seconds, of every thread of ``pid``."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            out[(tid, name)] = cpu_seconds(f"{pid}/task/{tid}")
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def measure(setting: str, paths: list[Path], idle_s: float, refresh_s: float,
+            log: str = "") -> dict:
     from mef3io_server.client import Mef3Client
 
     port = free_port()
-    env = dict(os.environ, PORT=str(port), BIND_ADDRESS="localhost", LOG_LEVEL="WARNING",
+    env = dict(os.environ, PORT=str(port), BIND_ADDRESS="localhost",
+               LOG_LEVEL="DEBUG" if log else "WARNING",
                DATA_ROOTS=str(DATA), CHANGE_NOTIFICATIONS=setting,
                REFRESH_INTERVAL_S=str(refresh_s), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "mef3io_server.server"], env=env,
                             cwd=str(ROOT), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(f"{log}.{setting}", "w") if log else subprocess.DEVNULL)
     try:
         address = f"localhost:{port}"
         deadline = time.monotonic() + 90
@@ -111,16 +127,19 @@ def measure(setting: str, paths: list[Path], idle_s: float, refresh_s: float) ->
         assert len(client.list_open_files()) == len(paths)
         time.sleep(5)                   # let the open's follow-up checks and prefetch end
         load = os.getloadavg()
+        t0 = thread_cpu(proc.pid)
         c0, w0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(idle_s)
         c1, w1 = cpu_seconds(proc.pid), time.monotonic()
+        t1 = thread_cpu(proc.pid)
+        busiest = sorted(((t1[k] - t0.get(k, 0.0), k[1]) for k in t1), reverse=True)[:4]
         load_after = os.getloadavg()
         n_threads = threads(proc.pid)
         assert len(client.list_open_files()) == len(paths)   # still open, still serving
         client.shutdown()
         return {"setting": setting, "cpu_s": c1 - c0, "wall_s": w1 - w0,
                 "percent": 100.0 * (c1 - c0) / (w1 - w0), "load": load,
-                "load_after": load_after, "threads": n_threads}
+                "load_after": load_after, "threads": n_threads, "busiest": busiest}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -149,10 +168,12 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=60.0, help="idle seconds measured (60)")
     ap.add_argument("--refresh", type=float, default=2.0, help="REFRESH_INTERVAL_S (2)")
     ap.add_argument("--settings", default="auto,off", help="CHANGE_NOTIFICATIONS values")
+    ap.add_argument("--log", default="", help="write each server's debug log to LOG.<setting>")
     args = ap.parse_args()
 
     paths = recordings(args.small, args.wide)
-    rows = [measure(s, paths, args.idle, args.refresh) for s in args.settings.split(",")]
+    rows = [measure(s, paths, args.idle, args.refresh, args.log)
+            for s in args.settings.split(",")]
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}; {platform.platform()}")
     print(f"finished: {started}; {args.small} x 8 ch + "
@@ -167,6 +188,10 @@ def main() -> int:
               f"| {r['percent']:.2f} % | {r['threads']} "
               f"| {' / '.join(f'{x:.2f}' for x in r['load'])} "
               f"| {' / '.join(f'{x:.2f}' for x in r['load_after'])} |")
+    print()
+    print("busiest threads while idle (CPU seconds, thread name):")
+    for r in rows:
+        print(f"  {r['setting']}: " + ", ".join(f"{c:.2f} {n}" for c, n in r["busiest"]))
     return 0
 
 
