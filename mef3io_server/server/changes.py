@@ -9,8 +9,8 @@ too old. When it is checked depends on ``CHANGE_NOTIFICATIONS``:
   refresher re-checks every open recording (it wakes every quarter interval).
 * **notified** (``auto``, the default, where trusted): only after the
   operating system reports a change in its files (the recording is then
-  *dirty*). The refresher checks a dirty recording once its events have
-  settled for :attr:`ChangeWatcher.SETTLE_S`, and a request on a dirty
+  *dirty*). The refresher checks a dirty recording
+  :attr:`ChangeWatcher.SETTLE_S` after the first event, and a request on a dirty
   recording checks before it reads; either at most every
   ``min(REFRESH_INTERVAL_S, SIGNAL_GAP_S)`` while writes keep coming. As a
   safety net every notified recording is still checked every
@@ -53,8 +53,8 @@ class ChangeWatcher:
 
     #: Re-check a recording at most every this many times what its check costs.
     REFRESH_COST_FACTOR = 20
-    #: Notified recordings: seconds of quiet after an event before the
-    #: refresher checks (one append writes many files: one check for them all).
+    #: Notified recordings: seconds from the first event to the refresher's
+    #: check (one append writes many files: one check for most of them).
     SETTLE_S = 0.1
     #: Notified recordings: shortest seconds between two checks of a recording
     #: that keeps changing (also capped by ``REFRESH_INTERVAL_S``).
@@ -280,7 +280,7 @@ class ChangeWatcher:
         so correctness never depends on it. Polled recordings: this thread
         wakes every quarter interval and re-checks what was last checked half
         an interval ago or more, so a check is never older than about 3/4 of
-        the interval. Notified recordings: it checks dirty ones once settled
+        the interval. Notified recordings: it checks dirty ones once due
         (see module docstring), and all of them at each safety net. With
         nothing dirty and nothing polled it sleeps until an event or the next
         safety net: no wakeups while idle.
