@@ -174,17 +174,17 @@ class ChangeSignals:
     def watch(self, path: str) -> bool:
         """Watch the session at ``path`` (a ``.mefd`` folder or ``.mefd.tar`` file).
 
-        True when it is watched (now or already); False when it must be polled
-        (the reason is logged at debug level, a watch limit as a warning once).
+        True when it is watched; False when it must be polled (the reason is
+        logged at debug level, a watch limit as a warning once). Watching a
+        watched session again (a re-open after a change) adds the folders not
+        watched yet: a session deleted and written anew has new folders.
         """
         ok, why = self.trusted(path)
         if not ok:
             log.debug("change notifications not used for %s: %s; polling it", path, why)
             return False
         with self._lock:
-            if path in self._session_wds:
-                return True
-            self._session_wds[path] = set()
+            self._session_wds.setdefault(path, set())
             try:
                 parent = os.path.dirname(path.rstrip("/")) or "/"
                 self._add_locked(path, parent, "parent")
@@ -297,11 +297,11 @@ class ChangeSignals:
                     continue
                 if ev.mask & f.IGNORED:              # the kernel dropped the watch
                     changed.update(users)
-                    for s in users:
+                    for s in list(users):
                         self._session_wds.get(s, set()).discard(ev.wd)
                     self._forget_wd_locked(ev.wd, remove=False)
                     continue
-                for session, role in users.items():
+                for session, role in list(users.items()):   # (may unwatch one)
                     if role == "tree":
                         changed.add(session)
                         if ev.mask & f.ISDIR and ev.mask & (f.CREATE | f.MOVED_TO) and ev.name:

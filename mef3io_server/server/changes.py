@@ -104,6 +104,13 @@ class ChangeWatcher:
             first = not held
             held.add(id(rec))
         if not first:
+            # A re-open: its folders may be new (a session written anew).
+            with self._state:
+                notified = rec.path in self._notified
+            if notified and not self.signals.watch(rec.path):
+                with self._state:
+                    self._notified.discard(rec.path)
+                self._wake.set()
             return
         notified = self.signals.watch(rec.path)
         with self._state:

@@ -101,6 +101,23 @@ def test_replaced_session_is_notified(tmp_path, start_server, client_factory):
     assert np.array_equal(after, direct_read(path, ["a"], T0, T0 + 10 * SEC), equal_nan=True)
 
 
+def test_session_written_anew_keeps_being_notified(tmp_path, start_server, client_factory):
+    """Deleted and written again at once: the new folders are watched after the
+    re-open, so an append to the new session is notified too."""
+    server = start_server(REFRESH_INTERVAL_S=HOUR)
+    path = write_session(tmp_path / "anew.mefd", {"a": random_walk(int(20 * FS), 1)})
+    c = client_factory(server.address)
+    c.open_file(str(path))
+    shutil.rmtree(path)
+    write_session(path, {"a": random_walk(int(20 * FS), 7)})
+    assert wait_for(lambda: "changed on disk (replaced)" in server.stderr_text()), \
+        server.stderr_text()
+    append(path, {"a": random_walk(int(5 * FS), 8)}, T0 + 20 * SEC)
+    assert wait_for(lambda: "changed on disk (appended)" in server.stderr_text()), \
+        server.stderr_text()
+    assert c.get_file_info(str(path))["end_uutc"] == T0 + 25 * SEC
+
+
 def test_deleted_session_is_notified(tmp_path, start_server, client_factory):
     server = start_server(REFRESH_INTERVAL_S=HOUR)
     path = write_session(tmp_path / "gone.mefd", {"a": random_walk(int(20 * FS), 1)})
