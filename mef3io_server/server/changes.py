@@ -14,8 +14,9 @@ too old. When it is checked depends on ``CHANGE_NOTIFICATIONS``:
   recording checks before it reads; either at most every
   ``min(REFRESH_INTERVAL_S, SIGNAL_GAP_S)`` while writes keep coming. As a
   safety net every notified recording is still checked every
-  ``SAFETY_NET_FACTOR x REFRESH_INTERVAL_S`` (60 s by default): while
-  nothing changes the refresher sleeps that long.
+  ``SAFETY_NET_FACTOR x REFRESH_INTERVAL_S`` (60 s by default), or every
+  ``SAFETY_NET_COST_FACTOR`` times what its check costs if longer (big
+  sessions): while nothing changes the refresher sleeps that long.
 
 ``REFRESH_INTERVAL_S=0`` (every request checks, no refresher) uses no
 notifications. A changed recording is re-opened
@@ -59,8 +60,11 @@ class ChangeWatcher:
     #: Notified recordings: shortest seconds between two checks of a recording
     #: that keeps changing (also capped by ``REFRESH_INTERVAL_S``).
     SIGNAL_GAP_S = 1.0
-    #: Notified recordings are checked anyway every this many ``REFRESH_INTERVAL_S``.
+    #: Notified recordings are checked anyway every this many ``REFRESH_INTERVAL_S``,
     SAFETY_NET_FACTOR = 30
+    #: ... or every this many times what their check costs, if longer (a session
+    #: of ~3 000 files, ~0.1 s a check, every ~2 minutes: ~0.1 % of a core).
+    SAFETY_NET_COST_FACTOR = 1000
 
     def __init__(self, interval_s: float, sessions: SessionRegistry, store: TileStore,
                  versions: Versions, open_recording: Callable[..., Recording],
@@ -166,6 +170,11 @@ class ChangeWatcher:
     def _signal_gap(self, rec: Recording) -> float:
         return min(self.check_interval(rec), self.SIGNAL_GAP_S)
 
+    def safety_interval(self, rec: Recording) -> float:
+        """Seconds between safety-net checks of a notified recording nothing changed."""
+        return max(self.interval_s * self.SAFETY_NET_FACTOR,
+                   self.SAFETY_NET_COST_FACTOR * rec.check_cost_s)
+
     def _due(self, rec: Recording, now: float) -> bool:
         """Whether a request on ``rec`` checks its files first (see module docstring)."""
         interval = self.check_interval(rec)
@@ -176,7 +185,7 @@ class ChangeWatcher:
             dirty = rec.path in self._dirty
         if dirty:
             return age >= self._signal_gap(rec)
-        return age >= interval * self.SAFETY_NET_FACTOR
+        return age >= self.safety_interval(rec)
 
     def check_interval(self, rec: Recording) -> float:
         """Seconds between change checks of ``rec``: ``REFRESH_INTERVAL_S``, or longer
@@ -326,7 +335,9 @@ class ChangeWatcher:
                 if not due:
                     next_at = min(next_at, at)
             else:
-                due = safety
+                # At each pass, those whose own safety interval ends before the next one.
+                due = safety and now - rec.last_checked >= \
+                    self.safety_interval(rec) - base * self.SAFETY_NET_FACTOR / 2
             if not due:
                 continue
             try:
