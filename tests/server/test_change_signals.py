@@ -369,3 +369,13 @@ def test_unrelated_file_beside_the_session_is_no_change(tmp_path):
         assert set(seen) == {str(path)}
     finally:
         signals.close()
+
+
+def test_safety_net_interval_grows_with_check_cost():
+    """Unchanged notified recordings are re-checked every 30 x REFRESH_INTERVAL_S,
+    or every 1000 x what their check costs when that is longer."""
+    from types import SimpleNamespace
+
+    w = ChangeWatcher(2.0, None, None, None, None, None, time.monotonic)
+    assert w.safety_interval(SimpleNamespace(check_cost_s=0.001)) == 60.0
+    assert w.safety_interval(SimpleNamespace(check_cost_s=0.1)) == pytest.approx(100.0)
