@@ -294,10 +294,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
              settings.tile_cache_mb, settings.tile_duration_s)
     announce(f"mef3io-server listening on port {running.port} "
              f"({reach(settings.bind_address)})", settings.log_format)
-    # A timed wait: the kernel may deliver the signal to a gRPC thread, and
-    # Python runs handlers only when the main thread wakes up.
-    while not stop.wait(0.2):
-        pass
+    _wait_for_signal(stop)
     gc.unfreeze()       # what the drain ends (decode pools) must be collectable again
     running.stop()
     log.info("stopped")
@@ -309,3 +306,40 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _wait_for_signal(stop: threading.Event, backstop_s: float = 60.0) -> None:
+    """Block the main thread until ``stop`` is set by a signal handler.
+
+    The kernel may deliver a signal to any thread (a gRPC one), and Python
+    runs handlers only when the main thread runs: the main thread sleeps in
+    ``select`` on the signal wakeup descriptor, which the C-level handler
+    writes to whichever thread took the signal, so it wakes at once and runs
+    the handler -- no periodic wakeups. ``backstop_s``: a timed wake-up all
+    the same, in case a handler ran before ``stop`` was looked at.
+    """
+    import select
+
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:                  # not the main thread: poll as before
+        os.close(r)
+        os.close(w)
+        while not stop.wait(0.2):
+            pass
+        return
+    try:
+        while not stop.is_set():
+            select.select([r], [], [], backstop_s)
+            try:
+                while os.read(r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)

@@ -63,6 +63,9 @@ class Settings:
     shutdown_grace_s: float = 10.0         # SHUTDOWN_GRACE_S
     refresh_interval_s: float = 2.0        # REFRESH_INTERVAL_S: how often an open recording
                                            # is checked for appended or changed files
+    change_notifications: str = "auto"     # CHANGE_NOTIFICATIONS: auto (the OS's file
+                                           # notifications where trusted, polling elsewhere)
+                                           # or off (poll every open recording)
     # --- paths and security ---
     host_root: str = ""                    # HOST_ROOT: prefix joined to every client path
     data_roots: tuple[str, ...] = ()       # DATA_ROOTS: ':'-separated; empty = any readable path
@@ -276,6 +279,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "MAX_CHANNELS_PER_READ": ("max_channels_per_read", _int(1, 1_000_000)),
     "SHUTDOWN_GRACE_S": ("shutdown_grace_s", _float(0.0, 3600.0)),
     "REFRESH_INTERVAL_S": ("refresh_interval_s", _float(0.0, 86400.0)),
+    "CHANGE_NOTIFICATIONS": ("change_notifications", _choice("auto", "off")),
     "HOST_ROOT": ("host_root", _text),
     "DATA_ROOTS": ("data_roots", _roots),
     "TLS_CERT_FILE": ("tls_cert_file", _existing_file),

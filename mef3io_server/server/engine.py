@@ -92,7 +92,8 @@ class Engine:
         self.index_warmer = IndexWarmer(self.index_cache)
         self.changes = ChangeWatcher(settings.refresh_interval_s, self.sessions, self.store,
                                      self.versions, self._open_recording,
-                                     self._recording_closed, clock)
+                                     self._recording_closed, clock,
+                                     notifications=settings.change_notifications)
         # Guards the indexes below (records per recording and access level, the
         # walk lock of each identity).
         self._lock = threading.Lock()
@@ -116,6 +117,7 @@ class Engine:
                         index_cache=self.index_cache)
         rec.last_checked = self._clock()
         self.versions.register(rec)
+        self.changes.watch(rec)
         self.index_warmer.warm(rec.index)
         return rec
 
@@ -130,6 +132,7 @@ class Engine:
         return None
 
     def _recording_closed(self, rec: Recording) -> None:
+        self.changes.forget(rec)
         self.versions.unregister(rec)
         rec.close()
         self.store.forget(rec)
@@ -139,7 +142,7 @@ class Engine:
         """Start the background sweeper (cache TTL, session TTL) and warm the decoder."""
         self.decoder.warm_up()
         ttls = [t for t in (self.settings.cache_ttl_s, self.settings.session_ttl_s) if t]
-        interval = max(0.05, min([5.0] + [t / 4 for t in ttls]))
+        interval = max(0.05, min([30.0] + [t / 4 for t in ttls]))   # idle: every 30 s
         self._sweeper = threading.Thread(target=self._sweep_loop, args=(interval,),
                                          name="sweeper", daemon=True)
         self._sweeper.start()

@@ -101,6 +101,9 @@ class StallWatchdog:
         self.stalled = 0
         self._lock = threading.Lock()
         self._waiting: dict[int, tuple[float, object, Callable[[], None]]] = {}
+        # Set when a message is handed while none was waiting, and on close:
+        # the thread sleeps without a timeout while no message waits.
+        self._work = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         if timeout_s:
@@ -112,7 +115,10 @@ class StallWatchdog:
         """A message of call ``key`` was handed to gRPC now."""
         if self.timeout_s:
             with self._lock:
+                first = not self._waiting
                 self._waiting[id(key)] = (time.monotonic(), key, cancel)
+            if first:
+                self._work.set()
 
     def taken(self, key: object) -> None:
         """gRPC sent call ``key``'s message (or the call ended)."""
@@ -137,11 +143,23 @@ class StallWatchdog:
         return len(late)
 
     def _run(self) -> None:
+        """Check every ``min(1 s, timeout/4)`` while messages wait; while none
+        waits, sleep until one is handed (no wakeups on an idle server)."""
         interval = min(1.0, self.timeout_s / 4)
-        while not self._stop.wait(interval):
+        while not self._stop.is_set():
+            with self._lock:
+                idle = not self._waiting
+                if idle:
+                    self._work.clear()
+            if idle:
+                self._work.wait()
+                continue
+            if self._stop.wait(interval):
+                return
             self.check()
 
     def close(self) -> None:
         self._stop.set()
+        self._work.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -32,6 +32,8 @@ DOCUMENTED_DEFAULTS = {
     "chunk_bytes": 1 << 20,
     "host_root": "",
     "data_roots": (),
+    "refresh_interval_s": 2.0,
+    "change_notifications": "auto",
 }
 
 PUBLISHED_NAMES = ["PORT", "MAX_WORKERS", "TILE_DURATION_S", "TILE_CACHE_MB", "USE_PROCESS_POOL",
@@ -72,6 +74,7 @@ def good_values(tmp_path, a_file) -> dict:
         "MAX_CHANNELS_PER_READ": ("10", 10),
         "SHUTDOWN_GRACE_S": ("0", 0.0),
         "REFRESH_INTERVAL_S": ("5", 5.0),
+        "CHANGE_NOTIFICATIONS": (" OFF ", "off"),
         "HOST_ROOT": ("/host_root", "/host_root"),
         "DATA_ROOTS": (f"{tmp_path}:/", (os.path.realpath(tmp_path), "/")),
         "TLS_CERT_FILE": (a_file, a_file),
@@ -115,6 +118,7 @@ BAD_VALUES = {
     "MAX_CHANNELS_PER_READ": ["0"],
     "SHUTDOWN_GRACE_S": ["-1"],
     "REFRESH_INTERVAL_S": ["-1"],
+    "CHANGE_NOTIFICATIONS": ["on", "inotify", ""],
     "DATA_ROOTS": ["relative/dir", "/no/such/dir/anywhere"],
     "TLS_CERT_FILE": ["/no/such/cert.pem"],
     "TLS_KEY_FILE": ["/no/such/key.pem"],

@@ -44,16 +44,43 @@ def _worker_init(parent_pid: int, n_threads: int) -> None:
 
     def watch():
         # A forkserver worker's parent is the forkserver, not the server: watch
-        # the server's pid itself.
+        # the server's pid itself. With pidfds (Linux >= 5.3) this thread sleeps
+        # until either process ends; else it looks every 0.5 s.
+        _wait_for_exit([parent_pid, start_ppid])
         while True:
-            time.sleep(0.5)
             if os.getppid() != start_ppid or not _process_alive(parent_pid):
                 os._exit(0)
+            time.sleep(0.5)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 _WORKER_THREADS = 0
+
+
+def _wait_for_exit(pids: list[int]) -> None:
+    """Block until one of ``pids`` exits (pidfds, no wakeups); return at once
+    when pidfds are unavailable (the caller then polls)."""
+    import select
+
+    fds = []
+    try:
+        for pid in pids:
+            fds.append(os.pidfd_open(pid))
+    except (AttributeError, OSError):
+        for fd in fds:
+            os.close(fd)
+        return
+    try:
+        while True:
+            try:
+                if select.select(fds, [], [])[0]:
+                    return
+            except InterruptedError:
+                continue
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _process_alive(pid: int) -> bool:
@@ -145,6 +172,9 @@ class ProcessDecoder(Decoder):
         self._decode_seconds = 0.0
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
+        # Decodes submitted and not finished; the watchdog sleeps while none is.
+        self._outstanding = 0
+        self._busy = threading.Event()
         # Pools given up as wedged (a count), and the manager threads of those
         # that could not be released: Python joins those at exit, so the
         # server must then leave with os._exit (see ``stuck``).
@@ -193,8 +223,18 @@ class ProcessDecoder(Decoder):
         outer: cf.Future = cf.Future()
         args = (source.path, source.generation, source.password, tuple(channels), int(t0), int(t1),
                 dtype)
+        with self._lock:
+            self._outstanding += 1
+            self._busy.set()
+        outer.add_done_callback(self._decode_done)
         self._attempt(outer, lane, args, time.perf_counter(), DECODE_RETRIES)
         return outer
+
+    def _decode_done(self, _future: cf.Future) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._busy.clear()
 
     def _attempt(self, outer: cf.Future, lane: str, args: tuple, start: float,
                  tries_left: int) -> None:
@@ -273,10 +313,14 @@ class ProcessDecoder(Decoder):
         machine; giving such a pool up failed the server's start and leaked
         the worker that started afterwards). A wedged pool is rebuilt, its
         unfinished decodes are failed as a worker death (which retries them
-        on the new pool), and it is ended (see :meth:`_end_pool`).
+        on the new pool), and it is ended (see :meth:`_end_pool`). While no
+        decode is outstanding the watchdog sleeps (no wakeups on an idle server).
         """
         suspects: dict[int, frozenset] = {}     # id(pool) -> dead pids seen last check
         while not self._closed:
+            # A pool wedges only the decodes sent to it: with none outstanding
+            # there is nothing to watch, and this thread sleeps until one is.
+            self._busy.wait()
             time.sleep(WATCHDOG_S)
             with self._lock:
                 pools = list(self._pools.items())
@@ -373,6 +417,7 @@ class ProcessDecoder(Decoder):
         worker process of this decoder is left (each gets ``CLOSE_GRACE_S`` seconds)."""
         with self._lock:
             self._closed = True
+            self._busy.set()            # the watchdog wakes and ends
             pools = list(self._pools.values())
             self._pools.clear()
         parts = [_PoolParts.of(p) for p in pools]
