@@ -534,7 +534,8 @@ def overview_window(name: str) -> tuple[int, int]:
 
 
 def group_reads(res: dict, targets: list[Target], sizes: list[str], do_reads: bool,
-                do_overview: bool, repeats: int, ov_repeats: int, cold: bool) -> None:
+                do_overview: bool, repeats: int, ov_repeats: int, cold: bool,
+                overview_max_channels: int = 0) -> None:
     """Cold and warm 10 s x all channels, then the overview, on one fresh server per size."""
     for name in sizes:
         path = rec_path(name)
@@ -574,7 +575,10 @@ def group_reads(res: dict, targets: list[Target], sizes: list[str], do_reads: bo
                     print(f"  reads {name} {tg.label}: cold {fmt_ms(cell['cold_read_s'])}, "
                           f"warm {fmt_ms(cell['warm_read_s'])}", flush=True)
                     cell["_last"] = a
-                if do_overview and not tg.direct:
+                if do_overview and not tg.direct and 0 < overview_max_channels < nch:
+                    cell["overview_note"] = (f"not run (--overview-max-channels "
+                                             f"{overview_max_channels})")
+                elif do_overview and not tg.direct:
                     if cold:
                         drop_caches()
                     try:
@@ -902,9 +906,17 @@ def main(argv=None) -> None:
                     help="also benchmark another checkout of this repository as 'ours (ref)', "
                          "started with PATH/.venv/bin/python from PATH")
     ap.add_argument("--label", default="", help="what this run measures (goes into the docs)")
+    ap.add_argument("--overview-max-channels", type=int, default=0, metavar="N",
+                    help="skip the overview of recordings with more than N channels (a cold "
+                         "overview of 1024 ch x 1 h takes minutes per server)")
     ap.add_argument("--data-only", action="store_true", help="write the recordings and stop")
+    ap.add_argument("--docs-only", action="store_true",
+                    help="regenerate docs/benchmarks-long.md from results/long_recordings.json")
     ap.add_argument("--direct-child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.docs_only:
+        write_docs(json.loads((RESULTS / "long_recordings.json").read_text()))
+        return
     if args.direct_child:
         direct_child_main(args.direct_child)
         return
@@ -964,7 +976,7 @@ def main(argv=None) -> None:
         group_open(res, targets, sizes, runs, cold)
     if "reads" in only or "overview" in only:
         group_reads(res, targets, sizes, "reads" in only, "overview" in only, repeats,
-                    ov_repeats, cold)
+                    ov_repeats, cold, args.overview_max_channels)
     if "idle" in only or "memory" in only:
         big = "64ch_7d" if "64ch_7d" in sizes else sizes[-1]
         group_idle(res, targets, big, "idle" in only, "memory" in only, idle_s)
