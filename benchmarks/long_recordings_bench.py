@@ -59,13 +59,13 @@ HOUR = 3600
 DAY = 24 * HOUR
 
 # name -> (channels, seconds); all at FS.
-SIZES = {
-    "16ch_1h": (16, HOUR),
+SIZES = {                       # in the order of the tables: length, then channel count
     "64ch_1h": (64, HOUR),
-    "256ch_1h": (256, HOUR),
-    "1024ch_1h": (1024, HOUR),
     "64ch_24h": (64, DAY),
     "64ch_7d": (64, 7 * DAY),
+    "16ch_1h": (16, HOUR),
+    "256ch_1h": (256, HOUR),
+    "1024ch_1h": (1024, HOUR),
 }
 QUICK_SIZES = ("64ch_1h", "64ch_24h", "64ch_7d", "1024ch_1h")
 GROUPS = ("open", "memory", "reads", "overview", "idle")
@@ -276,7 +276,7 @@ def ensure_data(sizes: list[str], small: bool) -> None:
     if small:
         for i in range(SMALL_COUNT):
             write_recording(small_path(i), *SMALL_SHAPE, pool, progress=(i == 0))
-    for n in sizes:
+    for n in sorted(sizes, key=lambda n: parse_size(n)[0] * parse_size(n)[1]):   # small first
         write_recording(rec_path(n), *parse_size(n), pool)
 
 
@@ -707,10 +707,10 @@ def goals(res: dict, key: str = "ours") -> list[dict]:
     per_ch = sorted((parse_size(n)[0], cell(n)["warm_read_s"] / parse_size(n)[0]) for n in sz
                     if parse_size(n)[1] == HOUR and cell(n).get("warm_read_s"))
     if len(per_ch) >= 2:
-        base = per_ch[0][1]
-        worst = max(per_ch, key=lambda x: x[1])
+        base = min(v for _, v in per_ch)
+        worst = per_ch[-1]
         out.append({"goal": f"warm 10 s linear in channels ({per_ch[0][0]} to {per_ch[-1][0]} ch)",
-                    "target": f"per channel <= 1.25x that at {per_ch[0][0]} ch",
+                    "target": f"per channel at {per_ch[-1][0]} ch <= 1.25x the lowest",
                     "measured": ", ".join(f"{n} ch {v * 1e6:.0f} us" for n, v in per_ch),
                     "met": worst[1] <= 1.25 * base})
     idle = res.get("idle", {}).get(key, {}).get("cpu_51_pct")
@@ -765,7 +765,7 @@ def report_md(res: dict) -> str:
         parts.append("### Reads of 10 s x all channels (middle of the recording)\n\n" + md_table(
             ["recording", "cold: " + slash(*(tl[k] for k in keys)),
              "warm (median): " + slash(*(tl[k] for k in keys)),
-             "warm per channel", "vs direct"], rows))
+             "warm per channel: " + slash(*(tl[k] for k in keys)), "vs direct"], rows))
 
     rows = []
     for n in names:
@@ -842,6 +842,10 @@ def git_describe(path: Path) -> dict:
             "server_dirty": bool(run("status", "--porcelain", "--", "mef3io_server"))}
 
 
+def _kept_summary(r: dict) -> str:
+    return f"{r.get('label', '')}; {r.get('date', '')}; `{r.get('command', '')}`"
+
+
 def write_docs(res: dict) -> None:
     m = res["machine"]
     la = lambda v: ", ".join(f"{x:.2f}" for x in v)  # noqa: E731
@@ -850,11 +854,12 @@ def write_docs(res: dict) -> None:
     if res.get("ref_git"):
         r = res["ref_git"]
         ref = (f"\n- **ours (ref):** `{res['ref_path']}`, branch {r['branch']} at {r['commit']} "
-               f"(server code at {r['server_commit']}{', with uncommitted changes' if r['server_dirty'] else ''}).")
+               f"(last change to the server code: {r['server_commit']}"
+               f"{', with uncommitted changes' if r['server_dirty'] else ''}).")
     kept = sorted(p.name for p in RESULTS.glob("long_recordings-*.json")
                   if p.name != "long_recordings-partial.json")
     kept = ("\n## Earlier runs kept\n\n" + "\n".join(
-        f"- `benchmarks/results/{k}`: {json.loads((RESULTS / k).read_text()).get('label', '')}"
+        f"- `benchmarks/results/{k}`: {_kept_summary(json.loads((RESULTS / k).read_text()))}"
         for k in kept) + "\n") if kept else ""
     text = f"""# Benchmarks: long and wide recordings
 
@@ -869,7 +874,7 @@ and how is in the script's docstring; the short version is below.
 - **Load average:** at the start {la(res['load_start'])}; at the end {la(res['load_end'])}.
   The machine is shared: single figures vary by up to 2x between runs.
 - **ours:** this checkout, `python -m mef3io_server.server` from its `.venv`, branch
-  {g['branch']} at {g['commit']} (server code at {g['server_commit']}{', with uncommitted changes' if g['server_dirty'] else ''}).{ref}
+  {g['branch']} at {g['commit']} (last change to the server code: {g['server_commit']}{', with uncommitted changes' if g['server_dirty'] else ''}).{ref}
 - **published:** mef3io-server {PUBLISHED_VERSION} from PyPI in its own venv{(' -- skipped: ' + res['published_skipped']) if res.get('published_skipped') else ''}.
 - **direct:** `mef3io.Reader` (open: a fresh process per run; reads: in the benchmark process).
 - **Page cache:** {'dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every open and every cold read' if res['cold'] else 'could NOT be dropped here (not root): "cold" figures are warm-cache figures'}.
@@ -984,7 +989,9 @@ def main(argv=None) -> None:
     res["run_s"] = time.perf_counter() - start
     res["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     res["machine"] = machine()
-    argv_txt = " ".join(sys.argv[1:] if argv is None else argv)
+    import shlex
+
+    argv_txt = shlex.join(sys.argv[1:] if argv is None else argv)
     res["command"] = f"python benchmarks/long_recordings_bench.py {argv_txt}".strip()
     res["goals"] = {k: goals(res, k) for k in server_keys(res) if k != "published"}
     partial = bool(args.only or args.sizes)
