@@ -892,6 +892,12 @@ and how is in the script's docstring; the short version is below.
   (RSS growth per recording), then idle again.
 
 {report_md(res)}
+
+To compare a change with the code before it in one run, measure both checkouts side by side:
+`.venv/bin/python benchmarks/long_recordings_bench.py --ref /path/to/checkout-before --label "..."`
+(the other checkout's server runs from its own `.venv`). `--quick` takes about 20 minutes on this
+machine, most of it the cold overview of 1024 channels (`--overview-max-channels 256` skips it);
+the full run with that option about 10.
 {kept}"""
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks-long.md").write_text(text)
