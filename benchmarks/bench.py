@@ -948,6 +948,8 @@ section comes from `benchmarks/decisions.md`).
   (or, for "many tools"/"many clients", in as many processes), reader opened once.
 - **Per-window work** (single pass): {res['work_s']*1e3:.0f} ms of CPU per 60 s window,
   the median direct decode time of such a window.
+- **Long and wide recordings** (open time, memory after open, idle CPU, up to 64 ch x 7 days
+  and 1024 ch): [benchmarks-long.md](benchmarks-long.md), from `benchmarks/long_recordings_bench.py`.
 {skipped}
 ## Goals
 
