@@ -87,6 +87,9 @@ class ChangeWatcher:
         self._notified: set[str] = set()
         self._dirty: dict[str, float] = {}
         self._wake = threading.Event()
+        # Until when the refresher polls though it found nothing to poll: a
+        # recording being opened is watched before the sessions list it.
+        self._poll_until = -math.inf
         self._next_safety_net = math.inf
         self.signals: Optional[ChangeSignals] = None
         if notifications == "auto" and interval_s > 0:
@@ -101,7 +104,7 @@ class ChangeWatcher:
         """``rec`` was opened (a first open or a re-open of its path): watch its
         files when notifications are on and trusted for it, else poll it."""
         if self.signals is None:
-            self._wake.set()        # the refresher may be asleep with nothing to poll
+            self._expect_polled()
             return
         with self._state:
             held = self._versions_of.setdefault(rec.path, set())
@@ -114,7 +117,7 @@ class ChangeWatcher:
             if notified and not self.signals.watch(rec.path):
                 with self._state:
                     self._notified.discard(rec.path)
-                self._wake.set()
+                self._expect_polled()
             return
         notified = self.signals.watch(rec.path)
         with self._state:
@@ -129,6 +132,13 @@ class ChangeWatcher:
                 still_open = rec.path in self._versions_of
             if not still_open:
                 self.signals.unwatch(rec.path)
+        self._expect_polled()       # polled, or dirty: the refresher looks soon
+
+    def _expect_polled(self) -> None:
+        """A polled recording is being opened: poll for the next few seconds even
+        if the sessions do not list it yet, and wake the refresher."""
+        with self._state:
+            self._poll_until = self._clock() + max(5.0, self.interval_s)
         self._wake.set()
 
     def forget(self, rec: Recording) -> None:
@@ -352,6 +362,11 @@ class ChangeWatcher:
                     # (a dirty mark dated then; a request checks at once).
                     self._dirty.setdefault(rec.path, self._clock() + self._signal_gap(rec))
         now = self._clock()
+        with self._state:
+            if polled or now >= self._poll_until:
+                self._poll_until = -math.inf
+            else:               # a recording watched just now may not be listed yet
+                polled = True
         if polled:
             next_at = min(next_at, now + base / 4)
         if next_at == math.inf:
