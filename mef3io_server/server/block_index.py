@@ -507,7 +507,7 @@ class IndexWarmer:
     #: Recordings whose indexes hold more blocks than this are not warmed: reading
     #: them would take the cores from the first reads (which read such spans
     #: straight from mef3io, see .assembly).
-    MAX_BLOCKS = 100_000
+    MAX_BLOCKS = 30_000
 
     def __init__(self, cache: IndexCache):
         self.cache = cache

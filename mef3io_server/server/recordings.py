@@ -145,8 +145,11 @@ class Recording:
             else IndexCache(self.DEFAULT_INDEX_CACHE_BYTES)
         self.closed = False
         start = time.perf_counter()
-        self.signature = session_signature(path)
+        signature = session_signature(path)
         self.check_cost_s = time.perf_counter() - start    # seconds one change check takes
+        # Only a digest is kept: a change check compares the next one with it.
+        self.signature_digest = hash(signature)
+        self._signature: Optional[tuple] = signature       # until the open is done
         # With DATA_ROOTS, mef3io only ever opens the pinned files (see .pinning).
         self.pinned = pinner.pin(path) if pinner is not None else None
         #: The path mef3io opens: the pinned view, or the session itself.
@@ -162,7 +165,7 @@ class Recording:
         # The files' marks are read while mef3io opens the session (both mostly
         # system calls): the open costs the longer of the two, not their sum.
         with ThreadPoolExecutor(1, thread_name_prefix="marks") as pool:
-            marks = pool.submit(tail_marks, self.open_path, self.signature,
+            marks = pool.submit(tail_marks, self.open_path, self._signature,
                                 self._pinned_files)
             try:
                 self._open_reader(path, decode_threads)
@@ -203,7 +206,8 @@ class Recording:
         #: The channels' block index, paged in as reads need it.
         self.index = BlockIndex(self._load_index, self.channels, self.start_uutc,
                                 self._index_cache, on_disorder=self._index_disordered)
-        self.index.sizes = index_sizes(self.signature, [c.name for c in self.channels])
+        self.index.sizes = index_sizes(self._signature, [c.name for c in self.channels])
+        self._signature = None
         # Set when a re-open after a change on disk replaced this version: its
         # tiles must no longer enter the cache, and its reader closes once the
         # reads already using it (``active_reads``) are done.
@@ -367,7 +371,7 @@ class Recording:
         """True when the session's files differ from when this recording was opened."""
         start = time.perf_counter()
         try:
-            return session_signature(self.path) != self.signature
+            return hash(session_signature(self.path)) != self.signature_digest
         except OSError:
             return True
         finally:

@@ -46,7 +46,7 @@ class StoreTuning:
     window_first_max_bytes: int = 256 << 20
     #: A read whose channels' unread block indexes hold more blocks than this is
     #: answered straight from mef3io, the indexes read in the background.
-    direct_first_index_blocks: int = 100_000
+    direct_first_index_blocks: int = 30_000
     #: Seconds a read's prefetch waits after its last chunk (:mod:`.prefetch`).
     prefetch_grace_s: float = 0.003
     #: Seconds a window's prefetch plan stays fresh.
