@@ -77,6 +77,20 @@ def direct_read(path, channels, t0, t1, password: str = "") -> np.ndarray:
             r.close()
 
 
+
+def block_envelope_of(path, channel, password: str = "") -> dict:
+    """A channel's whole block index as mef3io reads it (``block_envelope``): the reference
+    for the server's block-index answers."""
+    import mef3io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = mef3io.Reader(str(path), password=password, warn_declarations=False)
+        try:
+            return r.block_envelope(channel)
+        finally:
+            r.close()
+
 @pytest.fixture
 def write_recording(tmp_path):
     def make(name: str, channels: dict, **kw) -> Path:

@@ -1,31 +1,18 @@
-"""The block index, paged: answers equal mef3io's whole index, pages load as reads need them,
-and a server whose index cache keeps nothing (or little) still reads exactly."""
+"""The block index, summarized per channel: answers equal mef3io's whole index, it is read
+when reads need it (or warmed after the open), its bounds are shared by all recordings, and a
+server whose index cache keeps nothing (or little) still reads exactly."""
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
 
-from conftest import T0, direct_read, random_walk, write_session
+from conftest import T0, block_envelope_of as whole_index, direct_read, random_walk, write_session
 from mef3io_server.server import block_index as bi
 from mef3io_server.server import tile_grid as tg
 from mef3io_server.server.block_index import IndexCache, Placement
 from mef3io_server.server.recordings import Recording
 
 S = 1_000_000
-
-
-def whole_index(path, name):
-    import mef3io
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = mef3io.Reader(str(path))
-        try:
-            return r.block_envelope(name)
-        finally:
-            r.close()
 
 
 @pytest.fixture

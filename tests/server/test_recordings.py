@@ -1,11 +1,10 @@
 """Recording: opened from metadata only; the block index questions the tile store asks."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
-from conftest import T0, random_walk
+from conftest import T0, block_envelope_of, random_walk
 from mef3io_server.server.block_index import IndexCache
 from mef3io_server.server.recordings import Recording
 
@@ -14,16 +13,8 @@ S = 1_000_000
 
 def index_of(path, name):
     """The channel's whole block index as mef3io reads it: the reference."""
-    import mef3io
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = mef3io.Reader(str(path))
-        try:
-            e = r.block_envelope(name)
-            return np.asarray(e["start_uutc"]), np.asarray(e["end_uutc"])
-        finally:
-            r.close()
+    e = block_envelope_of(path, name)
+    return np.asarray(e["start_uutc"]), np.asarray(e["end_uutc"])
 
 
 def overlaps(index, fs, a: int, b: int) -> bool:
