@@ -131,11 +131,8 @@ class WindowAssembler:
                 run = idx == list(range(idx[0], idx[0] + len(idx)))
                 whole_parts.append((slice(idx[0], idx[0] + len(idx)) if run else idx, rows))
         for grid, native, idxs in first_groups:       # their tiles, in the background
-            group = [chans[i] for i in idxs]
-            if unread:              # and the block index: off this thread
-                fetcher.start_background_soon(rec, group, grid, t0, 0, n)
-            else:
-                fetcher.start_background(rec, group, grid, t0, 0, n)
+            if not unread:          # (unread: after the last chunk, see the end)
+                fetcher.start_background(rec, [chans[i] for i in idxs], grid, t0, 0, n)
         # Chunks whose tiles are decoding ahead of the one being sent, never
         # more than a quarter of the cache (as prefetch).
         ahead = max(1, min(self.tuning.decode_ahead_bytes, fetcher.cache.max_bytes // 4)
@@ -146,33 +143,42 @@ class WindowAssembler:
         # the last tile fetched or started in the background.
         hands = [TileHand() for _ in sliced_groups]
         offsets = [tg.window_offset(grid, t0)[0] for grid, _, _ in sliced_groups]
-        for ci, (j0, j1) in enumerate(bounds):
-            if cancel is not None and cancel.cancelled:
-                raise Cancelled("the read was cancelled")
-            out = np.empty((len(chans), j1 - j0), dtype=np.float32)
-            for (grid, native, idxs), hand in zip(sliced_groups, hands):
-                self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel, hand)
-            for idx, rows in whole_parts:
-                out[idx] = rows[:, j0:j1]
-            if direct:          # off-grid channels, read chunk by chunk
-                a, b = tg.chunk_span(t0, t1, fs, n, j0, j1)
-                out[direct] = self.direct(rec, [chans[i] for i in direct], a, b, lane, cancel)
-            if fg and sliced_groups:
-                # One background job per chunk, in order: each chunk's tiles are
-                # published as soon as they are decoded (a job of many chunks
-                # would hold the next chunk back until all of them are).
-                while scheduled < min(len(bounds), ci + 1 + ahead):
-                    nj0, nj1 = bounds[scheduled]
-                    for (grid, native, idxs), hand, M in zip(sliced_groups, hands, offsets):
-                        last = int(grid.tiles_for_span(nj0 + M, nj1 + M)[-1])
-                        if last > hand.reached:      # else its tiles are in hand or started
-                            fetcher.start_background(rec, [chans[i] for i in idxs], grid, t0,
-                                                     nj0, nj1)
-                            hand.reached = last
-                    scheduled += 1
-            if on_chunk is not None:
-                on_chunk(j0, j1)
-            yield j0, j1, out
+        try:
+            for ci, (j0, j1) in enumerate(bounds):
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled("the read was cancelled")
+                out = np.empty((len(chans), j1 - j0), dtype=np.float32)
+                for (grid, native, idxs), hand in zip(sliced_groups, hands):
+                    self._fill(rec, chans, grid, idxs, t0, n, j0, j1, out, lane, cancel, hand)
+                for idx, rows in whole_parts:
+                    out[idx] = rows[:, j0:j1]
+                if direct:          # off-grid channels, read chunk by chunk
+                    a, b = tg.chunk_span(t0, t1, fs, n, j0, j1)
+                    out[direct] = self.direct(rec, [chans[i] for i in direct], a, b, lane, cancel)
+                if fg and sliced_groups:
+                    # One background job per chunk, in order: each chunk's tiles are
+                    # published as soon as they are decoded (a job of many chunks
+                    # would hold the next chunk back until all of them are).
+                    while scheduled < min(len(bounds), ci + 1 + ahead):
+                        nj0, nj1 = bounds[scheduled]
+                        for (grid, native, idxs), hand, M in zip(sliced_groups, hands, offsets):
+                            last = int(grid.tiles_for_span(nj0 + M, nj1 + M)[-1])
+                            if last > hand.reached:      # else its tiles are in hand or started
+                                fetcher.start_background(rec, [chans[i] for i in idxs], grid, t0,
+                                                         nj0, nj1)
+                                hand.reached = last
+                        scheduled += 1
+                if on_chunk is not None:
+                    on_chunk(j0, j1)
+                yield j0, j1, out
+        finally:
+            if unread and not (cancel is not None and cancel.cancelled):
+                # The block index and the tiles once the answer is sent (or the
+                # reader stopped taking it): reading a big index beside the
+                # answer would take the cores from it.
+                for grid, native, idxs in first_groups:
+                    fetcher.start_background_soon(rec, [chans[i] for i in idxs], grid, t0,
+                                                  0, n)
 
     def _sliceable(self, rec: Recording, chans: Sequence[ChannelInfo], fs: float, t0: int,
                    n: int) -> tuple[list, list[int]]:
