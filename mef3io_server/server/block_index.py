@@ -19,7 +19,7 @@ that read asks for), and kept as a small :class:`ChannelSummary`:
 
 Summaries live in an :class:`IndexCache`, least recently used out first,
 bounded in bytes (``INDEX_CACHE_MB``), shared by every open recording; a
-continuous week of a channel is a few hundred bytes. Answers derived from them
+continuous week of a channel is under 2 KB. Answers derived from them
 (has a tile data; where are a span's blocks on a grid) are memoized per
 recording version; all the memos together hold at most
 :attr:`IndexCache.memo_limit` answers (when over, the largest memo starts over).
