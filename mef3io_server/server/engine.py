@@ -35,7 +35,7 @@ from .annotations import read_annotations
 from .callers import Caller, as_caller
 from .changes import ChangeWatcher
 from .config import Settings
-from .decode import Decoder, make_decoder
+from .decode import Decoder, load_mef3io, make_decoder
 from .derived_reads import DerivedReader, DerivedSpec
 from .discovery import SessionIndex, WalkCancelled, find_sessions
 from .errors import BadRequest, NotOpen, PasswordRequired, ServerError, ShuttingDown
@@ -139,7 +139,9 @@ class Engine:
         self.decoder.forget(rec.source)
 
     def start(self) -> None:
-        """Start the background sweeper (cache TTL, session TTL) and warm the decoder."""
+        """Load mef3io, warm the decoder, start the background sweeper (cache TTL,
+        session TTL) and the change checks."""
+        load_mef3io()
         self.decoder.warm_up()
         ttls = [t for t in (self.settings.cache_ttl_s, self.settings.session_ttl_s) if t]
         interval = max(0.05, min([30.0] + [t / 4 for t in ttls]))   # idle: every 30 s

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import DTYPES, LANES, RAW_GAP, Decoder, Source, cancel_token, open_reader, read_window
+from .base import (DTYPES, LANES, RAW_GAP, Decoder, Source, cancel_token, load_mef3io,
+                   open_reader, read_window)
 from .processes import DECODE_RETRIES, WATCHDOG_S, ProcessDecoder, stop_worker_helpers
 from .threads import ThreadDecoder
 
-__all__ = ["DTYPES", "LANES", "RAW_GAP", "Decoder", "Source", "cancel_token", "open_reader",
-           "read_window",
+__all__ = ["DTYPES", "LANES", "RAW_GAP", "Decoder", "Source", "cancel_token", "load_mef3io",
+           "open_reader", "read_window",
            "DECODE_RETRIES", "WATCHDOG_S", "ProcessDecoder", "stop_worker_helpers",
            "ThreadDecoder", "make_decoder"]
 

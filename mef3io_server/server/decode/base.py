@@ -43,6 +43,11 @@ class Source:
         return f"Source(path={self.path!r}, generation={self.generation})"
 
 
+def load_mef3io() -> None:
+    """Import mef3io now (tens of ms), so that the server's first open does not."""
+    import mef3io  # noqa: F401
+
+
 def open_reader(path: str, password: str = "", n_threads: int = 0):
     """Open a ``mef3io.Reader`` quietly (declaration warnings are about other readers)."""
     import mef3io
