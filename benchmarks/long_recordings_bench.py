@@ -38,7 +38,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -793,7 +792,7 @@ def report_md(res: dict) -> str:
                          f"{i['rss_per_recording'] / 2**10:.0f} KB"
                          if i.get("rss_per_recording") is not None else "n/a"])
         big = next(iter(idle.values())).get("recording", "")
-        parts.append(f"### Idle CPU and memory per open recording\n\n" + md_table(
+        parts.append("### Idle CPU and memory per open recording\n\n" + md_table(
             ["server", f"idle CPU, {size_label(big) if big else '1 recording'} open "
              f"({res['idle_s']:.0f} s)",
              f"idle CPU, + {SMALL_COUNT} x {SMALL_SHAPE[0]} ch open",

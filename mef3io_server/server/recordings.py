@@ -12,7 +12,6 @@ mef3io reports it.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings

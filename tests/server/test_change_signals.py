@@ -12,7 +12,6 @@ import errno
 import os
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
