@@ -8,7 +8,7 @@ calls it needs (:class:`Unary`, :class:`Stream`) and receives their answers.
 :class:`mef3io_server.client.Mef3Client` runs these generators with blocking
 gRPC calls, :class:`mef3io_server.aio.AsyncMef3Client` with ``await``: that
 is all that differs between them. Messages are built and answers parsed by
-:mod:`mef3io_server.wire`; errors are mapped to one hierarchy by
+:mod:`mef3io_server.messages`; errors are mapped to one hierarchy by
 :mod:`mef3io_server.exceptions`; times are read by
 :mod:`mef3io_server.timespec`. Nothing here touches the network.
 
@@ -30,7 +30,7 @@ from typing import Callable, Generator, Optional, Sequence, Union
 
 import grpc
 
-from . import envelope_codec, montages, routing, signal_chunk_codec, timespec, wire
+from . import envelope_codec, messages, montages, routing, signal_chunk_codec, timespec
 from .exceptions import (InvalidArgument, Mef3Error, OpenFailed, ReadFailed, RequestRefused,
                          WindowOutsideData, WindowWarning, from_rpc_error)
 from .protobufs import gRPCMef3Server_pb2 as pb2
@@ -49,7 +49,7 @@ def resolve_address(address: Optional[str] = None) -> str:
     ``localhost:50051``; a host without a port gets port 50051 (gRPC's own
     default would be 443). Targets with a scheme (``dns:``, ``unix:``, ...) are kept."""
     address = (address if address is not None
-               else os.environ.get(ADDRESS_VARIABLE, "").strip() or wire.DEFAULT_ADDRESS)
+               else os.environ.get(ADDRESS_VARIABLE, "").strip() or messages.DEFAULT_ADDRESS)
     address = str(address).strip()
     if not address:
         raise InvalidArgument("the server address is empty: give host:port")
@@ -87,9 +87,9 @@ def make_channel(address: str, *, root_certificates=None, private_key=None,
             root_certificates=_read_bytes(root_certificates),
             private_key=_read_bytes(private_key),
             certificate_chain=_read_bytes(certificate_chain))
-        channel = mod.secure_channel(address, creds, options=wire.channel_options(aio), **extra)
+        channel = mod.secure_channel(address, creds, options=messages.channel_options(aio), **extra)
     else:
-        channel = mod.insecure_channel(address, options=wire.channel_options(aio), **extra)
+        channel = mod.insecure_channel(address, options=messages.channel_options(aio), **extra)
     if interceptors and not aio:
         channel = grpc.intercept_channel(channel, *interceptors)
     return channel
@@ -185,7 +185,7 @@ class BaseClient:
     Every other failure raises in both modes.
     """
 
-    CLIENT_ID_KEY = wire.CLIENT_ID_KEY
+    CLIENT_ID_KEY = messages.CLIENT_ID_KEY
     _aio = False
 
     def __init__(self, address: Optional[str] = None, client_id: Optional[str] = None, *,
@@ -193,8 +193,8 @@ class BaseClient:
                  token: Optional[str] = None, timeout: Optional[float] = None,
                  raise_errors: bool = False):
         self.address = resolve_address(address)
-        self.client_id = wire.check_client_id(client_id)
-        self._metadata = wire.call_metadata(self.client_id, token)
+        self.client_id = messages.check_client_id(client_id)
+        self._metadata = messages.call_metadata(self.client_id, token)
         self._timeout = timeout
         self._tls = root_certificates is not None
         self.raise_errors = bool(raise_errors)
@@ -261,8 +261,8 @@ class BaseClient:
     def _known_info(self, path: str):
         info = self._files.get(path)
         if info is None:
-            info = wire.file_info_to_dict((yield Unary("FileInfo", wire.file_info_request(path),
-                                                       path)))
+            info = messages.file_info_to_dict(
+                (yield Unary("FileInfo", messages.file_info_request(path), path)))
             if not info["file_opened"]:
                 raise InvalidArgument(f"a time from the recording's start needs its start, but "
                                       f"the server says: {info['error_message']}", path=path)
@@ -279,8 +279,8 @@ class BaseClient:
         check = WindowCheck(t0, t1, *span)
         if check.mostly_outside and check.after_us:
             # The recording may have grown since: ask once more before saying so.
-            fresh = wire.file_info_to_dict((yield Unary("FileInfo", wire.file_info_request(path),
-                                                        path)))
+            fresh = messages.file_info_to_dict(
+                (yield Unary("FileInfo", messages.file_info_request(path), path)))
             if fresh["file_opened"]:
                 self._files.remember(path, fresh)
                 check = WindowCheck(t0, t1, *(data_span(fresh, channels) or span))
@@ -303,10 +303,10 @@ class BaseClient:
     # ------------------------------------------------------------ operations
 
     def _open_file(self, file_path, cache_fs=None, allow_mixed_rates=False, password=None):
-        resp = yield Unary("OpenFile", wire.open_file_request(file_path, cache_fs,
+        resp = yield Unary("OpenFile", messages.open_file_request(file_path, cache_fs,
                                                               allow_mixed_rates, password),
                            str(file_path))
-        info = wire.check_open_answer(resp, cache_fs)
+        info = messages.check_open_answer(resp, cache_fs)
         self._opened.remember(str(file_path), info, cache_fs=cache_fs,
                               allow_mixed_rates=allow_mixed_rates, password=password)
         if info["file_opened"]:
@@ -322,8 +322,8 @@ class BaseClient:
         return self._reopened(file_path, lambda: self._file_info_once(file_path))
 
     def _file_info_once(self, file_path):
-        info = wire.file_info_to_dict((yield Unary("FileInfo", wire.file_info_request(file_path),
-                                                   str(file_path))))
+        info = messages.file_info_to_dict(
+            (yield Unary("FileInfo", messages.file_info_request(file_path), str(file_path))))
         if info["file_opened"]:
             self._files.remember(str(file_path), info)
         return self._refused(info, "FileInfo", str(file_path))
@@ -331,12 +331,12 @@ class BaseClient:
     def _close_file(self, file_path):
         self._files.forget(str(file_path))
         self._opened.forget(str(file_path))
-        answer = wire.close_answer((yield Unary("CloseFile", wire.file_info_request(file_path),
-                                                str(file_path))))
+        answer = messages.close_answer(
+            (yield Unary("CloseFile", messages.file_info_request(file_path), str(file_path))))
         return self._refused(answer, "CloseFile", str(file_path))
 
     def _list_open_files(self):
-        return wire.list_open_answer((yield Unary("ListOpenFiles", pb2.ListOpenFilesRequest())))
+        return messages.list_open_answer((yield Unary("ListOpenFiles", pb2.ListOpenFilesRequest())))
 
     def _get_signal_range(self, file_path, channels: Optional[Sequence[str]], start_uutc,
                           end_uutc, n_points=None, dtype=None, montage=None, filters=None,
@@ -347,7 +347,7 @@ class BaseClient:
             raise InvalidArgument("get_signal_range needs both start_uutc and end_uutc",
                                   path=path)
         try:
-            request = wire.signal_request(path, channels, t0, t1, n_points, dtype, montage,
+            request = messages.signal_request(path, channels, t0, t1, n_points, dtype, montage,
                                           filters, mixed_rates)
         except (ValueError, TypeError) as e:
             raise InvalidArgument(str(e), path=path) from None
@@ -360,7 +360,7 @@ class BaseClient:
 
     def _signal_once(self, path: str, request, n_points, dtype):
         mixed = request.mixed_rates
-        asm = (wire.MixedRateAssembler if mixed else wire.SignalAssembler)(n_points, dtype)
+        asm = (messages.MixedRateAssembler if mixed else messages.SignalAssembler)(n_points, dtype)
         yield Stream("GetSignalRange", request, asm.feed, path)
         res = asm.result()
         if res["arrays" if mixed else "array"] is None:
@@ -374,8 +374,8 @@ class BaseClient:
                                                                             t0, t1)))
 
     def _envelope_once(self, path: str, channels, t0, t1):
-        asm = wire.EnvelopeAssembler()
-        yield Stream("GetEnvelope", wire.envelope_request(path, channels, t0, t1),
+        asm = messages.EnvelopeAssembler()
+        yield Stream("GetEnvelope", messages.envelope_request(path, channels, t0, t1),
                      asm.feed_decoded, path)
         return asm.result()
 
@@ -387,16 +387,16 @@ class BaseClient:
 
     def _records_once(self, path: str, channels, t0, t1):
         out: list = []
-        yield Stream("GetRecords", wire.records_request(path, channels, t0, t1),
-                     lambda chunk: out.extend(wire.records_answer(chunk)), path)
+        yield Stream("GetRecords", messages.records_request(path, channels, t0, t1),
+                     lambda chunk: out.extend(messages.records_answer(chunk)), path)
         return out
 
     def _get_segments(self, file_path, channels=None):
         return self._reopened(file_path, lambda: self._segments_once(file_path, channels))
 
     def _segments_once(self, file_path, channels=None):
-        asm = wire.SegmentsAssembler()
-        yield Stream("GetSegments", wire.segments_request(file_path, channels), asm.feed,
+        asm = messages.SegmentsAssembler()
+        yield Stream("GetSegments", messages.segments_request(file_path, channels), asm.feed,
                      str(file_path))
         return asm.result()
 
@@ -404,10 +404,10 @@ class BaseClient:
         out: list = []
 
         def take(chunk) -> None:
-            out.extend(wire.recordings_answer(chunk))
+            out.extend(messages.recordings_answer(chunk))
             if progress is not None:
                 progress(len(out))
 
-        yield Stream("ListRecordings", wire.list_recordings_request(root, recursive), take,
+        yield Stream("ListRecordings", messages.list_recordings_request(root, recursive), take,
                      None if root is None else str(root))
         return out

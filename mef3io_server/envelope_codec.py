@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .protobuf_wire import FIXED32 as _FIXED32
-from .protobuf_wire import FIXED64 as _FIXED64
-from .protobuf_wire import LEN as _LEN
-from .protobuf_wire import VARINT as _VARINT
-from .protobuf_wire import field_key as _field
-from .protobuf_wire import read_varint
-from .protobuf_wire import varint_bytes as _varint_bytes
+from .protobuf_encoding import FIXED32 as _FIXED32
+from .protobuf_encoding import FIXED64 as _FIXED64
+from .protobuf_encoding import LEN as _LEN
+from .protobuf_encoding import VARINT as _VARINT
+from .protobuf_encoding import field_key as _field
+from .protobuf_encoding import read_varint
+from .protobuf_encoding import varint_bytes as _varint_bytes
 
 
 def encode_varints(values: np.ndarray) -> bytes:

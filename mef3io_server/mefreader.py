@@ -36,7 +36,7 @@ import numpy as np
 
 from .served_recording import ServedRecording
 from .unit_factors import RAW_GAP
-from .wire import DEFAULT_ADDRESS
+from .messages import DEFAULT_ADDRESS
 
 #: Keys of a channel's entry in :attr:`MefReader.bi` that are not record body fields.
 _RECORD_META = ("time_uutc", "type", "text", "channel", "level", "segment", "locked",

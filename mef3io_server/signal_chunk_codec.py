@@ -12,17 +12,17 @@ with this module (benchmarks/decisions.md).
 leaves it where it is: :attr:`SignalChunkView.array_bytes` is a memoryview
 of the received message; every other field is parsed by the generated code
 from the few bytes left. The result reads like a ``SignalChunk`` for
-:class:`mef3io_server.wire.SignalAssembler`. Messages from any writer are
+:class:`mef3io_server.messages.SignalAssembler`. Messages from any writer are
 read (fields in any order, unknown fields, a repeated field 2: the last one
 wins, as in protobuf).
 """
 from __future__ import annotations
 
-from .protobuf_wire import FIXED32 as _FIXED32
-from .protobuf_wire import FIXED64 as _FIXED64
-from .protobuf_wire import LEN as _LEN
-from .protobuf_wire import VARINT as _VARINT
-from .protobuf_wire import read_varint
+from .protobuf_encoding import FIXED32 as _FIXED32
+from .protobuf_encoding import FIXED64 as _FIXED64
+from .protobuf_encoding import LEN as _LEN
+from .protobuf_encoding import VARINT as _VARINT
+from .protobuf_encoding import read_varint
 from .protobufs import gRPCMef3Server_pb2 as pb2
 _ARRAY_BYTES = 2          # SignalChunk.array_bytes
 

@@ -1,7 +1,7 @@
 """AsyncMef3Client end to end: every method against a real server, many reads at once.
 
 Reads are compared exactly with mef3io read directly; the other answers with
-what the synchronous client gets for the same calls (both parse with wire.py).
+what the synchronous client gets for the same calls (both parse with messages.py).
 """
 from __future__ import annotations
 

@@ -287,7 +287,7 @@ def test_health_checks_take_a_draining_replica_out(cluster, recordings):
     check, not a refused connection. (nginx has no active checks: docs/cluster.md.)"""
     import grpc
 
-    from mef3io_server import wire
+    from mef3io_server import messages
     from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
     long = Path(recordings[0]).parent / "long.mefd"
@@ -295,12 +295,12 @@ def test_health_checks_take_a_draining_replica_out(cluster, recordings):
         write_session(long, {f"c{i}": random_walk(256 * 60 * 20, i) for i in range(8)})
     before = cluster.placement(recordings)
     victim = cluster.replicas[before[recordings[0]]]
-    channel = grpc.insecure_channel(victim.address, options=wire.CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(victim.address, options=messages.CHANNEL_OPTIONS)
     try:
         stub = pb2_grpc.gRPCMef3ServerStub(channel)
-        md = wire.call_metadata("slow-reader")
-        assert stub.OpenFile(wire.open_file_request(str(long)), metadata=md).file_opened
-        call = stub.GetSignalRange(wire.signal_request(str(long), None, T0,
+        md = messages.call_metadata("slow-reader")
+        assert stub.OpenFile(messages.open_file_request(str(long)), metadata=md).file_opened
+        call = stub.GetSignalRange(messages.signal_request(str(long), None, T0,
                                                        T0 + 20 * 60 * 1_000_000),
                                    metadata=md)
         next(call)                                   # streaming, and not read on

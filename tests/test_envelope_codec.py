@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mef3io_server import envelope_codec as ec
-from mef3io_server.protobuf_wire import varint_bytes
+from mef3io_server.protobuf_encoding import varint_bytes
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 
 int64s = hnp.arrays(np.int64, st.integers(0, 60), elements=st.one_of(

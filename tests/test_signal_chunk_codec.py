@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from mef3io_server import signal_chunk_codec as scc
-from mef3io_server.protobuf_wire import read_varint
-from mef3io_server import wire
+from mef3io_server.protobuf_encoding import read_varint
+from mef3io_server import messages
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 from mef3io_server.server.service import SignalChunkEncoder, serialize_signal_chunk
 
@@ -38,7 +38,7 @@ def test_this_servers_chunks_are_read_in_place_and_aligned():
     arr = np.frombuffer(view.array_bytes, dtype=np.float32)
     assert arr.flags.aligned and not arr.flags.owndata
     assert np.shares_memory(arr, np.frombuffer(data, np.uint8))     # not a copy
-    asm = wire.SignalAssembler()
+    asm = messages.SignalAssembler()
     assert asm.feed(view)
     got = asm.result()["array"]
     assert np.shares_memory(got, arr) and np.array_equal(got, rows, equal_nan=True)
@@ -77,7 +77,7 @@ def test_messages_of_the_generated_code_in_any_field_order_read_the_same(path):
         if not np.frombuffer(odd.array_bytes, np.float32).flags.aligned:
             break
     assert not np.frombuffer(odd.array_bytes, np.float32).flags.aligned
-    asm = wire.SignalAssembler()
+    asm = messages.SignalAssembler()
     asm.feed(odd)
     got = asm.result()["array"]
     assert got.flags.aligned and np.array_equal(got, rows, equal_nan=True)

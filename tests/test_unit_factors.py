@@ -37,11 +37,11 @@ def test_gaps_and_zeros_are_ignored_and_flat_is_unknown():
 
 def test_a_client_refuses_float32_when_int32_was_asked():
     """An older server ignores SignalRangeRequest.dtype and sends float32."""
-    from mef3io_server import wire
+    from mef3io_server import messages
     from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 
-    asm = wire.SignalAssembler(None, "int32")
+    asm = messages.SignalAssembler(None, "int32")
     rows = np.zeros((1, 4), np.float32)
     asm.feed(pb2.SignalChunk(array_bytes=rows.tobytes(), dtype="float32", shape=[1, 4], fs=1.0))
-    with pytest.raises(wire.ServerUnsupported, match="dtype=int32"):
+    with pytest.raises(messages.ServerUnsupported, match="dtype=int32"):
         asm.result()

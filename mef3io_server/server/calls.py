@@ -34,7 +34,7 @@ from typing import Callable, Optional
 import grpc
 import numpy as np
 
-from ..wire import CLIENT_ID_KEY
+from ..messages import CLIENT_ID_KEY
 from . import callers
 from .method_handlers import behavior_of, non_blocking, rebuilt, with_flags
 from .workers import StallWatchdog

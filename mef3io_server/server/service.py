@@ -25,8 +25,8 @@ from .annotations import Annotation
 from .callers import Caller
 from .discovery import SessionSummary
 from .. import envelope_codec
-from ..protobuf_wire import LEN, field_key, varint_bytes
-from ..wire import CLIENT_ID_KEY
+from ..protobuf_encoding import LEN, field_key, varint_bytes
+from ..messages import CLIENT_ID_KEY
 from .decode import cancel_token
 from .derived_reads import DerivedSpec
 from .engine import Engine, FileInfo

@@ -136,10 +136,10 @@ def test_many_sessions_stream_in_pages(tmp_path, start_server, client_factory):
         (data / f"s{k:03d}.mefd").mkdir()     # empty folders: listed with an error each
     srv = start_server(DATA_ROOTS=str(data))
     c = client_factory(srv.address)
-    from mef3io_server import wire
-    chunks = list(c.stub.ListRecordings(wire.list_recordings_request(str(data)), **c._kw()))
+    from mef3io_server import messages
+    chunks = list(c.stub.ListRecordings(messages.list_recordings_request(str(data)), **c._kw()))
     assert len(chunks) >= 2
-    entries = [e for ch in chunks for e in wire.recordings_answer(ch)]
+    entries = [e for ch in chunks for e in messages.recordings_answer(ch)]
     assert [os.path.basename(e["path"]) for e in entries] == [f"s{k:03d}.mefd" for k in range(130)]
     assert all(e["error_message"] for e in entries)
 
@@ -163,14 +163,14 @@ def test_a_walk_stops_when_its_caller_gives_up(maze, start_server):
     import grpc
     import psutil
 
-    from mef3io_server import wire
+    from mef3io_server import messages
     from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
     h = start_server(DATA_ROOTS=str(maze))
     server = psutil.Process(h.proc.pid)
     with grpc.insecure_channel(h.address) as ch:
         stub = pb2_grpc.gRPCMef3ServerStub(ch)
-        calls = [stub.ListRecordings(wire.list_recordings_request(str(maze)), timeout=0.5)
+        calls = [stub.ListRecordings(messages.list_recordings_request(str(maze)), timeout=0.5)
                  for _ in range(16)]
         for call in calls:
             with pytest.raises(grpc.RpcError) as ei:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import T0, direct_read, random_walk, write_session
-from mef3io_server import wire
+from mef3io_server import messages
 from mef3io_server.client import Mef3Client
 from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from mef3io_server.server.app import SERVICE_NAME
@@ -40,12 +40,12 @@ def _health(address: str) -> str:
 
 
 def _start_stream(address, path, client_id="slow-viewer"):
-    channel = grpc.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, options=messages.CHANNEL_OPTIONS)
     stub = pb2_grpc.gRPCMef3ServerStub(channel)
-    md = wire.call_metadata(client_id)
-    assert stub.OpenFile(wire.open_file_request(str(path)), metadata=md).file_opened
+    md = messages.call_metadata(client_id)
+    assert stub.OpenFile(messages.open_file_request(str(path)), metadata=md).file_opened
     t1 = T0 + MINUTES * 60 * 1_000_000
-    call = stub.GetSignalRange(wire.signal_request(str(path), CHANNELS, T0, t1, None),
+    call = stub.GetSignalRange(messages.signal_request(str(path), CHANNELS, T0, t1, None),
                                metadata=md)
     return channel, call, t1
 
@@ -67,7 +67,7 @@ def test_sigterm_drains_in_flight_stream(long_recording, start_server):
     children = _children(h.proc.pid)
     assert len(children) >= 2                      # forkserver and decode workers
     channel, call, t1 = _start_stream(h.address, long_recording)
-    asm = wire.SignalAssembler(None)
+    asm = messages.SignalAssembler(None)
     assert asm.feed(next(call))                    # the stream has started, then stalls
 
     h.proc.send_signal(signal.SIGTERM)
@@ -103,7 +103,7 @@ def test_grace_runs_out_for_a_stalled_stream(long_recording, start_server):
                      CHUNK_BYTES=65536, SHUTDOWN_GRACE_S=1)
     children = _children(h.proc.pid)
     channel, call, _ = _start_stream(h.address, long_recording, "stalled")
-    asm = wire.SignalAssembler(None)
+    asm = messages.SignalAssembler(None)
     assert asm.feed(next(call))
     h.proc.send_signal(signal.SIGTERM)
     assert h.proc.wait(60) == 0                    # did not wait for the stalled client

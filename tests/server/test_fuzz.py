@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import T0, direct_read, launch_server, random_walk, write_session
-from mef3io_server import wire
+from mef3io_server import messages
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
@@ -47,9 +47,10 @@ def live(tmp_path_factory):
     path = write_session(tmp_path_factory.mktemp("fuzz") / "fz.mefd",
                          {"a": random_walk(int(60 * FS), 1), "b": random_walk(int(60 * FS), 2)})
     server = launch_server({"TILE_CACHE_MB": 64, "MAX_READ_MB": 256})
-    channel = grpc.insecure_channel(server.address, options=wire.CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(server.address, options=messages.CHANNEL_OPTIONS)
     stub = pb2_grpc.gRPCMef3ServerStub(channel)
-    resp = stub.OpenFile(wire.open_file_request(str(path)), metadata=((wire.CLIENT_ID_KEY, CID),),
+    resp = stub.OpenFile(messages.open_file_request(str(path)),
+                         metadata=((messages.CLIENT_ID_KEY, CID),),
                          timeout=CALL_TIMEOUT)
     assert resp.error_message == ""
     yield server, channel, stub, path
@@ -61,10 +62,10 @@ def live(tmp_path_factory):
 def still_serving(live) -> None:
     server, _, stub, path = live
     assert server.proc.poll() is None
-    md = ((wire.CLIENT_ID_KEY, CID),)
-    stub.OpenFile(wire.open_file_request(str(path)), metadata=md, timeout=CALL_TIMEOUT)
-    asm = wire.SignalAssembler()
-    for chunk in stub.GetSignalRange(wire.signal_request(str(path), ["a", "b"], T0 + SEC,
+    md = ((messages.CLIENT_ID_KEY, CID),)
+    stub.OpenFile(messages.open_file_request(str(path)), metadata=md, timeout=CALL_TIMEOUT)
+    asm = messages.SignalAssembler()
+    for chunk in stub.GetSignalRange(messages.signal_request(str(path), ["a", "b"], T0 + SEC,
                                                          T0 + 3 * SEC),
                                      metadata=md, timeout=CALL_TIMEOUT):
         asm.feed(chunk)
@@ -113,7 +114,7 @@ client_ids = st.one_of(st.none(), st.sampled_from(["", " ", "x" * 129, "x" * 128
 
 
 def md_of(cid):
-    return () if cid is None else ((wire.CLIENT_ID_KEY, cid),)
+    return () if cid is None else ((messages.CLIENT_ID_KEY, cid),)
 
 
 def resolve(path_choice, good):
@@ -151,7 +152,7 @@ def test_get_signal_range(live, path, chans, t0, t1, npts):
     if errors or not msgs:
         assert len(errors) <= 1 and (not msgs or msgs[-1].error_message)
         return
-    asm = wire.SignalAssembler()
+    asm = messages.SignalAssembler()
     for m in msgs:
         asm.feed(m)
     arr = asm.result()["array"]

@@ -38,7 +38,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import T0, direct_read, random_walk, write_session
-from mef3io_server import wire
+from mef3io_server import messages
 from mef3io_server.client import Mef3Client
 from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
@@ -114,7 +114,7 @@ class Attack:
         self.errors: list[str] = []
 
     def _stub(self):
-        ch = grpc.insecure_channel(self.address, options=wire.CHANNEL_OPTIONS)
+        ch = grpc.insecure_channel(self.address, options=messages.CHANNEL_OPTIONS)
         self.channels.append(ch)
         return ch, pb2_grpc.gRPCMef3ServerStub(ch)
 
@@ -135,8 +135,8 @@ class Attack:
         self.threads.append(t)
 
     def start(self) -> None:
-        md = wire.call_metadata("attacker", ATTACKER)          # streams never read
-        md2 = wire.call_metadata("attacker", ATTACKER2)        # everything else
+        md = messages.call_metadata("attacker", ATTACKER)          # streams never read
+        md2 = messages.call_metadata("attacker", ATTACKER2)        # everything else
         # 1. token-less health watches, kept open
         ch, _ = self._stub()
         health = health_pb2_grpc.HealthStub(ch)
@@ -147,8 +147,8 @@ class Attack:
             self.counts["watches"] += 1
         # 5. whole-file reads never read
         _, stub = self._stub()
-        stub.OpenFile(wire.open_file_request(str(self.rec)), metadata=md, timeout=30)
-        self.stalled = [stub.GetSignalRange(wire.signal_request(str(self.rec), None, T0,
+        stub.OpenFile(messages.open_file_request(str(self.rec)), metadata=md, timeout=30)
+        self.stalled = [stub.GetSignalRange(messages.signal_request(str(self.rec), None, T0,
                                                                 T0 + HOUR * SEC),
                                             metadata=md, timeout=600) for _ in range(16)]
         for call in self.stalled:
@@ -156,7 +156,7 @@ class Attack:
             self.counts["stalled"] += 1
         # 2. n_points from years before the data: millions of points, repeated names
         _, stub = self._stub()
-        stub.OpenFile(wire.open_file_request(str(self.rec)), metadata=md2, timeout=30)
+        stub.OpenFile(messages.open_file_request(str(self.rec)), metadata=md2, timeout=30)
         years = T0 - 5 * 365 * 86400 * SEC
         shift = iter(range(10**9))
 
@@ -164,7 +164,7 @@ class Attack:
             for names, n in (([f"c{i:02d}" for i in range(4)], 10_000_000),
                              ([f"c{i % 8:02d}" for i in range(256)], 2000)):
                 t0 = years + next(shift)
-                for _ in stub.GetSignalRange(wire.signal_request(
+                for _ in stub.GetSignalRange(messages.signal_request(
                         str(self.rec), names, t0, T0 + HOUR * SEC, n_points=n),
                         metadata=md2, timeout=60):
                     pass
@@ -176,7 +176,7 @@ class Attack:
 
             def listing(lst=lst):
                 try:
-                    for _ in lst.ListRecordings(wire.list_recordings_request(
+                    for _ in lst.ListRecordings(messages.list_recordings_request(
                             str(self.root / "maze")), metadata=md2, timeout=2.0):
                         pass
                 finally:
@@ -186,8 +186,8 @@ class Attack:
         cids = iter(range(10**9))
 
         def opens():
-            stub.OpenFile(wire.open_file_request(str(self.rec)), timeout=30,
-                          metadata=wire.call_metadata(f"flood-{next(cids)}", ATTACKER2))
+            stub.OpenFile(messages.open_file_request(str(self.rec)), timeout=30,
+                          metadata=messages.call_metadata(f"flood-{next(cids)}", ATTACKER2))
             self.counts["opens"] += 1
         self._loop(opens)
 

@@ -112,7 +112,7 @@ def test_control_characters_cannot_forge_log_lines(tmp_path, start_server):
 
 
 def test_token_less_calls_cannot_flood_the_log(tmp_path, start_server):
-    from mef3io_server import wire
+    from mef3io_server import messages
     from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
     from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
@@ -127,7 +127,7 @@ def test_token_less_calls_cannot_flood_the_log(tmp_path, start_server):
         for i in range(400):
             try:
                 stub.OpenFile(pb2.OpenFileRequest(file_path=long_path), timeout=10,
-                              metadata=wire.call_metadata(f"c{i}"))
+                              metadata=messages.call_metadata(f"c{i}"))
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.UNAUTHENTICATED
     text = _stopped_log(h)

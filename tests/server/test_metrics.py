@@ -136,7 +136,7 @@ def test_a_refused_read_counts_as_an_error_even_when_the_client_leaves(tmp_path,
                                                                        start_server):
     import grpc
 
-    from mef3io_server import wire
+    from mef3io_server import messages
     from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
     rec = write_session(tmp_path / "r.mefd", {"a": random_walk(256 * 60)})
@@ -144,11 +144,11 @@ def test_a_refused_read_counts_as_an_error_even_when_the_client_leaves(tmp_path,
     port = _metrics_port(h)
     with grpc.insecure_channel(h.address) as ch:
         stub = pb2_grpc.gRPCMef3ServerStub(ch)
-        assert stub.OpenFile(wire.open_file_request(str(rec)), timeout=10).file_opened
+        assert stub.OpenFile(messages.open_file_request(str(rec)), timeout=10).file_opened
         for i in range(20):
             # A read over MAX_READ_MB is refused in its first message; the client then
             # cancels the call at once, as clients do on an error.
-            call = stub.GetSignalRange(wire.signal_request(str(rec), None, T0 - 10**12,
+            call = stub.GetSignalRange(messages.signal_request(str(rec), None, T0 - 10**12,
                                                            T0 + 10**12), timeout=10)
             assert "MAX_READ_MB" in next(call).error_message
             call.cancel()

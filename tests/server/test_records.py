@@ -12,7 +12,7 @@ import pytest
 
 from conftest import T0, random_walk
 
-from mef3io_server import wire
+from mef3io_server import messages
 
 SESSION_NOTES = [
     {"time": T0 + 1_000_000, "text": "start of test"},
@@ -135,9 +135,9 @@ def test_many_records_stream_in_several_messages(tmp_path, shared_server, client
     path = write_annotated(tmp_path / "busy.mefd", extra=extra)
     c = client_factory(shared_server.address)
     c.open_file(str(path))
-    chunks = list(c.stub.GetRecords(wire.records_request(str(path)), **c._kw()))
+    chunks = list(c.stub.GetRecords(messages.records_request(str(path)), **c._kw()))
     assert len(chunks) >= 3 and not any(ch.error_message for ch in chunks)
-    served = [r for ch in chunks for r in wire.records_answer(ch)]
+    served = [r for ch in chunks for r in messages.records_answer(ch)]
     same(served, direct_records(path))
     assert len(served) == 2506
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import T0, random_walk
 
-from mef3io_server import wire
+from mef3io_server import messages
 from mef3io_server.server.segments import merge_blocks
 
 
@@ -122,7 +122,7 @@ def test_thousands_of_runs(write_recording, shared_server, client_factory):
 
 def test_a_channel_split_over_messages_is_joined():
     from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
-    asm = wire.SegmentsAssembler()
+    asm = messages.SegmentsAssembler()
     asm.feed(pb2.ChannelSegments(channel_name="a", sampling_rate=10.0, start_uutc=[0],
                                  end_uutc=[100], start_sample=[0], number_of_samples=[1]))
     asm.feed(pb2.ChannelSegments(channel_name="a", sampling_rate=10.0, start_uutc=[300],

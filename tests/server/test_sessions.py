@@ -154,7 +154,7 @@ def test_a_session_flood_pushes_out_only_the_flooders_own(tmp_path, write_record
                                                            start_server):
     """MAX_SESSIONS under a flood of one token: the flooder loses its own least recently
     used sessions, never another identity's unlocked session nor the preloaded one."""
-    from mef3io_server import wire
+    from mef3io_server import messages
 
     plain = write_recording("plain", {"a": random_walk(256 * 5)})
     enc = write_recording("enc", {"a": random_walk(256 * 5, 3)}, password1="p-one",
@@ -170,12 +170,12 @@ def test_a_session_flood_pushes_out_only_the_flooders_own(tmp_path, write_record
             ids = [f"flood-{i}" for i in range(300)]
             for cid in ids:
                 r = stub.OpenFile(pb2.OpenFileRequest(file_path=str(plain)), timeout=10,
-                                  metadata=wire.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
+                                  metadata=messages.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
                 assert r.file_opened, r.error_message
             assert read_ok(victim, enc, password="p-one")   # still unlocked: no password again
             for cid in ids:                           # the flooder goes away
                 stub.CloseFile(pb2.FileInfoRequest(file_path=str(plain)), timeout=10,
-                               metadata=wire.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
+                               metadata=messages.call_metadata(cid, "tok-flood-1a2b3c4d5e"))
         finally:
             ch.close()
         # The preloaded recording is still open (its session never goes).

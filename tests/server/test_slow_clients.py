@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from conftest import T0, direct_read, random_walk, write_session
-from mef3io_server import wire
+from mef3io_server import messages
 from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 
 FS = 512.0
@@ -37,12 +37,12 @@ def big(tmp_path_factory):
 
 
 def stub_for(address):
-    channel = grpc.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, options=messages.CHANNEL_OPTIONS)
     return channel, pb2_grpc.gRPCMef3ServerStub(channel)
 
 
 def metadata(cid):
-    return ((wire.CLIENT_ID_KEY, cid),)
+    return ((messages.CLIENT_ID_KEY, cid),)
 
 
 def server_rss(pid):
@@ -51,7 +51,7 @@ def server_rss(pid):
 
 
 def open_big(stub, path, cid):
-    resp = stub.OpenFile(wire.open_file_request(str(path)), metadata=metadata(cid), timeout=30)
+    resp = stub.OpenFile(messages.open_file_request(str(path)), metadata=metadata(cid), timeout=30)
     assert resp.error_message == ""
     return resp
 
@@ -64,7 +64,7 @@ def test_slow_reader_of_a_huge_window_keeps_server_memory_bounded(big, start_ser
     t1 = T0 + SECONDS * SEC
     base = server_rss(server.proc.pid)
     answer_bytes = N_CH * int(SECONDS * FS) * 4
-    call = stub.GetSignalRange(wire.signal_request(str(big), None, T0, t1),
+    call = stub.GetSignalRange(messages.signal_request(str(big), None, T0, t1),
                                metadata=metadata("slow"), timeout=300)
     rss = []
     first = None
@@ -97,7 +97,7 @@ def test_vanishing_clients_free_their_streams(big, start_server):
     proc = psutil.Process(server.proc.pid)
     channel, stub = stub_for(server.address)
     open_big(stub, big, "keeper")     # the recording stays open throughout
-    warm = stub.GetSignalRange(wire.signal_request(str(big), None, T0, T0 + 10 * SEC),
+    warm = stub.GetSignalRange(messages.signal_request(str(big), None, T0, T0 + 10 * SEC),
                                metadata=metadata("keeper"), timeout=30)
     assert all(c.error_message == "" for c in warm)
     time.sleep(1.0)
@@ -106,7 +106,7 @@ def test_vanishing_clients_free_their_streams(big, start_server):
         ch, st = stub_for(server.address)
         open_big(st, big, f"v{k}")
         call = st.GetSignalRange(
-            wire.signal_request(str(big), None, T0 + k * 600 * SEC, T0 + (k + 1) * 600 * SEC),
+            messages.signal_request(str(big), None, T0 + k * 600 * SEC, T0 + (k + 1) * 600 * SEC),
             metadata=metadata(f"v{k}"), timeout=60)
         next(iter(call))              # one chunk, then vanish without a word
         if k % 2:
@@ -132,7 +132,7 @@ def test_vanishing_clients_free_their_streams(big, start_server):
     assert fds <= fds0, (fds0, seen)
     # gRPC's pool may have grown to MAX_WORKERS threads (16); nothing beyond that.
     assert proc.num_threads() <= threads0 + 16, (threads0, proc.num_threads())
-    res = stub.GetSignalRange(wire.signal_request(str(big), ["c0"], T0, T0 + SEC),
+    res = stub.GetSignalRange(messages.signal_request(str(big), ["c0"], T0, T0 + SEC),
                               metadata=metadata("keeper"), timeout=30)
     arr = [np.frombuffer(c.array_bytes, np.float32) for c in res]
     assert np.array_equal(np.concatenate(arr), direct_read(big, ["c0"], T0, T0 + SEC)[0])

@@ -120,8 +120,8 @@ def test_refusals_name_the_problem(server, recordings):
         with pytest.raises(ValueError, match="dtype"):
             c.get_signal_range(path, None, T0, T0 + S, dtype="float64")
         # a hand-made request with an unknown dtype: refused by the server
-        from mef3io_server import wire
-        req = wire.signal_request(path, None, T0, T0 + S)
+        from mef3io_server import messages
+        req = messages.signal_request(path, None, T0, T0 + S)
         req.dtype = "int16"
         chunks = list(c.stub.GetSignalRange(req, metadata=c._metadata))
         assert "dtype" in chunks[0].error_message and "int16" in chunks[0].error_message

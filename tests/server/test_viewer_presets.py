@@ -8,7 +8,7 @@ from mef3io_server.montages import average_reference, bandpass, bipolar, notch
 from mef3io_server.server.errors import BadRequest
 from mef3io_server.server.service import derived_spec as grpc_spec
 from mef3io_server.server.viewer_presets import bipolar_pairs, derived_spec, offers
-from mef3io_server.wire import signal_request
+from mef3io_server.messages import signal_request
 
 
 def test_double_banana_from_the_10_20_names_present():

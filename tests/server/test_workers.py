@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import T0, direct_read, random_walk, write_session
-from mef3io_server import wire
+from mef3io_server import messages
 from mef3io_server.client import Mef3Client
 from mef3io_server.healthcheck import check
 from mef3io_server.protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
@@ -46,12 +46,12 @@ def tokens(tmp_path):
 def _stalled_streams(address, path, n, token=None):
     """``n`` whole-file reads whose answers are never read (one message taken from each,
     so each stream is surely running on the server)."""
-    channel = grpc.insecure_channel(address, options=wire.CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, options=messages.CHANNEL_OPTIONS)
     stub = pb2_grpc.gRPCMef3ServerStub(channel)
-    md = wire.call_metadata("stalled", token)
-    assert stub.OpenFile(wire.open_file_request(str(path)), metadata=md,
+    md = messages.call_metadata("stalled", token)
+    assert stub.OpenFile(messages.open_file_request(str(path)), metadata=md,
                          timeout=30).error_message == ""
-    calls = [stub.GetSignalRange(wire.signal_request(str(path), None, T0, T0 + HOUR * SEC),
+    calls = [stub.GetSignalRange(messages.signal_request(str(path), None, T0, T0 + HOUR * SEC),
                                  metadata=md, timeout=120) for _ in range(n)]
     for call in calls:
         assert next(call).error_message == ""

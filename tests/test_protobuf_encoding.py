@@ -1,9 +1,9 @@
-"""protobuf_wire: varints and field keys as the protobuf runtime writes them."""
+"""protobuf_encoding: varints and field keys as the protobuf runtime writes them."""
 from __future__ import annotations
 
 import pytest
 
-from mef3io_server.protobuf_wire import LEN, VARINT, field_key, read_varint, varint_bytes
+from mef3io_server.protobuf_encoding import LEN, VARINT, field_key, read_varint, varint_bytes
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
 
 

@@ -1,10 +1,10 @@
-"""The request/answer layer shared by the sync and asyncio clients (mef3io_server.wire)."""
+"""The request/answer layer shared by the sync and asyncio clients (mef3io_server.messages)."""
 from __future__ import annotations
 
 import numpy as np
 
 from mef3io_server.protobufs import gRPCMef3Server_pb2 as pb2
-from mef3io_server.wire import SignalAssembler
+from mef3io_server.messages import SignalAssembler
 
 
 def chunk(rows: np.ndarray, j0: int, total: int | None) -> pb2.SignalChunk:
