@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Cost of the change check (fingerprints.session_signature) on sessions of many files.
+"""Cost of the change check (fingerprints.recording_signature) on sessions of many files.
 
 Writes sessions of CHANNELS x SEGMENTS (tiny data: the cost is one stat per
-file, not data size) and times ``session_signature`` (warm dentry cache, the
+file, not data size) and times ``recording_signature`` (warm dentry cache, the
 usual case on a server that re-checks every REFRESH_INTERVAL_S) and the
 ``tail_marks`` fingerprint taken at open. Prints a JSON line per session.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mef3io_server.server.fingerprints import session_signature, tail_marks
+from mef3io_server.server.fingerprints import recording_signature, tail_marks
 
 T0 = 1_600_000_000_000_000
 
@@ -53,8 +53,8 @@ def main(argv) -> int:
             ch, seg = map(int, spec.split("x"))
             path = Path(tmp) / f"s{ch}x{seg}.mefd"
             write(path, ch, seg)
-            sig = session_signature(str(path))
-            t_sig = timed(lambda: session_signature(str(path)))
+            sig = recording_signature(str(path))
+            t_sig = timed(lambda: recording_signature(str(path)))
             t_marks = timed(lambda: tail_marks(str(path), sig))
             print(json.dumps({"channels": ch, "segments": seg, "files": len(sig),
                               "signature_ms": round(t_sig * 1e3, 2),

@@ -1,7 +1,7 @@
 """Change signals: the operating system's file notifications on open recordings.
 
 With Linux inotify (through ``inotify_simple``), each watched recording's
-session folder, every folder inside it (channels, segments; folders created
+folder, every folder inside it (channels, segments; folders created
 later are watched as they appear) and its parent folder are watched for
 writes, attribute changes, creations, deletions and moves. One reader
 thread serves every recording: it blocks on the inotify descriptor and on a
@@ -12,7 +12,7 @@ is :mod:`.changes`' business.
 Edge rules:
 
 * A ``.mefd.tar`` is watched as a file (and its folder, for a replacement).
-* Events in the parent folder count only when they name the session itself
+* Events in the parent folder count only when they name the recording itself
   (it was deleted, moved, or replaced by a rename).
 * :meth:`ChangeSignals.watch` returns False -- the caller then polls the
   recording, as without notifications -- when notifications cannot be
@@ -129,13 +129,13 @@ class ChangeSignals:
         self._mountinfo = mountinfo
         self._lock = threading.Lock()
         self._wd_dir: dict[int, str] = {}                # wd -> folder (or tar file) watched
-        self._wd_users: dict[int, dict[str, str]] = {}   # wd -> {session: "tree" | "parent"}
-        self._session_wds: dict[str, set[int]] = {}      # session -> its wds
+        self._wd_users: dict[int, dict[str, str]] = {}   # wd -> {recording: "tree" | "parent"}
+        self._recording_wds: dict[str, set[int]] = {}      # recording -> its wds
         self._thread: Optional[threading.Thread] = None
         self._stop_r = self._stop_w = -1
         self._closed = False
         self._warned_limit = False
-        #: Sessions whose watching failed after :meth:`watch` returned True (a
+        #: Recordings whose watching failed after :meth:`watch` returned True (a
         #: folder made later could not be watched): the caller polls them from
         #: then on; taken by :meth:`take_lost`.
         self.lost: set[str] = set()
@@ -161,7 +161,7 @@ class ChangeSignals:
         return self.inotify is not None
 
     def trusted(self, path: str) -> tuple[bool, str]:
-        """Whether notifications can be trusted for the session at ``path``;
+        """Whether notifications can be trusted for the recording at ``path``;
         with the reason when not."""
         if not self.available:
             return False, self.unavailable
@@ -172,19 +172,19 @@ class ChangeSignals:
         return True, ""
 
     def watch(self, path: str) -> bool:
-        """Watch the session at ``path`` (a ``.mefd`` folder or ``.mefd.tar`` file).
+        """Watch the recording at ``path`` (a ``.mefd`` folder or ``.mefd.tar`` file).
 
         True when it is watched; False when it must be polled (the reason is
         logged at debug level, a watch limit as a warning once). Watching a
-        watched session again (a re-open after a change) adds the folders not
-        watched yet: a session deleted and written anew has new folders.
+        watched recording again (a re-open after a change) adds the folders not
+        watched yet: a recording deleted and written anew has new folders.
         """
         ok, why = self.trusted(path)
         if not ok:
             log.debug("change notifications not used for %s: %s; polling it", path, why)
             return False
         with self._lock:
-            self._session_wds.setdefault(path, set())
+            self._recording_wds.setdefault(path, set())
             try:
                 parent = os.path.dirname(path.rstrip("/")) or "/"
                 self._add_locked(path, parent, "parent")
@@ -211,21 +211,21 @@ class ChangeSignals:
         return True
 
     def unwatch(self, path: str) -> None:
-        """Stop watching the session at ``path`` (nothing when not watched)."""
+        """Stop watching the recording at ``path`` (nothing when not watched)."""
         with self._lock:
             self._unwatch_locked(path)
 
     def watched(self) -> list[str]:
-        """Sessions watched now."""
+        """Recordings watched now."""
         with self._lock:
-            return list(self._session_wds)
+            return list(self._recording_wds)
 
     def watch_count(self) -> int:
         """Inotify watches held now (folders and files, each counted once)."""
         with self._lock:
             return len(self._wd_dir)
 
-    def _add_locked(self, session: str, target: str, role: str) -> None:
+    def _add_locked(self, recording: str, target: str, role: str) -> None:
         try:
             wd = self.inotify.add_watch(target, self._mask)
         except OSError as e:
@@ -234,17 +234,17 @@ class ChangeSignals:
             raise
         self._wd_dir[wd] = target
         users = self._wd_users.setdefault(wd, {})
-        # A folder both inside one session and the parent of another: "tree" wins.
-        if users.get(session) != "tree":
-            users[session] = role
-        self._session_wds[session].add(wd)
+        # A folder both inside one recording and the parent of another: "tree" wins.
+        if users.get(recording) != "tree":
+            users[recording] = role
+        self._recording_wds[recording].add(wd)
 
-    def _unwatch_locked(self, session: str) -> None:
-        for wd in self._session_wds.pop(session, ()):
+    def _unwatch_locked(self, recording: str) -> None:
+        for wd in self._recording_wds.pop(recording, ()):
             users = self._wd_users.get(wd)
             if users is None:
                 continue
-            users.pop(session, None)
+            users.pop(recording, None)
             if not users:
                 self._forget_wd_locked(wd, remove=True)
 
@@ -290,7 +290,7 @@ class ChangeSignals:
         with self._lock:
             for ev in events:
                 if ev.mask & f.Q_OVERFLOW:
-                    changed.update(self._session_wds)
+                    changed.update(self._recording_wds)
                     continue
                 users = self._wd_users.get(ev.wd)
                 if not users:
@@ -298,41 +298,41 @@ class ChangeSignals:
                 if ev.mask & f.IGNORED:              # the kernel dropped the watch
                     changed.update(users)
                     for s in list(users):
-                        self._session_wds.get(s, set()).discard(ev.wd)
+                        self._recording_wds.get(s, set()).discard(ev.wd)
                     self._forget_wd_locked(ev.wd, remove=False)
                     continue
-                for session, role in list(users.items()):   # (may unwatch one)
+                for recording, role in list(users.items()):   # (may unwatch one)
                     if role == "tree":
-                        changed.add(session)
+                        changed.add(recording)
                         if ev.mask & f.ISDIR and ev.mask & (f.CREATE | f.MOVED_TO) and ev.name:
                             self._watch_new_folder_locked(
-                                session, os.path.join(self._wd_dir[ev.wd], ev.name))
-                    elif ev.name == os.path.basename(session.rstrip("/")):
-                        changed.add(session)
-        for session in changed:
+                                recording, os.path.join(self._wd_dir[ev.wd], ev.name))
+                    elif ev.name == os.path.basename(recording.rstrip("/")):
+                        changed.add(recording)
+        for recording in changed:
             try:
-                self._on_change(session)
+                self._on_change(recording)
             except Exception:  # noqa: BLE001
-                log.exception("change signal handler failed for %s", session)
+                log.exception("change signal handler failed for %s", recording)
 
-    def _watch_new_folder_locked(self, session: str, folder: str) -> None:
-        """A folder appeared inside a watched session: watch it and those in it
+    def _watch_new_folder_locked(self, recording: str, folder: str) -> None:
+        """A folder appeared inside a watched recording: watch it and those in it
         (a new channel or segment; its files written meanwhile are covered by
         the change already signalled)."""
-        if session not in self._session_wds:
+        if recording not in self._recording_wds:
             return
         try:
             if os.path.islink(folder):
                 raise _Untrusted(f"{folder} is a symbolic link")
             for d in _folders(folder):
-                self._add_locked(session, d, "tree")
+                self._add_locked(recording, d, "tree")
         except (WatchLimit, _Untrusted, OSError) as e:
-            # Cannot follow this session any more: stop watching it; the
+            # Cannot follow this recording any more: stop watching it; the
             # change signalled now makes the caller check it, and the caller
             # polls it from then on (see :meth:`watch`).
-            log.warning("change notifications dropped for %s (%s); polling it", session, e)
-            self._unwatch_locked(session)
-            self.lost.add(session)
+            log.warning("change notifications dropped for %s (%s); polling it", recording, e)
+            self._unwatch_locked(recording)
+            self.lost.add(recording)
 
     def take_lost(self) -> set[str]:
         with self._lock:
@@ -350,7 +350,7 @@ class ChangeSignals:
             os.close(self._stop_r)
             os.close(self._stop_w)
         with self._lock:
-            for s in list(self._session_wds):
+            for s in list(self._recording_wds):
                 self._unwatch_locked(s)
             if self.inotify is not None:
                 try:
@@ -361,7 +361,7 @@ class ChangeSignals:
 
 
 class _Untrusted(Exception):
-    """A reason not to trust notifications for one session (a symbolic link)."""
+    """A reason not to trust notifications for one recording (a symbolic link)."""
 
 
 def _folders(top: str) -> list[str]:

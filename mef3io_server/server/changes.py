@@ -62,7 +62,7 @@ class ChangeWatcher:
     SIGNAL_GAP_S = 1.0
     #: Notified recordings are checked anyway every this many ``REFRESH_INTERVAL_S``,
     SAFETY_NET_FACTOR = 30
-    #: ... or every this many times what their check costs, if longer (a session
+    #: ... or every this many times what their check costs, if longer (a recording
     #: of ~3 000 files, ~0.1 s a check, every ~2 minutes: ~0.1 % of a core).
     SAFETY_NET_COST_FACTOR = 1000
 
@@ -111,7 +111,7 @@ class ChangeWatcher:
             first = not held
             held.add(id(rec))
         if not first:
-            # A re-open: its folders may be new (a session written anew).
+            # A re-open: its folders may be new (a recording written anew).
             with self._state:
                 notified = rec.path in self._notified
             if notified and not self.signals.watch(rec.path):
@@ -199,7 +199,7 @@ class ChangeWatcher:
 
     def check_interval(self, rec: Recording) -> float:
         """Seconds between change checks of ``rec``: ``REFRESH_INTERVAL_S``, or longer
-        for sessions of so many files that a check (one stat per file) costs more
+        for recordings of so many files that a check (one stat per file) costs more
         than 1/20 of the interval (e.g. ~0.2 s for 7 000 files -> every ~4 s)."""
         base = self.interval_s
         return base if base <= 0 else max(base, self.REFRESH_COST_FACTOR * rec.check_cost_s)

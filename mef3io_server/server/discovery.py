@@ -1,22 +1,22 @@
-"""Discovery: the MEF sessions under a served directory, from metadata only.
+"""Discovery: the recordings under a served directory, from metadata only.
 
-:func:`find_sessions` walks a directory for ``.mefd`` folders (never entering
+:func:`find_recordings` walks a directory for ``.mefd`` folders (never entering
 them) and ``.mefd.tar`` archives, in sorted order, skipping anything whose
 real path leaves the served roots (a symlink pointing out) or cannot be
 resolved (``/proc`` holds links that cannot be read), optionally staying on
 one filesystem, and stopping as soon as its caller no longer wants the
 answer (the client gave up: a walk that finds nothing still notices). A
-:class:`SessionIndex` summarises each session with mef3io without a
+:class:`SummaryCache` summarises each recording with mef3io without a
 password (metadata files only, no ``.tdat`` and no record read) and keeps the
-summary until the session's files change (its
-:func:`~.fingerprints.session_signature`: size, mtime and inode of each file).
+summary until the recording's files change (its
+:func:`~.fingerprints.recording_signature`: size, mtime and inode of each file).
 
-An encrypted session is listed without opening it: ``encrypted`` is True and
+An encrypted recording is listed without opening it: ``encrypted`` is True and
 whatever its unencrypted metadata holds is given (channel count and span);
-values that are locked (the sampling rates) are 0.0. A session that cannot be
+values that are locked (the sampling rates) are 0.0. A recording that cannot be
 read at all is listed with an ``error`` and zeros.
 
-Units: times uUTC, rates Hz, sizes bytes (every file of the session, or the
+Units: times uUTC, rates Hz, sizes bytes (every file of the recording, or the
 archive).
 """
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Callable, Iterator, Optional
 
 from .errors import ServerError
 from .pinning import Pinner
-from .fingerprints import session_signature
+from .fingerprints import recording_signature
 
-#: Session summaries kept (least recently used dropped first).
+#: Recording summaries kept (least recently used dropped first).
 INDEX_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
-class SessionSummary:
-    """What a listing says about one session (see module docstring)."""
+class RecordingSummary:
+    """What a listing says about one recording (see module docstring)."""
 
     path: str
     number_of_channels: int = 0
@@ -52,19 +52,19 @@ class SessionSummary:
     error: Optional[str] = None
 
 
-def is_session_name(name: str) -> bool:
+def is_recording_name(name: str) -> bool:
     return name.endswith(".mefd") or name.endswith(".mefd.tar")
 
 
 class WalkCancelled(Exception):
-    """The caller of a walk stopped wanting it (see :func:`find_sessions`)."""
+    """The caller of a walk stopped wanting it (see :func:`find_recordings`)."""
 
 
-def find_sessions(directory: str, recursive: bool = True,
+def find_recordings(directory: str, recursive: bool = True,
                   allowed: Callable[[str], bool] = lambda p: True,
                   wanted: Callable[[], bool] = lambda: True,
                   device: Optional[int] = None) -> Iterator[str]:
-    """Paths (under ``directory``, as walked) of the sessions in it, sorted per folder.
+    """Paths (under ``directory``, as walked) of the recordings in it, sorted per folder.
 
     ``allowed(realpath)`` filters out links whose real path is refused
     (``directory`` itself must be allowed: nothing else below it can lead
@@ -103,20 +103,20 @@ def find_sessions(directory: str, recursive: bool = True,
                 continue
             subdirs.append(e.path)
     for d in subdirs:
-        yield from find_sessions(d, recursive, allowed, wanted, device)
+        yield from find_recordings(d, recursive, allowed, wanted, device)
 
 
-def summarize(path: str) -> SessionSummary:
-    """Summary of the session at ``path`` from its metadata, without a password.
+def summarize(path: str) -> RecordingSummary:
+    """Summary of the recording at ``path`` from its metadata, without a password.
 
     Opens it with mef3io (its ``.tmet`` files and block indices, no data);
-    an encrypted session, which does not open without a password, is
+    an encrypted recording, which does not open without a password, is
     summarised by ``mef3io.time_range`` (channel count and span only).
     """
     import mef3io
 
-    def failed(e: Exception) -> SessionSummary:
-        return SessionSummary(path, error=f"not a readable MEF 3.0 session: "
+    def failed(e: Exception) -> RecordingSummary:
+        return RecordingSummary(path, error=f"not a readable MEF 3.0 session: "
                                           f"{type(e).__name__}: {e}"[:500])
 
     with warnings.catch_warnings():
@@ -128,7 +128,7 @@ def summarize(path: str) -> SessionSummary:
                 tr = mef3io.time_range(path)
             except Exception as e:  # noqa: BLE001 - reported in the entry
                 return failed(e)
-            return SessionSummary(path, number_of_channels=int(tr.channels),
+            return RecordingSummary(path, number_of_channels=int(tr.channels),
                                   start_uutc=int(tr.start_uutc), end_uutc=int(tr.end_uutc),
                                   encrypted=True)
         except Exception as e:  # noqa: BLE001
@@ -142,9 +142,9 @@ def summarize(path: str) -> SessionSummary:
         finally:
             reader.close()
     if not infos:
-        return SessionSummary(path, error="not a readable MEF 3.0 session: it holds no channels")
+        return RecordingSummary(path, error="not a readable MEF 3.0 session: it holds no channels")
     rates = [float(i["sampling_frequency"]) for i in infos if i.get("sampling_frequency")]
-    return SessionSummary(
+    return RecordingSummary(
         path=path, number_of_channels=len(infos),
         start_uutc=min(int(i["start_time"]) for i in infos),
         end_uutc=max(int(i["end_time"]) for i in infos),
@@ -152,10 +152,10 @@ def summarize(path: str) -> SessionSummary:
         encrypted=encrypted)
 
 
-class SessionIndex:
-    """Cached :func:`summarize` results, valid until a session's files change.
+class SummaryCache:
+    """Cached :func:`summarize` results, valid until a recording's files change.
 
-    Thread-safe. Checking validity costs one ``stat`` per file of the session
+    Thread-safe. Checking validity costs one ``stat`` per file of the recording
     (its signature), far less than re-reading its metadata.
     """
 
@@ -163,32 +163,32 @@ class SessionIndex:
         self.max_entries = max_entries
         self.pinner = pinner
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[tuple, SessionSummary]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[tuple, RecordingSummary]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def _summarize(self, path: str) -> SessionSummary:
+    def _summarize(self, path: str) -> RecordingSummary:
         """:func:`summarize` through a pinned view (with ``DATA_ROOTS``, see .pinning):
-        a session with a folder or file leading out of the roots is listed with
+        a recording with a folder or file leading out of the roots is listed with
         that error, and nothing of it read."""
         if self.pinner is None:
             return summarize(path)
         try:
             pinned = self.pinner.pin(path, shown_as=os.path.basename(path))
         except ServerError as e:
-            return SessionSummary(path, error=str(e))
+            return RecordingSummary(path, error=str(e))
         try:
             s = summarize(pinned.view)
             return replace(s, path=path, error=s.error and s.error.replace(pinned.view, path))
         finally:
             pinned.close()
 
-    def summary(self, path: str) -> SessionSummary:
-        """The summary of the session at ``path`` (a local path), cached."""
+    def summary(self, path: str) -> RecordingSummary:
+        """The summary of the recording at ``path`` (a local path), cached."""
         try:
-            sig = session_signature(path)
+            sig = recording_signature(path)
         except OSError as e:
-            return SessionSummary(path, error=f"cannot read {os.path.basename(path)}: {e}")
+            return RecordingSummary(path, error=f"cannot read {os.path.basename(path)}: {e}")
         with self._lock:
             hit = self._entries.get(path)
             if hit is not None and hit[0] == sig:

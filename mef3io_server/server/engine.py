@@ -6,7 +6,7 @@ service, :mod:`.service`) only translate messages to these calls and back,
 and tests and other front ends can use the engine directly. It wires the
 parts of the data path, each a module of its own, top-down:
 
-* :mod:`.paths` -- a client's path to a local MEF session;
+* :mod:`.paths` -- a client's path to a local recording;
 * :mod:`.sessions` -- client sessions on recordings (``cache_fs``,
   passwords, expiry), each on one open :class:`~.recordings.Recording`;
 * :mod:`.changes` and :mod:`.versions` -- re-opening recordings changed on
@@ -37,7 +37,7 @@ from .changes import ChangeWatcher
 from .config import Settings
 from .decode import Decoder, load_mef3io, make_decoder
 from .derived_reads import DerivedReader, DerivedSpec
-from .discovery import SessionIndex, WalkCancelled, find_sessions
+from .discovery import SummaryCache, WalkCancelled, find_recordings
 from .errors import BadRequest, NotOpen, PasswordRequired, ServerError, ShuttingDown
 from .memory_budget import MemoryBudget
 from .password_throttle import PasswordThrottle
@@ -99,7 +99,7 @@ class Engine:
         self._lock = threading.Lock()
         self._annotation_indexes: "weakref.WeakKeyDictionary[Recording, dict]" = \
             weakref.WeakKeyDictionary()
-        self._session_index = SessionIndex(pinner=self.pinner)    # discovery's summaries
+        self._summaries = SummaryCache(pinner=self.pinner)    # discovery's summaries
         self._walk_locks: dict[str, threading.Lock] = {}    # identity -> its one walk
         self._stop = threading.Event()
         self._draining = False
@@ -217,7 +217,7 @@ class Engine:
         """
         self._check_open_for_work()
         caller = as_caller(client_id)
-        path = self.paths.resolve_session(client_path)
+        path = self.paths.resolve_recording(client_path)
         check = self._validate_cache_fs(cache_fs, allow_mixed_rates)
         if password:
             self.passwords.check(caller, path, client_path)
@@ -239,7 +239,7 @@ class Engine:
         """End the caller's session; True when the file is still open for others."""
         # A session whose files vanished (or stopped resolving) is still found
         # under the path it was opened with: HOST_ROOT joined, then resolved.
-        path = self.paths.resolve_session(client_path) if self._resolvable(client_path) \
+        path = self.paths.resolve_recording(client_path) if self._resolvable(client_path) \
             else os.path.realpath(self.paths.local(client_path))
         if self.sessions.session(client_id, path) is None:
             raise NotOpen(f"{client_path} is not open by this client")
@@ -247,7 +247,7 @@ class Engine:
 
     def _resolvable(self, client_path: str) -> bool:
         try:
-            self.paths.resolve_session(client_path)
+            self.paths.resolve_recording(client_path)
             return True
         except ServerError:
             return False
@@ -260,14 +260,14 @@ class Engine:
         their ``cache_fs`` or password; after a move behind a load balancer,
         a restart or an expiry they open it again instead (see docs/cluster.md).
         """
-        path = self.paths.resolve_session(client_path)
+        path = self.paths.resolve_recording(client_path)
         if self.sessions.session(client_id, path) is None:
             raise NotOpen(f"{client_path} is not open by this client here (its session "
                           "expired, or the server that had it stopped or no longer serves "
                           "this file): open it again")
 
     def file_info(self, client_id, client_path: str) -> FileInfo:
-        path = self.paths.resolve_session(client_path)
+        path = self.paths.resolve_recording(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
         rec = self.changes.refreshed(rec)
         return self._info(rec, session, client_path)
@@ -297,7 +297,7 @@ class Engine:
 
     def _read_context(self, client_id, client_path: str):
         self._check_open_for_work()
-        path = self.paths.resolve_session(client_path)
+        path = self.paths.resolve_recording(client_path)
         rec, session = self.sessions.recording_for_read(client_id, path, client_path)
         rec = self.changes.refreshed(rec)
         return rec, session
@@ -419,17 +419,17 @@ class Engine:
     def list_recordings(self, client_root: Optional[str], recursive: bool = True,
                         wanted: Callable[[], bool] = lambda: True,
                         caller: Optional[Caller] = None):
-        """Summaries of the sessions under a served directory (every root when None).
+        """Summaries of the recordings under a served directory (every root when None).
 
-        Yields :class:`.discovery.SessionSummary` with client-visible paths,
-        read from metadata only and cached until each session's files change.
+        Yields :class:`.discovery.RecordingSummary` with client-visible paths,
+        read from metadata only and cached until each recording's files change.
         The walk stops as soon as ``wanted()`` is False (the client gave up).
         One walk per identity runs at a time (the others wait, while wanted).
         Without ``DATA_ROOTS`` a walk stays on the filesystem of the folder
         asked (so ``/`` does not walk ``/proc`` or network mounts).
         """
         self._check_open_for_work()
-        index = self._session_index
+        index = self._summaries
         with self._lock:
             lock = self._walk_locks.setdefault(caller.identity if caller else "",
                                                threading.Lock())
@@ -446,7 +446,7 @@ class Engine:
         try:
             for local_top, client_top in tops:
                 device = None if self.paths.data_roots else os.stat(local_top).st_dev
-                for found in find_sessions(local_top, recursive, self.paths.within_roots,
+                for found in find_recordings(local_top, recursive, self.paths.within_roots,
                                            wanted, device):
                     if not wanted():
                         return

@@ -15,7 +15,7 @@ class BadRequest(ServerError):
 
 
 class PathRefused(ServerError):
-    """The path is outside the served roots, or is not a MEF session path."""
+    """The path is outside the served roots, or is not a recording's path (``.mefd``)."""
 
 
 class RecordingNotFound(ServerError):
@@ -23,7 +23,7 @@ class RecordingNotFound(ServerError):
 
 
 class RecordingUnreadable(ServerError):
-    """The path exists but is not a readable MEF 3.0 session (corrupt, wrong format)."""
+    """The path exists but is not a readable recording (corrupt, wrong format)."""
 
 
 class NotOpen(ServerError):

@@ -1,15 +1,15 @@
-"""Fingerprints of a session's files: has it changed, and was the change only an append?
+"""Fingerprints of a recording's files: has it changed, and was the change only an append?
 
-* :func:`session_signature`: ``(relative path, size, mtime_ns, inode)`` of each
+* :func:`recording_signature`: ``(relative path, size, mtime_ns, inode)`` of each
   file -- one ``stat`` per file. Appends change the size of ``.tdat`` and
-  ``.tidx`` files and rewrite ``.tmet``; a replaced or truncated session
+  ``.tidx`` files and rewrite ``.tmet``; a replaced or truncated recording
   changes sizes or inodes.
 * :func:`tail_marks` / :func:`marks_intact`: a CRC-32 of the bytes just before
   the end of each ``.tdat`` and ``.tidx`` at open. An append by
   ``mef3io.Writer`` extends those files and leaves the bytes alone; a rewrite
   with other data (even of the same shape) changes them or the inode.
 
-A session's channel folders are walked on a few threads (``os.scandir`` and
+A recording's channel folders are walked on a few threads (``os.scandir`` and
 small reads release the GIL), in contiguous chunks so the result keeps the
 folders' sorted order.
 """
@@ -20,7 +20,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-#: Threads that walk a session's folders and read its marks, and the fewest
+#: Threads that walk a recording's folders and read its marks, and the fewest
 #: folders (or files) worth splitting between them.
 WALK_THREADS = 4
 SPLIT_AT = 64
@@ -45,9 +45,9 @@ def _parallel(fn, items: list) -> list:
         return list(pool.map(fn, _chunks(items, WALK_THREADS)))
 
 
-def session_signature(path: str) -> tuple:
+def recording_signature(path: str) -> tuple:
     """``((relative path, size, mtime_ns, inode), ...)`` of every file of the
-    session at ``path`` (names sorted, depth first; linked folders not entered),
+    recording at ``path`` (names sorted, depth first; linked folders not entered),
     or of the ``.mefd.tar`` file itself."""
     if os.path.isfile(path):
         st = os.stat(path)
@@ -137,7 +137,7 @@ def tail_marks(path: str, signature: tuple, fds: Optional[dict] = None) -> dict:
 def marks_intact(path: str, read_path: str, marks: dict, fds: Optional[dict] = None) -> bool:
     """Whether every file of ``marks`` still holds the bytes it held (maybe more):
     same inode, not shorter, marked bytes unchanged. ``path`` is stat'ed (the
-    session as named), ``read_path`` read (where mef3io reads: the pinned view,
+    recording as named), ``read_path`` read (where mef3io reads: the pinned view,
     whose descriptors ``fds`` are read directly when given)."""
     if os.path.isfile(path):
         return False

@@ -7,9 +7,9 @@
 * ``DATA_ROOTS`` (optional, ``:``-separated) confines every path: the path is
   resolved (symlinks, ``..``) *before* the check, at every call (nothing is
   remembered), and a refusal says only that the path is outside the served
-  roots, whether or not it exists. The files of a session are checked again
+  roots, whether or not it exists. The files of a recording are checked again
   when they are opened (:mod:`.pinning`).
-* A session path must end in ``.mefd`` (a directory) or ``.mefd.tar``.
+* A recording path must end in ``.mefd`` (a directory) or ``.mefd.tar``.
 """
 from __future__ import annotations
 
@@ -64,12 +64,12 @@ class PathResolver:
             raise RecordingNotFound(f"{client_path} is not a directory")
         return resolved
 
-    def resolve_session(self, client_path: str) -> str:
-        """The resolved path of a MEF session named by a client, resolved anew each time.
+    def resolve_recording(self, client_path: str) -> str:
+        """The resolved path of a recording named by a client, resolved anew each time.
 
         Raises :class:`PathRefused` outside the roots (checked first, so a
         refusal reveals nothing), :class:`BadRequest` for a path that cannot
-        be a session, :class:`RecordingNotFound` when nothing is there. (What
+        be a recording, :class:`RecordingNotFound` when nothing is there. (What
         mef3io then opens is checked again, file by file, when it is opened:
         see :mod:`.pinning`.)
         """

@@ -1,6 +1,6 @@
-"""Pinned sessions: mef3io opens exactly the files that were checked inside the roots.
+"""Pinned recordings: mef3io opens exactly the files that were checked inside the roots.
 
-mef3io opens a session's files by path, and not once: the ``.tmet`` files
+mef3io opens a recording's files by path, and not once: the ``.tmet`` files
 when a reader opens, the ``.tidx`` files when it first needs a block index,
 and every ``.tdat`` it reads from *again at each read* (measured with
 ``strace``: open, read, close per read). A path checked once is therefore no
@@ -9,13 +9,13 @@ replaced by a symlink to a recording outside ``DATA_ROOTS`` after the check
 would be followed at the next read.
 
 So with ``DATA_ROOTS`` set, a recording is opened through a *pinned view*
-(:class:`PinnedSession`):
+(:class:`PinnedRecording`):
 
-* every folder and file of the session is opened once, relative to its
+* every folder and file of the recording is opened once, relative to its
   already checked parent folder; what is not a symlink (opened with
   ``O_NOFOLLOW``) is where that folder is, and a symlink is followed and the
   real location of what was opened (``/proc/self/fd/N``) checked to be inside
-  a root: a symlink leading out of the roots refuses the whole session,
+  a root: a symlink leading out of the roots refuses the whole recording,
   whatever it points to;
 * the descriptors stay open for as long as the recording is, and mef3io is
   given a private tree (mode 0700, under the server's temporary directory)
@@ -55,7 +55,7 @@ from .errors import PathRefused, RecordingNotFound, ResourceLimit
 
 log = logging.getLogger("mef3io_server.pinning")
 
-#: Folder levels below a session a pinned view follows (.mefd/.timd/.segd/files).
+#: Folder levels below a recording a pinned view follows (.mefd/.timd/.segd/files).
 MAX_DEPTH = 4
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
@@ -72,7 +72,7 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-#: Threads that pin a session's channel folders, from this many folders on.
+#: Threads that pin a recording's channel folders, from this many folders on.
 PIN_THREADS = 4
 PARALLEL_FOLDERS = 64
 
@@ -94,7 +94,7 @@ def fd_path(fd: int) -> str:
 
 
 class Pinner:
-    """Makes :class:`PinnedSession` views, within ``within(realpath)``, sharing one
+    """Makes :class:`PinnedRecording` views, within ``within(realpath)``, sharing one
     budget of descriptors (see module docstring)."""
 
     def __init__(self, within: Callable[[str], bool], reserve: int = 1024):
@@ -128,29 +128,29 @@ class Pinner:
         with self._lock:
             self.held -= n
 
-    def pin(self, path: str, shown_as: Optional[str] = None) -> "PinnedSession":
-        """A pinned view of the session at ``path`` (a resolved local path).
+    def pin(self, path: str, shown_as: Optional[str] = None) -> "PinnedRecording":
+        """A pinned view of the recording at ``path`` (a resolved local path).
 
         Raises :class:`PathRefused` when anything in it lies outside the roots,
         :class:`RecordingNotFound` when it cannot be opened.
         """
-        return PinnedSession(self, path, shown_as or path)
+        return PinnedRecording(self, path, shown_as or path)
 
     def close(self) -> None:
-        """Remove the views' folder (after every pinned session closed)."""
+        """Remove the views' folder (after every pinned recording closed)."""
         with self._lock:
             root, self._root = self._root, None
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-class PinnedSession:
-    """The session at ``path``, every file held open, seen by mef3io at :attr:`view`."""
+class PinnedRecording:
+    """The recording at ``path``, every file held open, seen by mef3io at :attr:`view`."""
 
     def __init__(self, pinner: Pinner, path: str, shown_as: str):
         self._pinner = pinner
         self._fds: list[int] = []
-        #: The session's regular files held open: path relative to it -> descriptor.
+        #: The recording's regular files held open: path relative to it -> descriptor.
         self.files_by_path: dict[str, int] = {}
         self._taken = 0
         self._count_lock = threading.Lock()     # _taken, from the pinning threads
@@ -210,7 +210,7 @@ class PinnedSession:
         with os.scandir(fd) as it:
             names = sorted(e.name for e in it)
         if depth == 1 and len(names) >= PARALLEL_FOLDERS:
-            # A session of many channels: its channel folders on a few threads
+            # A recording of many channels: its channel folders on a few threads
             # (open, readlink, mkdir and symlink release the GIL).
             size = -(-len(names) // PIN_THREADS)
             parts = [names[i:i + size] for i in range(0, len(names), size)]

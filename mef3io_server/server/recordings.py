@@ -7,6 +7,11 @@ costs the same for an hour as for a month), the channels' block index, paged
 in as reads need it (:class:`~.block_index.BlockIndex`), and one
 :class:`~mef3io_server.server.tile_grid.TileGrid` per (channel, served rate).
 
+Words: a *recording* is what MEF 3.0 calls a session (a ``.mefd`` folder
+on disk); in this code *session* means only a client's open of a recording
+(:mod:`.sessions`, ``SESSION_TTL_S``, ``MAX_SESSIONS``), except in MEF's
+"session level" of records.
+
 Times are uUTC, rates Hz. A channel's span is ``[start_uutc, end_uutc)`` as
 mef3io reports it.
 """
@@ -25,7 +30,7 @@ import numpy as np
 
 from . import tile_grid as tg
 from .block_index import BlockIndex, IndexCache, Placement
-from .fingerprints import marks_intact, session_signature, tail_marks
+from .fingerprints import marks_intact, recording_signature, tail_marks
 from .decode import Source, open_reader
 from .pinning import Pinner
 from .errors import PasswordRequired, RecordingNotFound, RecordingUnreadable, UnknownChannel
@@ -101,7 +106,7 @@ def index_sizes(signature: tuple, names: Sequence[str]) -> dict[str, int]:
 
 
 class Recording:
-    """An open MEF session (see module docstring).
+    """An open recording: one MEF 3.0 session on disk (see module docstring).
 
     Parameters
     ----------
@@ -144,14 +149,14 @@ class Recording:
             else IndexCache(self.DEFAULT_INDEX_CACHE_BYTES)
         self.closed = False
         start = time.perf_counter()
-        signature = session_signature(path)
+        signature = recording_signature(path)
         self.check_cost_s = time.perf_counter() - start    # seconds one change check takes
         # Only a digest is kept: a change check compares the next one with it.
         self.signature_digest = hash(signature)
         self._signature: Optional[tuple] = signature       # until the open is done
         # With DATA_ROOTS, mef3io only ever opens the pinned files (see .pinning).
         self.pinned = pinner.pin(path) if pinner is not None else None
-        #: The path mef3io opens: the pinned view, or the session itself.
+        #: The path mef3io opens: the pinned view, or the recording itself.
         self.open_path = self.pinned.view if self.pinned is not None else path
         try:
             self._open(path, decode_threads)
@@ -161,7 +166,7 @@ class Recording:
             raise
 
     def _open(self, path: str, decode_threads: int) -> None:
-        # The files' marks are read while mef3io opens the session (both mostly
+        # The files' marks are read while mef3io opens the recording (both mostly
         # system calls): the open costs the longer of the two, not their sum.
         with ThreadPoolExecutor(1, thread_name_prefix="marks") as pool:
             marks = pool.submit(tail_marks, self.open_path, self._signature,
@@ -351,7 +356,7 @@ class Recording:
         """Whether ``new`` (a re-open of the same path) is this version with data
         appended: the same channels (and maybe more), each at the same rate and
         start, ending no earlier, and the bytes of every data and index file seen
-        at open intact (:meth:`data_kept_on_disk`): a session rewritten with other
+        at open intact (:meth:`data_kept_on_disk`): a recording rewritten with other
         values of the same shape changes those bytes."""
         if not self.data_kept_on_disk():
             return False
@@ -367,10 +372,10 @@ class Recording:
     # ---- life cycle ----
 
     def changed_on_disk(self) -> bool:
-        """True when the session's files differ from when this recording was opened."""
+        """True when the recording's files differ from when this recording was opened."""
         start = time.perf_counter()
         try:
-            return hash(session_signature(self.path)) != self.signature_digest
+            return hash(recording_signature(self.path)) != self.signature_digest
         except OSError:
             return True
         finally:

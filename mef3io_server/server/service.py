@@ -23,7 +23,7 @@ from ..protobufs import gRPCMef3Server_pb2_grpc as pb2_grpc
 from . import callers
 from .annotations import Annotation
 from .callers import Caller
-from .discovery import SessionSummary
+from .discovery import RecordingSummary
 from .. import envelope_codec
 from ..protobuf_encoding import LEN, field_key, varint_bytes
 from ..messages import CLIENT_ID_KEY
@@ -430,7 +430,7 @@ def record_message(a: Annotation) -> pb2.Record:
     return msg
 
 
-def recording_entry_message(s: SessionSummary) -> pb2.RecordingEntry:
+def recording_entry_message(s: RecordingSummary) -> pb2.RecordingEntry:
     msg = pb2.RecordingEntry(
         path=s.path, number_of_channels=s.number_of_channels, start_uutc=s.start_uutc,
         end_uutc=s.end_uutc, min_sampling_rate=s.min_sampling_rate,

@@ -1,5 +1,8 @@
 """Sessions: one per (caller, file), and the recordings they keep open.
 
+A session here is a client's open of a recording, never the MEF session on
+disk (that is a *recording*, :mod:`.recordings`).
+
 docs/protocol.md's rules, in one place:
 
 * A client names itself in the ``x-mef3io-client-id`` metadata; calls without

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import T0, random_walk, write_session
 
-from mef3io_server.server.discovery import SessionIndex, find_sessions
+from mef3io_server.server.discovery import SummaryCache, find_recordings
 
 
 def direct_entry(path):
@@ -113,7 +113,7 @@ def test_host_root_paths_are_the_clients(tree, start_server, client_factory):
 
 
 def test_summaries_are_cached_until_the_files_change(tree):
-    index = SessionIndex()
+    index = SummaryCache()
     path = str(tree / "data" / "top.mefd")
     first = index.summary(path)
     assert index.summary(path) == first and (index.hits, index.misses) == (1, 1)
@@ -124,7 +124,7 @@ def test_summaries_are_cached_until_the_files_change(tree):
     second = index.summary(path)
     assert index.misses == 2 and second.end_uutc == first.end_uutc + 1_000_000
     assert second.size_bytes > first.size_bytes
-    assert [os.path.basename(p) for p in find_sessions(str(tree / "data"), True)] == \
+    assert [os.path.basename(p) for p in find_recordings(str(tree / "data"), True)] == \
         ["arch.mefd.tar", "broken.mefd", "link.mefd", "secret.mefd", "top.mefd", "a.mefd",
          "b.mefd"]
 

@@ -95,7 +95,7 @@ def test_passwords_kept_only_while_open(enc):
         with pytest.raises(PasswordRequired, match="wrong"):
             eng.open_file("c", str(path), password="nope")
         assert len(eng.versions.registered()) == 1                 # the probes left nothing behind
-        rec = eng.sessions.recording(eng.paths.resolve_session(str(path)))
+        rec = eng.sessions.recording(eng.paths.resolve_recording(str(path)))
         assert rec.password == pw1 and "pass" not in repr(rec.source)
         eng.close_file("a", str(path))
         assert rec.password == pw1                    # b still reads through it
