@@ -40,6 +40,7 @@ from . import tile_grid as tg
 from .errors import BadRequest, ResourceLimit
 from .mixed_rates import describe_rates
 from .montage import Montage, apply_montage
+from .recent_keys import RecentKeys
 from .reduction import PointReducer, minmax_ordered
 
 
@@ -95,8 +96,8 @@ class DerivedReader:
         self.settings = engine.settings
         # One thread computes a pager's next derived window ahead (see _ahead).
         self._ahead_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="derived-ahead")
-        self._ahead_recent: dict[tuple, None] = {}     # windows computed ahead lately
-        self._ahead_lock = threading.Lock()
+        self._ahead_recent = RecentKeys(256)           # windows computed ahead lately
+        self._stats_lock = threading.Lock()
         self.stats = DerivedStats()
 
     def close(self) -> None:
@@ -200,13 +201,13 @@ class DerivedReader:
             out.flags.writeable = False
             if not plan.rec.closed and not getattr(plan.rec, "superseded", False):
                 self.cache.put(key, out)
-            with self._ahead_lock:
+            with self._stats_lock:
                 if threading.current_thread().name.startswith("derived-ahead"):
                     self.stats.computed_ahead += 1
                 else:
                     self.stats.computed += 1
         else:
-            with self._ahead_lock:
+            with self._stats_lock:
                 self.stats.cache_hits += 1
         return out
 
@@ -227,12 +228,8 @@ class DerivedReader:
         if nxt.t1 > plan.rec.end_uutc or n_out * len(plan.names) * 4 > self.AHEAD_MAX_BYTES:
             return
         key = (plan.rec.key, plan.spec.key(), nxt.t0, nxt.t1, fs)
-        with self._ahead_lock:
-            if key in self._ahead_recent:
-                return
-            self._ahead_recent[key] = None
-            if len(self._ahead_recent) > 256:
-                self._ahead_recent.pop(next(iter(self._ahead_recent)))
+        if not self._ahead_recent.add(key):
+            return
         n_next = tg.samples_in_window(nxt.t0, nxt.t1, fs)
 
         def work():

@@ -17,6 +17,7 @@ import time
 from typing import Sequence
 
 from . import tile_grid as tg
+from .recent_keys import RecentKeys
 from .recordings import ChannelInfo, Recording
 from .tile_fetch import TileFetcher
 from .window_share import WindowShare
@@ -27,7 +28,7 @@ log = logging.getLogger("mef3io_server.tiles")
 class Prefetcher:
     """Plan and start background decodes around reads (see module docstring)."""
 
-    #: Entries of each bounded memo below before it starts over.
+    #: Keys each memory of recent plans holds (:class:`.recent_keys.RecentKeys`).
     RECENT_PLANS = 1024
     STREAMS = 1024
     PLANNED = 4096
@@ -37,9 +38,9 @@ class Prefetcher:
         self.fetcher: TileFetcher = share.fetcher
         self.tuning = share.tuning
         self.stats = share.stats
-        self._recent_plans: dict[tuple, float] = {}   # a read's key -> when planned
-        self._stream_ends: dict[tuple, int] = {}      # a stream -> where its last read ended
-        self._planned: dict[tuple, float] = {}        # a window's tiles -> when checked
+        self._recent_plans = RecentKeys(self.RECENT_PLANS)  # a read's key -> when planned
+        self._stream_ends = RecentKeys(self.STREAMS)        # a stream -> its last read's end
+        self._planned = RecentKeys(self.PLANNED)            # a window's tiles -> when checked
         # Plans prefetches off the request thread (see later).
         self._planner = cf.ThreadPoolExecutor(1, thread_name_prefix="prefetch-plan")
         # Assembles steady readers' next windows (waits for tiles).
@@ -93,9 +94,7 @@ class Prefetcher:
                 except Exception:  # noqa: BLE001 - prefetch is best effort
                     log.debug("prefetch scheduling failed", exc_info=True)
                     continue
-                if len(planned) > self.PLANNED:
-                    planned.clear()
-                planned[pkey] = now
+                planned.put(pkey, now)
                 with self.stats.lock:
                     self.stats.prefetch_windows_planned += 1
         return started
@@ -121,14 +120,10 @@ class Prefetcher:
         now = time.monotonic()
         if now - self._recent_plans.get(key, -1.0) < 0.5:
             return done
-        if len(self._recent_plans) > self.RECENT_PLANS:
-            self._recent_plans.clear()
-        self._recent_plans[key] = now
+        self._recent_plans.put(key, now)
         stream = key[:2] + (float(fs), t1 - t0) + key[5:]
         steady = self._stream_ends.get(stream) == t0 and self.tuning.prefetch_ahead > 0
-        if len(self._stream_ends) > self.STREAMS:
-            self._stream_ends.clear()
-        self._stream_ends[stream] = t1
+        self._stream_ends.put(stream, t1)
         extra = self.tuning.steady_extra_ahead if steady else 0
         due = now + self.tuning.prefetch_grace_s
         try:
@@ -149,9 +144,7 @@ class Prefetcher:
     def forget(self, rec: Recording) -> None:
         """Drop the plans of this version of the recording."""
         key = rec.key
-        # (a snapshot: the planner thread adds plans without a lock)
-        for k in [k for k in list(self._planned) if k[0] == key]:
-            self._planned.pop(k, None)
+        self._planned.forget_where(lambda k: k[0] == key)
 
     def close(self) -> None:
         self._closed = True

@@ -34,6 +34,7 @@ from .errors import BadRequest, ServerError
 from .filtering import parse_filters
 from .mixed_rates import read_mixed
 from .montage import parse_montage
+from .recent_keys import RecentKeys
 from .segments import runs_slices
 
 log = logging.getLogger("mef3io_server.service")
@@ -329,7 +330,7 @@ class KeptEncodings:
         self.hits = 0
         self._lock = threading.Lock()
         self._items: "OrderedDict[tuple, tuple[weakref.ref, list[bytes], int]]" = OrderedDict()
-        self._offered: "OrderedDict[tuple, None]" = OrderedDict()
+        self._offered = RecentKeys(self._OFFERED)
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -372,10 +373,7 @@ class KeptEncodings:
         if size > self.max_bytes:
             return
         with self._lock:
-            if when_offered_twice and key not in self._offered:
-                self._offered[key] = None
-                if len(self._offered) > self._OFFERED:
-                    self._offered.popitem(last=False)
+            if when_offered_twice and self._offered.add(key):
                 return
             self._offered.pop(key, None)
             if key in self._items:

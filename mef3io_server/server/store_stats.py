@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .recent_keys import RecentKeys
+
 
 @dataclass
 class StoreStats:
@@ -40,37 +42,25 @@ class PrefetchLedger:
 
     def __init__(self, stats: StoreStats):
         self._stats = stats
-        self._keys: dict[tuple, None] = {}
-        self._lock = threading.Lock()
+        self._keys = RecentKeys(self.LIMIT)
 
     def __bool__(self) -> bool:
         return bool(self._keys)
 
     def prefetched(self, keys: Iterable[tuple]) -> None:
-        with self._lock:
-            for key in keys:
-                self._keys[key] = None
-            while len(self._keys) > self.LIMIT:
-                self._keys.pop(next(iter(self._keys)))
+        self._keys.put_many(keys)
 
     def read(self, keys: Iterable[tuple]) -> None:
         """Keys a read just got: the prefetched ones count as hits."""
-        hits = 0
-        with self._lock:
-            for key in keys:
-                if self._keys.pop(key, 0) is None:
-                    hits += 1
+        hits = self._keys.pop_many(keys)
         if hits:
             with self._stats.lock:
                 self._stats.prefetch_hits += hits
 
     def forget(self, recording_key: tuple) -> None:
         """Drop the keys of one version of a recording (``key[0]``)."""
-        with self._lock:
-            for k in [k for k in self._keys if k[0] == recording_key]:
-                del self._keys[k]
+        self._keys.forget_where(lambda k: k[0] == recording_key)
 
     def keys(self) -> set:
         """A snapshot of the keys (for tests and diagnostics)."""
-        with self._lock:
-            return set(self._keys)
+        return self._keys.keys()

@@ -15,7 +15,6 @@ read's chunks will be slices of one.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ from .assembly import WindowAssembler
 from .cache_keys import window_key
 from .errors import Cancelled
 from .inflight import Lane
+from .recent_keys import RecentKeys
 from .recordings import ChannelInfo, Recording
 
 log = logging.getLogger("mef3io_server.tiles")
@@ -41,8 +41,7 @@ class WindowShare:
         self.fetcher = assembler.fetcher
         self.tuning = assembler.tuning
         self.stats = assembler.stats
-        self._recent: dict[tuple, None] = {}
-        self._recent_lock = threading.Lock()
+        self._recent = RecentKeys(self.RECENT_WINDOWS)
 
     def shares(self, n: int, n_channels: int, lane: Lane = Lane.FOREGROUND) -> bool:
         """Whether a read of ``n`` samples x ``n_channels`` on ``lane`` is served as
@@ -95,11 +94,7 @@ class WindowShare:
                     raise
                 return self.window(rec, chans, fs, t0, t1, n, lane, limit_bytes, keep, cancel)
         if not keep:
-            with self._recent_lock:
-                recent = self._recent
-                recent[wkey] = None
-                if len(recent) > self.RECENT_WINDOWS:
-                    recent.pop(next(iter(recent)))
+            self._recent.put(wkey)
         try:
             _, _, rows = next(self.assembler.chunks(rec, chans, fs, t0, t1, n, lane, None,
                                                     limit_bytes, cancel))
