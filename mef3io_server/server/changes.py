@@ -87,9 +87,6 @@ class ChangeWatcher:
         self._notified: set[str] = set()
         self._dirty: dict[str, float] = {}
         self._wake = threading.Event()
-        # Until when the refresher polls though it found nothing to poll: a
-        # recording being opened is watched before the sessions list it.
-        self._poll_until = -math.inf
         self._next_safety_net = math.inf
         self.signals: Optional[ChangeSignals] = None
         if notifications == "auto" and interval_s > 0:
@@ -101,15 +98,23 @@ class ChangeWatcher:
     # ------------------------------------------------------------ notifications
 
     def watch(self, rec: Recording) -> None:
-        """``rec`` was opened (a first open or a re-open of its path): watch its
-        files when notifications are on and trusted for it, else poll it."""
+        """``rec`` is listed by the sessions (opened for a first session, or a
+        re-open of its path in place of the older version): watch its files
+        when notifications are on and trusted for it, else poll it. Called by
+        :class:`.sessions.SessionRegistry` once it lists ``rec``, so the
+        refresher, woken here, finds it."""
         if self.signals is None:
-            self._expect_polled()
+            self._wake.set()
             return
         with self._state:
             held = self._versions_of.setdefault(rec.path, set())
             first = not held
             held.add(id(rec))
+        if self.sessions.recording(rec.path) is not rec:
+            # Closed (or replaced) between its listing and now: its forget()
+            # may have run before the line above.
+            self.forget(rec)
+            return
         if not first:
             # A re-open: its folders may be new (a recording written anew).
             with self._state:
@@ -117,7 +122,7 @@ class ChangeWatcher:
             if notified and not self.signals.watch(rec.path):
                 with self._state:
                     self._notified.discard(rec.path)
-                self._expect_polled()
+                self._wake.set()
             return
         notified = self.signals.watch(rec.path)
         with self._state:
@@ -132,14 +137,7 @@ class ChangeWatcher:
                 still_open = rec.path in self._versions_of
             if not still_open:
                 self.signals.unwatch(rec.path)
-        self._expect_polled()       # polled, or dirty: the refresher looks soon
-
-    def _expect_polled(self) -> None:
-        """A polled recording is being opened: poll for the next few seconds even
-        if the sessions do not list it yet, and wake the refresher."""
-        with self._state:
-            self._poll_until = self._clock() + max(5.0, self.interval_s)
-        self._wake.set()
+        self._wake.set()            # polled, or dirty: the refresher looks soon
 
     def forget(self, rec: Recording) -> None:
         """``rec`` was closed or superseded: its path's watches go with its last version."""
@@ -362,11 +360,6 @@ class ChangeWatcher:
                     # (a dirty mark dated then; a request checks at once).
                     self._dirty.setdefault(rec.path, self._clock() + self._signal_gap(rec))
         now = self._clock()
-        with self._state:
-            if polled or now >= self._poll_until:
-                self._poll_until = -math.inf
-            else:               # a recording watched just now may not be listed yet
-                polled = True
         if polled:
             next_at = min(next_at, now + base / 4)
         if next_at == math.inf:

@@ -77,6 +77,7 @@ class Engine:
                                prefetch_behind=settings.prefetch_behind_windows,
                                max_read_bytes=settings.max_read_bytes)
         self.sessions = SessionRegistry(self._open_recording, self._recording_closed,
+                                        on_recording_listed=self._recording_listed,
                                         session_ttl_s=settings.session_ttl_s,
                                         max_sessions=settings.max_sessions, clock=clock)
         self.counters = ReadCounters()
@@ -117,7 +118,6 @@ class Engine:
                         index_cache=self.index_cache)
         rec.last_checked = self._clock()
         self.versions.register(rec)
-        self.changes.watch(rec)
         self.index_warmer.warm(rec.index)
         return rec
 
@@ -130,6 +130,9 @@ class Engine:
                 and self.store.split_ways > 1:
             return 1
         return None
+
+    def _recording_listed(self, rec: Recording) -> None:
+        self.changes.watch(rec)
 
     def _recording_closed(self, rec: Recording) -> None:
         self.changes.forget(rec)

@@ -89,15 +89,20 @@ class SessionRegistry:
 
     ``open_recording(path, password)`` opens a :class:`Recording`;
     ``on_recording_closed(recording)`` is called (outside the lock) after the
-    last session of a recording goes, to purge its tiles.
+    last session of a recording goes, to purge its tiles;
+    ``on_recording_listed(recording)`` (outside the lock) once a recording
+    opened for a session, or re-opened in place of an older version
+    (:meth:`replace_recording`), is listed by :meth:`open_recordings`.
     """
 
     def __init__(self, open_recording: Callable[[str, str], Recording],
                  on_recording_closed: Callable[[Recording], None], *,
+                 on_recording_listed: Optional[Callable[[Recording], None]] = None,
                  session_ttl_s: Optional[float] = 1800.0, max_sessions: int = 1000,
                  clock: Callable[[], float] = time.monotonic):
         self._open_recording = open_recording
         self._on_closed = on_recording_closed
+        self._on_listed = on_recording_listed or (lambda rec: None)
         self.session_ttl_s = session_ttl_s
         self.max_sessions = max_sessions
         self._clock = clock
@@ -125,6 +130,7 @@ class SessionRegistry:
                 lock = self._open_locks.setdefault(path, threading.Lock())
             closed: list[Recording] = []
             discard: Optional[Recording] = None
+            listed: Optional[Recording] = None
             refusal: Optional[ResourceLimit] = None
             with lock:   # one open of one file at a time; other files proceed
                 with self._lock:
@@ -156,6 +162,7 @@ class SessionRegistry:
                     if fresh is not None and current is None:
                         entry = OpenFile(fresh, client_path)
                         self._files[path] = entry
+                        listed = fresh
                     elif fresh is not None:
                         # Another open of this path won: the file's last session
                         # closed meanwhile and took the per-path lock with it.
@@ -179,6 +186,7 @@ class SessionRegistry:
                                     del self._files[path]
                                     self._open_locks.pop(path, None)
                                     closed.append(entry.recording)
+                                    listed = None
                             else:
                                 s = Session(caller, path, client_path)
                                 self._sessions[key] = s
@@ -195,6 +203,8 @@ class SessionRegistry:
                             self._sessions.move_to_end(key)
             if discard is not None:
                 self._on_closed(discard)
+            if listed is not None:
+                self._on_listed(listed)
             if entry is not None:
                 break
         for r in closed:
@@ -399,7 +409,8 @@ class SessionRegistry:
             if entry is None or entry.recording is not old:
                 return False
             entry.recording = new
-            return True
+        self._on_listed(new)
+        return True
 
     def drop_file(self, path: str) -> Optional[Recording]:
         """Forget a file and all its sessions (it vanished); returns its recording."""

@@ -388,3 +388,38 @@ def test_two_fresh_opens_share_one_recording(engine, rec):
     assert engine.list_open_files() == [str(rec)], "y's session must keep the file open"
     engine.sessions.close("y", path)
     assert engine.list_open_files() == [] and rec_y.closed
+
+
+# ------------------------------------------------- the registry's listing callback
+
+class _Opened:
+    """What the registry needs of a recording: no MEF files involved."""
+    encrypted = False
+    access_level = "full"
+
+    def __init__(self, path, password=""):
+        self.path = path
+
+
+def test_recordings_are_announced_once_listed_and_not_when_refused():
+    from mef3io_server.server.errors import ResourceLimit
+    from mef3io_server.server.sessions import SessionRegistry
+    seen, closed = [], []
+    reg = SessionRegistry(_Opened, closed.append, max_sessions=1,
+                          on_recording_listed=lambda r: seen.append(
+                              (r.path, reg.recording(r.path) is r)))
+    _, first = reg.open("alice", "/d/a.mefd", "a.mefd")
+    reg.open("alice", "/d/a.mefd", "a.mefd")          # the same session again: no new listing
+    assert seen == [("/d/a.mefd", True)]                # listed when announced
+    reg.open("alice", "/d/b.mefd", "b.mefd")           # pushes alice's a.mefd out
+    assert seen[-1] == ("/d/b.mefd", True) and closed == [first]
+    reg.close("alice", "/d/b.mefd")
+    reg.open("bob", "/d/c.mefd", "c.mefd", protected=True)
+    with pytest.raises(ResourceLimit):                 # nothing can go: never announced
+        reg.open("carol", "/d/e.mefd", "e.mefd")
+    assert [p for p, _ in seen] == ["/d/a.mefd", "/d/b.mefd", "/d/c.mefd"]
+    newer = _Opened("/d/c.mefd")
+    assert reg.replace_recording(reg.recording("/d/c.mefd"), newer)
+    assert seen[-1] == ("/d/c.mefd", True) and reg.recording("/d/c.mefd") is newer
+    assert not reg.replace_recording(first, _Opened("/d/a.mefd"))   # not listed: nothing
+    assert len(seen) == 4
