@@ -78,8 +78,8 @@ class AsyncMef3Client(BaseClient):
             await asyncio.sleep(call.seconds)
             return None
         if isinstance(call, Unary):
-            return await getattr(self.stub, call.rpc)(call.request, **self._kw())
-        stream = getattr(self.stub, call.rpc)(call.request, **self._kw())
+            return await getattr(self.stub, call.rpc)(call.request, **self.call_options())
+        stream = getattr(self.stub, call.rpc)(call.request, **self.call_options())
         try:
             async for message in stream:
                 if not self._take(call, message):

@@ -100,8 +100,8 @@ class Mef3Client(BaseClient):
             time.sleep(call.seconds)
             return None
         if isinstance(call, Unary):
-            return getattr(self.stub, call.rpc)(call.request, **self._kw())
-        stream = getattr(self.stub, call.rpc)(call.request, **self._kw())
+            return getattr(self.stub, call.rpc)(call.request, **self.call_options())
+        stream = getattr(self.stub, call.rpc)(call.request, **self.call_options())
         try:
             all(self._take(call, message) for message in stream)   # until feed says stop
         finally:

@@ -208,8 +208,12 @@ class BaseClient:
             interceptors=routing.interceptors(self._opened.__contains__, aio=self._aio))
         self.stub = make_stub(self.channel)
 
-    def _kw(self) -> dict:
-        """Keyword arguments of every call: metadata (client id, token) and deadline."""
+    def call_options(self) -> dict:
+        """Keyword arguments of every call: metadata (client id, token) and deadline.
+
+        For calling :attr:`stub` directly with this client's identity:
+        ``client.stub.GetSignalRange(request, **client.call_options())``.
+        """
         return {"metadata": self._metadata, "timeout": self._timeout}
 
     # ------------------------------------------------------------ driving an operation

@@ -229,6 +229,14 @@ class TileCache:
         with self._lock:
             return self._bytes
 
+    def held_bytes(self) -> tuple[int, int]:
+        """``(accounted, held)``, read atomically: the bytes the budget counts
+        (:attr:`current_bytes`) and the sum of the ``nbytes`` of the arrays held
+        now. Equal unless the accounting is wrong (a check for tests and
+        diagnostics; costs one pass over the items)."""
+        with self._lock:
+            return self._bytes, sum(entry[0].nbytes for entry in self._items.values())
+
     def clear(self) -> None:
         """Drop every tile (counted as purged)."""
         with self._lock:

@@ -137,7 +137,7 @@ def test_many_sessions_stream_in_pages(tmp_path, start_server, client_factory):
     srv = start_server(DATA_ROOTS=str(data))
     c = client_factory(srv.address)
     from mef3io_server import messages
-    chunks = list(c.stub.ListRecordings(messages.list_recordings_request(str(data)), **c._kw()))
+    chunks = list(c.stub.ListRecordings(messages.list_recordings_request(str(data)), **c.call_options()))
     assert len(chunks) >= 2
     entries = [e for ch in chunks for e in messages.recordings_answer(ch)]
     assert [os.path.basename(e["path"]) for e in entries] == [f"s{k:03d}.mefd" for k in range(130)]

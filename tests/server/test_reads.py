@@ -411,7 +411,7 @@ def test_sync_client_streams_without_a_thread_per_call(server_default_tiles, lon
         c.open_file(str(long_recording))
         call = c.stub.GetSignalRange(pb2.SignalRangeRequest(
             file_path=str(long_recording), channel_names=[], start_uutc=t0, end_uutc=t1),
-            metadata=c._metadata)
+            **c.call_options())
         before = threading.active_count()
         first = next(iter(call))
         assert not first.error_message

@@ -135,7 +135,7 @@ def test_many_records_stream_in_several_messages(tmp_path, shared_server, client
     path = write_annotated(tmp_path / "busy.mefd", extra=extra)
     c = client_factory(shared_server.address)
     c.open_file(str(path))
-    chunks = list(c.stub.GetRecords(messages.records_request(str(path)), **c._kw()))
+    chunks = list(c.stub.GetRecords(messages.records_request(str(path)), **c.call_options()))
     assert len(chunks) >= 3 and not any(ch.error_message for ch in chunks)
     served = [r for ch in chunks for r in messages.records_answer(ch)]
     same(served, direct_records(path))

@@ -245,7 +245,8 @@ def test_last_session_closes_reader_and_evicts_tiles(engine, rec, three):
     assert recording.closed
     assert tiles_of(engine, rec) == 0
     assert tiles_of(engine, three[0]) >= 3, "other files' tiles stay"
-    assert engine.cache.current_bytes == sum(a.nbytes for a, _ in engine.cache._items.values())
+    accounted, held = engine.cache.held_bytes()
+    assert engine.cache.current_bytes == accounted == held
     with pytest.raises(NotOpen):
         read_all(engine, "a", rec, T0, T0 + S)
 

@@ -123,7 +123,7 @@ def test_refusals_name_the_problem(server, recordings):
         from mef3io_server import messages
         req = messages.signal_request(path, None, T0, T0 + S)
         req.dtype = "int16"
-        chunks = list(c.stub.GetSignalRange(req, metadata=c._metadata))
+        chunks = list(c.stub.GetSignalRange(req, **c.call_options()))
         assert "dtype" in chunks[0].error_message and "int16" in chunks[0].error_message
         # the server keeps serving
         assert c.get_signal_range(path, None, T0, T0 + S, dtype="int32")["array"].shape == (2, 256)

@@ -22,7 +22,7 @@ def tile(n: int, value: float = 1.0, dtype=np.float32) -> np.ndarray:
 
 
 def held_bytes(cache: TileCache) -> int:
-    return sum(cache._items[k][0].nbytes for k in list(cache._items))
+    return cache.held_bytes()[1]
 
 
 # ---------------------------------------------------------------- API
@@ -312,10 +312,9 @@ def test_thread_safety_under_concurrent_put_get():
             s = c.stats()
             if s.bytes > budget:
                 violations.append(f"bytes {s.bytes} > budget")
-            with c._lock:
-                real = sum(a.nbytes for a, _ in c._items.values())
-                if real != c._bytes:
-                    violations.append(f"bytes {c._bytes} != held {real}")
+            accounted, real = c.held_bytes()
+            if real != accounted:
+                violations.append(f"bytes {accounted} != held {real}")
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     w = threading.Thread(target=watcher)
