@@ -24,10 +24,10 @@ continuous week of a channel is under 2 KB. Answers derived from them
 recording version; all the memos together hold at most
 :attr:`IndexCache.memo_limit` answers (when over, the largest memo starts over).
 
-Right after a recording opens, :class:`IndexWarmer` reads the summaries of its
-channels in the background (within half of ``INDEX_CACHE_MB``): the open does
-not wait for it, and a read that comes before it is done waits only for what
-is left of it.
+Right after a recording opens, :class:`.index_warmer.IndexWarmer` reads the
+summaries of its channels in the background (:meth:`BlockIndex.warm`, within
+half of ``INDEX_CACHE_MB``): the open does not wait for it, and a read that
+comes before it is done waits only for what is left of it.
 
 A channel whose blocks are not in time order (a damaged ``.tidx``) is marked
 so: nothing is concluded from its index (it has data anywhere, is never sliced
@@ -35,7 +35,6 @@ from tiles), and the log says what ``mef3io.Validator`` finds.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import itertools
 import logging
 import threading
@@ -498,41 +497,6 @@ class BlockIndex:
         self._forgotten = True
         self.cache.forget(self.owner)
         self.clear_memos()
-
-
-class IndexWarmer:
-    """Reads the channel summaries of recordings just opened, one recording at a
-    time, on a thread of its own (see module docstring), within half of the cache."""
-
-    #: Recordings whose indexes hold more blocks than this are not warmed: reading
-    #: them would take the cores from the first reads (which read such spans
-    #: straight from mef3io, see .assembly).
-    MAX_BLOCKS = 30_000
-
-    def __init__(self, cache: IndexCache):
-        self.cache = cache
-        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="index-warm")
-
-    def warm(self, index: BlockIndex) -> Optional[cf.Future]:
-        """Start warming ``index`` (None when nothing may be kept, it is too big to
-        warm, or this is closed)."""
-        if self.cache.max_bytes <= 0 or sum(index.sizes.values()) > self.MAX_BLOCKS:
-            return None
-        budget = self.cache.max_bytes // 2
-
-        def run() -> int:
-            try:
-                return index.warm(budget)
-            except Exception:  # noqa: BLE001 - a closed recording, or a read will say
-                log.debug("warming a block index failed", exc_info=True)
-                return 0
-        try:
-            return self._pool.submit(run)
-        except RuntimeError:        # closed
-            return None
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _scan_batches(chans: list) -> list[list[str]]:

@@ -45,7 +45,8 @@ from .paths import PathResolver
 from .pinning import Pinner
 from .points import PointReads
 from .reads import FileInfo, ReadCounters, SignalRead, ValueReads
-from .block_index import IndexCache, IndexWarmer
+from .block_index import IndexCache
+from .index_warmer import IndexWarmer
 from .recordings import Recording
 from .segments import channel_runs
 from .sessions import Session, SessionRegistry
