@@ -133,7 +133,7 @@ class Engine:
         return None
 
     def _recording_listed(self, rec: Recording) -> None:
-        self.changes.watch(rec)
+        self.changes.watch_soon(rec)
 
     def _recording_closed(self, rec: Recording) -> None:
         self.changes.forget(rec)

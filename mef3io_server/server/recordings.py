@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -166,15 +166,28 @@ class Recording:
             raise
 
     def _open(self, path: str, decode_threads: int) -> None:
-        # The files' marks are read while mef3io opens the recording (both mostly
-        # system calls): the open costs the longer of the two, not their sum.
-        with ThreadPoolExecutor(1, thread_name_prefix="marks") as pool:
-            marks = pool.submit(tail_marks, self.open_path, self._signature,
-                                self._pinned_files)
-            try:
-                self._open_reader(path, decode_threads)
-            finally:
-                self.tail_marks = marks.result()
+        signature = self._signature
+        self._open_reader(path, decode_threads)
+        # The files' marks are read after the open, on a thread: at the sizes
+        # the signature (taken before mef3io read anything) saw, so an append
+        # meanwhile leaves them as they were, and the open does not wait for
+        # reading a few KiB of every data and index file (benchmarks/decisions.md).
+        self._marks: Future = Future()
+        threading.Thread(target=self._read_marks, args=(signature,), name="tail-marks",
+                         daemon=True).start()
+
+    def _read_marks(self, signature: tuple) -> None:
+        try:
+            self._marks.set_result(tail_marks(self.open_path, signature, self._pinned_files))
+        except BaseException as e:  # noqa: BLE001 - said by data_kept_on_disk
+            log.debug("reading the tail marks of %s failed: %s", self.path, e)
+            self._marks.set_result(None)
+
+    @property
+    def tail_marks(self) -> Optional[dict]:
+        """The files' tail marks taken at open (:func:`.fingerprints.tail_marks`;
+        waits while they are being read); None when they could not be read."""
+        return self._marks.result()
 
     def _open_reader(self, path: str, decode_threads: int) -> None:
         def failed(e: Exception, password_given: bool = False) -> Exception:
@@ -385,7 +398,10 @@ class Recording:
         """True when every ``.tdat`` and ``.tidx`` seen at open still holds the same
         bytes (maybe more): the change since open can only be an append (see
         :mod:`.fingerprints`). A ``.mefd.tar`` is never appended to: always False."""
-        return marks_intact(self.path, self.open_path, self.tail_marks, self._pinned_files)
+        marks = self.tail_marks
+        if marks is None:
+            return False
+        return marks_intact(self.path, self.open_path, marks, self._pinned_files)
 
     @property
     def _pinned_files(self) -> Optional[dict]:
@@ -395,6 +411,9 @@ class Recording:
         """Close the shared reader, drop the password, let the pinned files go."""
         self.closed = True
         self.index.forget()
+        marks = getattr(self, "_marks", None)
+        if marks is not None:
+            marks.result()          # (they read through the pinned descriptors)
         try:
             self.reader.close()
         finally:

@@ -151,14 +151,15 @@ def test_watches_go_with_the_last_close(tmp_path, start_server, client_factory):
     c2 = client_factory(server.address, client_id="two")
     pid = server.proc.pid
     assert inotify_watches(pid) == 0
-    c1.open_file(str(a))
+    c1.open_file(str(a))       # (watches are placed just after the open answers)
+    assert wait_for(lambda: inotify_watches(pid) >= 4, 5)
     with_a = inotify_watches(pid)
-    assert with_a >= 3         # the parent, the session, its channel and segment folders
+    assert with_a == 4         # the parent, the session, its channel and segment folders
     c2.open_file(str(a))
     c2.open_file(str(b))
-    assert inotify_watches(pid) > with_a      # b's own folders (the parent is shared)
+    assert wait_for(lambda: inotify_watches(pid) > with_a, 5)   # b's own folders
     c2.close_file(str(b))
-    assert inotify_watches(pid) == with_a
+    assert wait_for(lambda: inotify_watches(pid) == with_a, 5)
     c1.close_file(str(a))
     assert inotify_watches(pid) == with_a     # c2 still has a open
     c2.close_file(str(a))
@@ -281,6 +282,7 @@ def test_engine_polls_when_watches_run_out(tmp_path, monkeypatch):
     try:
         path = write_session(tmp_path / "lim.mefd", {"a": random_walk(int(20 * FS), 1)})
         eng.open_file("c", str(path))
+        eng.changes.settled()
         assert eng.changes.notified(str(path)) is False
         append(path, {"a": random_walk(int(5 * FS), 2)}, T0 + 20 * SEC)
         assert wait_for(lambda: eng.sessions.recording(str(path)).end_uutc == T0 + 25 * SEC)
@@ -295,10 +297,12 @@ def test_engine_watches_follow_versions_and_close(tmp_path):
     try:
         path = write_session(tmp_path / "v.mefd", {"a": random_walk(int(20 * FS), 1)})
         eng.open_file("c", str(path))
+        eng.changes.settled()
         assert eng.changes.notified(str(path))
         first = eng.sessions.recording(str(path))
         append(path, {"a": random_walk(int(5 * FS), 2)}, T0 + 20 * SEC)
         assert wait_for(lambda: eng.sessions.recording(str(path)) is not first)
+        eng.changes.settled()
         assert eng.changes.signals.watched() == [str(path)]
         assert eng.changes.notified(str(path))
         eng.close_file("c", str(path))
@@ -316,6 +320,7 @@ def test_request_on_dirty_recording_checks_before_reading(tmp_path):
     try:
         path = write_session(tmp_path / "d.mefd", {"a": random_walk(int(20 * FS), 1)})
         eng.open_file("c", str(path))
+        eng.changes.settled()
         eng.changes.refreshed(eng.sessions.recording(str(path)), force=True)  # the open's check
         append(path, {"a": random_walk(int(5 * FS), 2)}, T0 + 20 * SEC)
         assert wait_for(lambda: str(path) in eng.changes._dirty, 5)
