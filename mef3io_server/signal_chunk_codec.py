@@ -24,7 +24,16 @@ from .protobuf_encoding import LEN as _LEN
 from .protobuf_encoding import VARINT as _VARINT
 from .protobuf_encoding import read_varint
 from .protobufs import gRPCMef3Server_pb2 as pb2
+
 _ARRAY_BYTES = 2          # SignalChunk.array_bytes
+#: Fields that differ from chunk to chunk of one read (array_bytes, shape,
+#: start_uutc, end_uutc, sample_offset, padding, group, channel_index,
+#: error_message): the bytes before the first of them are the read's *head*.
+_PER_CHUNK = frozenset({2, 4, 5, 6, 21, 22, 23, 24, 99})
+#: A head this long or longer is remembered (see :func:`decode`).
+_HEAD_MIN_BYTES = 256
+#: The last head remembered, bytes (one reference: read and replaced whole).
+_last_head = b""
 
 
 class SignalChunkView:
@@ -47,13 +56,24 @@ class SignalChunkView:
 def decode(data: bytes) -> SignalChunkView:
     """``SignalChunk`` wire bytes as a :class:`SignalChunkView` (samples not copied).
 
+    The fields every chunk of a read repeats (file, rate, channel names: 1024
+    names are ~10 KB) are walked here once: when a message starts with the
+    same head bytes as the last one walked (:data:`_PER_CHUNK`), the walk
+    starts after them (the generated parser still reads them, in C).
+
     Raises ``ValueError`` on a truncated or malformed message.
     """
+    global _last_head
     buf = memoryview(data)
     size = len(buf)
     rest = []                 # (start, end) of every field but array_bytes
     array = buf[0:0]
     i = 0
+    head = _last_head
+    head_end = -1             # where the first per-chunk field starts (-1: not yet)
+    if head and size > len(head) and buf[:len(head)] == head:
+        i = head_end = len(head)
+        rest.append((0, i))
     while i < size:
         start = i
         key = buf[i]          # keys and lengths are mostly one byte: read inline
@@ -61,6 +81,8 @@ def decode(data: bytes) -> SignalChunkView:
         if key >= 0x80:
             key, i = read_varint(buf, start)
         number, wt = key >> 3, key & 7
+        if head_end < 0 and number in _PER_CHUNK:
+            head_end = start
         if wt == _LEN:
             if i < size and buf[i] < 0x80:
                 n = buf[i]
@@ -88,5 +110,7 @@ def decode(data: bytes) -> SignalChunkView:
             rest[-1] = (rest[-1][0], i)           # contiguous with the previous field
         else:
             rest.append((start, i))
-    head = b"".join(buf[a:b] for a, b in rest)
-    return SignalChunkView(pb2.SignalChunk.FromString(head), array)
+    if head_end >= _HEAD_MIN_BYTES and head_end != len(head):
+        _last_head = bytes(buf[:head_end])
+    fields = b"".join(buf[a:b] for a, b in rest)
+    return SignalChunkView(pb2.SignalChunk.FromString(fields), array)

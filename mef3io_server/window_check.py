@@ -30,9 +30,11 @@ def data_span(info: dict, channels: Optional[Sequence[str]] = None
         channels = [channels]
     if not channels:
         return int(info["start_uutc"]), int(info["end_uutc"])
-    names = list(info["channel_names"])
+    where: dict = {}
+    for i, name in enumerate(info["channel_names"]):
+        where.setdefault(name, i)       # (the first of a repeated name, as list.index)
     try:
-        idx = [names.index(c) for c in channels]
+        idx = [where[c] for c in channels]
         return (min(int(info["channel_start_uutc"][i]) for i in idx),
                 max(int(info["channel_end_uutc"][i]) for i in idx))
     except (ValueError, IndexError, KeyError):

@@ -98,3 +98,35 @@ def test_an_error_chunk_a_repeated_array_field_and_an_empty_array():
 def test_truncated_or_malformed_messages_raise(bad):
     with pytest.raises(ValueError):
         scc.decode(bad)
+
+
+def test_chunks_sharing_a_long_head_decode_as_the_generated_parser_does():
+    """The head (file, rate, 1024 channel names) walked once is reused only for
+    messages that start with exactly those bytes; any other message is walked
+    whole. Chunks as this server writes them, and as the generated code does."""
+    names = [f"ch{i:04d}" for i in range(1024)]
+    rng = np.random.default_rng(5)
+
+    def ours(file_path, names, j0, n):
+        rows = rng.standard_normal((len(names), n)).astype(np.float32)
+        enc = SignalChunkEncoder(file_path, names, 256.0, 999)
+        return serialize_signal_chunk(enc.encode(rows, j0, j0 + n, j0))
+
+    def generated(file_path, names, j0, n):
+        rows = rng.standard_normal((len(names), n)).astype(np.float32)
+        return pb2.SignalChunk(file_path=file_path, dtype="float32", fs=256.0,
+                               channel_names=names, total_samples=999, shape=rows.shape,
+                               start_uutc=j0, end_uutc=j0 + n, sample_offset=j0,
+                               array_bytes=rows.tobytes()).SerializeToString()
+    wires = [ours("/a.mefd", names, 0, 3), ours("/a.mefd", names, 3, 2),
+             generated("/a.mefd", names, 5, 1), ours("/b.mefd", names, 6, 1),
+             ours("/a.mefd", names[:-1] + ["other"], 7, 2), ours("/a.mefd", names, 9, 4)]
+    for data in wires:
+        m = pb2.SignalChunk.FromString(data)
+        got = scc.decode(data)
+        assert bytes(got.array_bytes) == m.array_bytes
+        assert list(got.channel_names) == list(m.channel_names)
+        assert (got.file_path, got.dtype, got.fs, list(got.shape), got.start_uutc,
+                got.end_uutc, got.sample_offset, got.total_samples) == \
+            (m.file_path, m.dtype, m.fs, list(m.shape), m.start_uutc, m.end_uutc,
+             m.sample_offset, m.total_samples)

@@ -187,6 +187,18 @@ class IndexCache:
         with self._lock:
             return self._items.get(key)
 
+    def kept_many(self, keys: Sequence[tuple]) -> list[bool]:
+        """Whether each key's summary is kept (not counted as a use)."""
+        with self._lock:
+            items = self._items
+            return [k in items for k in keys]
+
+    def get_many(self, keys: Sequence[tuple]) -> list[Optional[ChannelSummary]]:
+        """:meth:`get` of each key, under one lock."""
+        with self._lock:
+            get = self._items.get
+            return [get(k) for k in keys]
+
     def put(self, key: tuple, summary: ChannelSummary) -> None:
         if summary.nbytes > self.max_bytes:
             return
@@ -267,8 +279,8 @@ class BlockIndex:
     def summaries(self, chans: Sequence) -> list[ChannelSummary]:
         """The summary of each of ``chans``, reading the missing ones' whole index
         (``SCAN_BATCH`` channels per mef3io call)."""
-        out: list[Optional[ChannelSummary]] = [
-            self.cache.get((self.owner, ch.name)) for ch in chans]
+        out: list[Optional[ChannelSummary]] = self.cache.get_many(
+            [(self.owner, ch.name) for ch in chans])
         if None not in out:
             return out          # type: ignore[return-value]
         with self._load_lock:
@@ -305,9 +317,9 @@ class BlockIndex:
     def unread_blocks(self, chans: Sequence) -> int:
         """Blocks (as the files' sizes say) of the channels of ``chans`` whose summary
         is not kept: what answering about them would read first."""
-        get = self.cache.get
-        return sum(self.sizes.get(ch.name, 0) for ch in chans
-                   if get((self.owner, ch.name)) is None)
+        kept = self.cache.kept_many([(self.owner, ch.name) for ch in chans])
+        sizes = self.sizes
+        return sum(sizes.get(ch.name, 0) for ch, k in zip(chans, kept) if not k)
 
     # ---- questions reads ask
 
@@ -380,11 +392,13 @@ class BlockIndex:
         sums = self.summaries(chans)
         out = []
         before = len(memo)
+        a, b = _clip(t0) - self.origin, _clip(t1) - self.origin
         for ch, s in zip(chans, sums):
             if not s.ordered:
                 out.append(Placement.UNORDERED)
                 continue
-            p0, p1 = self._page_span(ch, s, t0, t1)
+            span = page_span_us(ch.fs)          # (as _page_span, inlined: per channel)
+            p0, p1 = (a - s.longest_block_us) // span, b // span
             key = (ch.name, g, p0, p1)
             v = memo.get(key)
             if v is None:
@@ -520,8 +534,11 @@ def _scan_batches(chans: list) -> list[list[str]]:
 _INT64 = np.iinfo(np.int64)
 
 
+_CLIP_LO, _CLIP_HI = int(_INT64.min) // 2, int(_INT64.max) // 2
+
+
 def _clip(t: int) -> int:
-    return min(max(int(t), int(_INT64.min) // 2), int(_INT64.max) // 2)
+    return min(max(int(t), _CLIP_LO), _CLIP_HI)
 
 
 def _int64s(times: list) -> np.ndarray:

@@ -39,6 +39,12 @@ class StoreTuning:
     #: Bytes of a long window's chunks decoding ahead of the one being sent
     #: (:mod:`.assembly`).
     decode_ahead_bytes: int = 8 << 20
+    #: When one tile group holds every channel of a read, its chunks are cut from
+    #: blocks of up to this many float32 bytes, each filled from the tiles at once
+    #: (as far as the tiles the block's first chunk needs reach): a chunk of 1024
+    #: channels holds ~256 samples of each, and filling each chunk on its own
+    #: walked the 1024 tiles once per chunk (:mod:`.assembly`).
+    fill_block_bytes: int = 16 << 20
     #: A cold window is decoded directly first when its tiles' MEF blocks hold at
     #: least this many times the window's blocks ...
     window_first_ratio: float = 1.5

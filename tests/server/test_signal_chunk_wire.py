@@ -25,7 +25,7 @@ def test_encoded_chunk_parses_to_the_same_message(shape):
     names = [f"ch{i}" for i in range(shape[0])]
     enc = SignalChunkEncoder("/data/x.mefd", names, 256.0, 10_000)
     wire = enc.encode(rows, T0 + 7, T0 + 9_000_000, 123)
-    assert messages.sample_bytes == rows.nbytes
+    assert wire.sample_bytes == rows.nbytes
     data = serialize_signal_chunk(wire)
     parsed = pb2.SignalChunk.FromString(data)
     ref = reference("/data/x.mefd", names, 256.0, 10_000, rows, T0 + 7, T0 + 9_000_000, 123)
