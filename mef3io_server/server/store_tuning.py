@@ -32,8 +32,9 @@ class StoreTuning:
     run_max_bytes: int = RUN_MAX_BYTES
     run_min_tiles: int = RUN_MIN_TILES
     #: Largest window (float32 bytes) shared by concurrent readers and kept when
-    #: asked for twice (:mod:`.window_share`): 128 ch x 10 s at 256 Hz is 1.3 MB.
-    window_share_bytes: int = 4 << 20
+    #: asked for twice (:mod:`.window_share`): 128 ch x 10 s at 256 Hz is 1.3 MB,
+    #: 1024 ch x 10 s 10.5 MB (benchmarks/decisions.md: 16 MB, not 4).
+    window_share_bytes: int = 16 << 20
     #: Largest window a steady reader's next window is assembled ahead for.
     preassemble_max_bytes: int = 1 << 20
     #: Bytes of a long window's chunks decoding ahead of the one being sent
