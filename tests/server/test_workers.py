@@ -45,8 +45,11 @@ def tokens(tmp_path):
 
 def _stalled_streams(address, path, n, token=None):
     """``n`` whole-file reads whose answers are never read (one message taken from each,
-    so each stream is surely running on the server)."""
-    channel = grpc.insecure_channel(address, options=messages.CHANNEL_OPTIONS)
+    so each stream is surely running on the server). The channel does not probe for
+    bandwidth: its flow-control window stays small, so a stream cannot be buffered
+    whole on this side (seen twice under load: one ran to its end unread)."""
+    channel = grpc.insecure_channel(address, options=messages.CHANNEL_OPTIONS
+                                    + [("grpc.http2.bdp_probe", 0)])
     stub = pb2_grpc.gRPCMef3ServerStub(channel)
     md = messages.call_metadata("stalled", token)
     assert stub.OpenFile(messages.open_file_request(str(path)), metadata=md,
