@@ -224,7 +224,7 @@ def test_a_lost_replica_moves_only_its_recordings_and_clients_carry_on(cluster, 
     replica holding the most recordings is killed (SIGKILL) mid-run. Its recordings
     move to the other two, which keep their own; the clients re-open there and go
     on, every answer as before. Started again, the replica takes back exactly the
-    recordings it had (about a third), not all of them."""
+    recordings it had (those, and only those; never all of them)."""
     before = cluster.placement(recordings)
     counts = [sum(1 for r in before.values() if r == i) for i in range(3)]
     victim = max(range(3), key=counts.__getitem__)
@@ -262,7 +262,10 @@ def test_a_lost_replica_moves_only_its_recordings_and_clients_carry_on(cluster, 
         cluster.replicas[victim].start()                  # back, on the same port
         _wait(lambda: cluster.placement(recordings) == before, 60, "the ring to be whole again")
         moved = {p for p in recordings if before[p] != lost[p]}
-        assert moved == victims_own and len(moved) <= 2 * N_RECORDINGS // 3
+        # Only what the victim held moved, and not everything: how much that is depends
+        # on where the paths hash (a run under /tmp/pytest-of-root/pytest-88 put 9 of 12
+        # on one replica), so no share is asserted.
+        assert moved == victims_own and len(moved) < N_RECORDINGS
         back = [c.passes for c in clients]
         _wait(lambda: all(c.passes >= n + 1 or c.errors for c, n in zip(clients, back)),
               120, "a pass after the return")
