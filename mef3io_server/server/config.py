@@ -43,6 +43,8 @@ class Settings:
     index_cache_bytes: int = 64 * MIB      # INDEX_CACHE_MB: pages of block indexes (0: none kept)
     cache_ttl_s: Optional[float] = 1800.0  # CACHE_TTL_S (0 or empty: no idle expiry)
     respect_mef_blocks: bool = False       # RESPECT_MEF_BLOCKS
+    preload_filters: bool = True           # PRELOAD_FILTERS: import SciPy's filters on a
+                                           # thread at start (else on the first filter)
     # --- sessions ---
     session_ttl_s: Optional[float] = 1800.0  # SESSION_TTL_S (0 or empty: sessions never expire)
     max_sessions: int = 1000               # MAX_SESSIONS
@@ -267,6 +269,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "SESSION_TTL_S": ("session_ttl_s", _optional_ttl),
     "MAX_SESSIONS": ("max_sessions", _int(1, 10_000_000)),
     "RESPECT_MEF_BLOCKS": ("respect_mef_blocks", _bool),
+    "PRELOAD_FILTERS": ("preload_filters", _bool),
     "USE_PROCESS_POOL": ("use_process_pool", _bool),
     "READER_PROCESSES": ("reader_processes", _optional_int(1, 256)),
     "PREFETCH_PROCESSES": ("prefetch_processes", _optional_int(1, 256)),

@@ -26,7 +26,9 @@ and an overview reduced from filtered chunks has the shape of the pages.
 """
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Optional, Sequence
@@ -35,12 +37,28 @@ import numpy as np
 
 from .errors import BadRequest
 
+log = logging.getLogger("mef3io_server.filtering")
+
 
 def _scipy_signal():
-    """``scipy.signal``, imported when the first filter is designed or run, not
-    when the server starts (see benchmarks/decisions.md, issue 21)."""
+    """``scipy.signal``, imported when the first filter is designed or run, or
+    before by :func:`preload` (benchmarks/decisions.md)."""
     from scipy import signal
     return signal
+
+
+def preload() -> threading.Thread:
+    """Import ``scipy.signal`` (1.2 s here) on a daemon thread, so that the first
+    filtered read of a server started a moment ago does not pay for it, while the
+    server starts without waiting for it (``PRELOAD_FILTERS``)."""
+    def run():
+        try:
+            _scipy_signal()
+        except Exception:  # noqa: BLE001 - the first filter will say what is wrong
+            log.debug("preloading scipy.signal failed", exc_info=True)
+    t = threading.Thread(target=run, name="preload-filters", daemon=True)
+    t.start()
+    return t
 
 KINDS = ("highpass", "lowpass", "bandpass", "bandstop", "notch")
 DEFAULT_ORDER = 2

@@ -130,3 +130,32 @@ def test_padding_grows_as_the_cut_off_falls_and_very_low_ones_are_refused():
 def test_rate_groups_keep_first_appearance_order():
     assert rate_groups([256, 512, 256, 64, 512]) == [(256.0, [0, 2]), (512.0, [1, 4]),
                                                      (64.0, [3])]
+
+
+PRELOAD_PROBE = '''
+import sys, time
+from mef3io_server.server.config import Settings
+from mef3io_server.server.engine import Engine
+e = Engine(Settings(port=0, preload_filters=sys.argv[1] == "on"))
+e.start()
+end = time.monotonic() + float(sys.argv[2])
+while "scipy.signal" not in sys.modules and time.monotonic() < end:
+    time.sleep(0.05)
+print("loaded" if "scipy.signal" in sys.modules else "not loaded", flush=True)
+e.close()
+'''
+
+
+@pytest.mark.parametrize("preload, wait_s, expect", [("on", 60, "loaded"),
+                                                     ("off", 3, "not loaded")])
+def test_scipy_filters_load_at_start_only_when_preloaded(tmp_path, preload, wait_s, expect):
+    """PRELOAD_FILTERS: a started engine imports scipy.signal on its own (the first
+    filtered read of a fresh server then does not wait 1.2 s for it); off, it waits
+    for the first filter. In a fresh process, as a server runs."""
+    import subprocess
+    import sys
+    script = tmp_path / "probe.py"
+    script.write_text(PRELOAD_PROBE)
+    out = subprocess.run([sys.executable, str(script), preload, str(wait_s)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == expect, out.stderr[-2000:]
