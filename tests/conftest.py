@@ -126,8 +126,8 @@ def launch_server(extra_env: Optional[dict] = None, args=(), timeout: float = 60
                   expect_port: bool = True) -> ServerHandle:
     env = dict(os.environ)
     env.update({"PORT": "0", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
-    # (SciPy's filters load on the first filter, not beside every test's start:
-    # ~150 servers x 1.2 s of CPU. test_montage_filtering checks the preload.)
+    # (SciPy's filters load on the first filter, not in every test server's start:
+    # ~150 servers x 1.2 s. test_montage_filtering checks the preload.)
     env.setdefault("PRELOAD_FILTERS", "false")
     env.update({k: str(v) for k, v in (extra_env or {}).items()})
     proc = subprocess.Popen([sys.executable, "-m", "mef3io_server.server", *args],

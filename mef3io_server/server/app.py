@@ -28,6 +28,7 @@ from ..protobufs import gRPCMef3Server_pb2 as pb2
 from .admission import CallerInterceptor
 from .auth import TokenFile
 from .calls import CallObserver
+from . import filtering
 from .config import Settings, load_settings
 from .decode import stop_worker_helpers
 from .engine import Engine
@@ -160,6 +161,8 @@ def build_server(settings: Settings, *, interceptors=(), credentials=None,
     """
     if credentials is None:
         credentials = server_credentials(settings)
+    if settings.preload_filters:
+        filtering.preload()         # before the port opens: no first call waits for it
     engine = Engine(settings)
     observer = CallObserver((CallLog(),), StallWatchdog(settings.stream_stall_timeout_s))
     pools = WorkerPools(settings.max_workers)

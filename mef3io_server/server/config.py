@@ -43,8 +43,8 @@ class Settings:
     index_cache_bytes: int = 64 * MIB      # INDEX_CACHE_MB: pages of block indexes (0: none kept)
     cache_ttl_s: Optional[float] = 1800.0  # CACHE_TTL_S (0 or empty: no idle expiry)
     respect_mef_blocks: bool = False       # RESPECT_MEF_BLOCKS
-    preload_filters: bool = True           # PRELOAD_FILTERS: import SciPy's filters on a
-                                           # thread at start (else on the first filter)
+    preload_filters: bool = True           # PRELOAD_FILTERS: import SciPy's filters at
+                                           # start (else on the first filter)
     # --- sessions ---
     session_ttl_s: Optional[float] = 1800.0  # SESSION_TTL_S (0 or empty: sessions never expire)
     max_sessions: int = 1000               # MAX_SESSIONS

@@ -29,7 +29,7 @@ import weakref
 from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
-from . import filtering, points, reads
+from . import points, reads
 from . import tile_grid as tg
 from .annotations import read_annotations
 from .callers import Caller, as_caller
@@ -146,8 +146,6 @@ class Engine:
         """Load mef3io, warm the decoder, start the background sweeper (cache TTL,
         session TTL) and the change checks."""
         load_mef3io()
-        if self.settings.preload_filters:
-            filtering.preload()
         self.decoder.warm_up()
         ttls = [t for t in (self.settings.cache_ttl_s, self.settings.session_ttl_s) if t]
         interval = max(0.05, min([30.0] + [t / 4 for t in ttls]))   # idle: every 30 s

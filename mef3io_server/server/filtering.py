@@ -26,9 +26,7 @@ and an overview reduced from filtered chunks has the shape of the pages.
 """
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Optional, Sequence
@@ -36,8 +34,6 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .errors import BadRequest
-
-log = logging.getLogger("mef3io_server.filtering")
 
 
 def _scipy_signal():
@@ -47,18 +43,14 @@ def _scipy_signal():
     return signal
 
 
-def preload() -> threading.Thread:
-    """Import ``scipy.signal`` (1.2 s here) on a daemon thread, so that the first
-    filtered read of a server started a moment ago does not pay for it, while the
-    server starts without waiting for it (``PRELOAD_FILTERS``)."""
-    def run():
-        try:
-            _scipy_signal()
-        except Exception:  # noqa: BLE001 - the first filter will say what is wrong
-            log.debug("preloading scipy.signal failed", exc_info=True)
-    t = threading.Thread(target=run, name="preload-filters", daemon=True)
-    t.start()
-    return t
+def preload() -> None:
+    """Import ``scipy.signal`` now (1.2 s of CPU here), when the server starts
+    (``PRELOAD_FILTERS``), so the first filtered read of a fresh server does not
+    wait for it. (On a thread beside the first reads it took their CPU: a plain
+    cold page 82 -> 280 ms; niced, the first filtered read waited for it:
+    benchmarks/decisions.md.)"""
+    _scipy_signal()
+
 
 KINDS = ("highpass", "lowpass", "bandpass", "bandstop", "notch")
 DEFAULT_ORDER = 2

@@ -132,30 +132,13 @@ def test_rate_groups_keep_first_appearance_order():
                                                      (64.0, [3])]
 
 
-PRELOAD_PROBE = '''
-import sys, time
-from mef3io_server.server.config import Settings
-from mef3io_server.server.engine import Engine
-e = Engine(Settings(port=0, preload_filters=sys.argv[1] == "on"))
-e.start()
-end = time.monotonic() + float(sys.argv[2])
-while "scipy.signal" not in sys.modules and time.monotonic() < end:
-    time.sleep(0.05)
-print("loaded" if "scipy.signal" in sys.modules else "not loaded", flush=True)
-e.close()
-'''
-
-
-@pytest.mark.parametrize("preload, wait_s, expect", [("on", 60, "loaded"),
-                                                     ("off", 3, "not loaded")])
-def test_scipy_filters_load_at_start_only_when_preloaded(tmp_path, preload, wait_s, expect):
-    """PRELOAD_FILTERS: a started engine imports scipy.signal on its own (the first
-    filtered read of a fresh server then does not wait 1.2 s for it); off, it waits
-    for the first filter. In a fresh process, as a server runs."""
-    import subprocess
-    import sys
-    script = tmp_path / "probe.py"
-    script.write_text(PRELOAD_PROBE)
-    out = subprocess.run([sys.executable, str(script), preload, str(wait_s)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == expect, out.stderr[-2000:]
+@pytest.mark.parametrize("preload", ["true", "false"])
+def test_scipy_filters_are_loaded_before_the_port_opens_only_when_preloaded(start_server,
+                                                                            preload):
+    """PRELOAD_FILTERS: a server that listens has loaded SciPy's signal module (its
+    compiled parts are mapped in the process), so its first filtered read does not
+    wait 1.2 s for it; with false it loads them on the first filter."""
+    h = start_server(PRELOAD_FILTERS=preload)
+    with open(f"/proc/{h.proc.pid}/maps") as f:
+        mapped = "scipy/signal/" in f.read()
+    assert mapped == (preload == "true")
