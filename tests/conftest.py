@@ -26,6 +26,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Servers the tests start (here, in the cluster, the CLI, the soak) load SciPy's filters
+# on the first filter, not at start: ~200 starts x 1.2 s. A test that asks for
+# PRELOAD_FILTERS=true checks the default (test_montage_filtering).
+os.environ.setdefault("PRELOAD_FILTERS", "false")
 GOLDEN = Path(os.environ.get("MEF3IO_GOLDEN_DIR") or ROOT.parent / "shared" / "golden")
 T0 = 1_600_000_000_000_000   # 2020-09-13, a round uUTC
 
@@ -126,9 +130,6 @@ def launch_server(extra_env: Optional[dict] = None, args=(), timeout: float = 60
                   expect_port: bool = True) -> ServerHandle:
     env = dict(os.environ)
     env.update({"PORT": "0", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
-    # (SciPy's filters load on the first filter, not in every test server's start:
-    # ~150 servers x 1.2 s. test_montage_filtering checks the preload.)
-    env.setdefault("PRELOAD_FILTERS", "false")
     env.update({k: str(v) for k, v in (extra_env or {}).items()})
     proc = subprocess.Popen([sys.executable, "-m", "mef3io_server.server", *args],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
