@@ -375,9 +375,8 @@ class BlockIndex:
 
     def _page_span(self, ch, s: ChannelSummary, t0: int, t1: int) -> tuple[int, int]:
         """Pages ``[p0, p1]`` holding the starts of blocks that may overlap ``[t0, t1)``."""
-        span = page_span_us(ch.fs)
-        return ((_clip(t0) - s.longest_block_us - self.origin) // span,
-                (_clip(t1) - self.origin) // span)
+        return _pages(_clip(t0) - self.origin, _clip(t1) - self.origin, s.longest_block_us,
+                      page_span_us(ch.fs))
 
     def placement(self, ch, grid: tg.TileGrid, t0: int, t1: int) -> Placement:
         """Where the blocks of ``ch`` overlapping ``[t0, t1)`` sit on ``grid``."""
@@ -397,8 +396,7 @@ class BlockIndex:
             if not s.ordered:
                 out.append(Placement.UNORDERED)
                 continue
-            span = page_span_us(ch.fs)          # (as _page_span, inlined: per channel)
-            p0, p1 = (a - s.longest_block_us) // span, b // span
+            p0, p1 = _pages(a, b, s.longest_block_us, page_span_us(ch.fs))
             key = (ch.name, g, p0, p1)
             v = memo.get(key)
             if v is None:
@@ -535,6 +533,12 @@ _INT64 = np.iinfo(np.int64)
 
 
 _CLIP_LO, _CLIP_HI = int(_INT64.min) // 2, int(_INT64.max) // 2
+
+
+def _pages(a: int, b: int, longest_us: int, span_us: int) -> tuple[int, int]:
+    """Pages ``[p0, p1]`` (of ``span_us``) holding the starts of blocks (at most
+    ``longest_us`` long) that may overlap ``[a, b)``, uUTC from the pages' origin."""
+    return (a - longest_us) // span_us, b // span_us
 
 
 def _clip(t: int) -> int:
