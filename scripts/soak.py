@@ -342,6 +342,7 @@ def run(args) -> dict:
         "rss_limit_bytes": (args.tile_cache_mb + 250) * 2**20,
         "rss_samples": samples,
         "worker_kills": kills, "still_serving": serving,
+        "server_env": {k: str(v) for k, v in env.items()} if not args.address else None,
         "pool_rebuilds": SERVER_LOG_COUNTS["rebuilding"],
         "wedged_pools": SERVER_LOG_COUNTS["wedged"],
         "machine": {"cpus": os.cpu_count(), "node": os.uname().nodename},
