@@ -80,6 +80,11 @@ def offset_us(j: int, fs: float) -> int:
     return 0 if j == 0 else tg.round_half_up(Fraction(j * 10**6) / Fraction(fs))
 
 
+#: Derived rows are computed in blocks of at most this many float64 bytes
+#: (see :meth:`DerivedReader._derive`).
+BLOCK_BYTES = 2 << 20
+
+
 class DerivedReader:
     """Runs derived/filtered reads over an engine's tile store and cache.
 
@@ -163,7 +168,7 @@ class DerivedReader:
 
     def _native(self, plan: "_Plan", s0: int, s1: int, per: Optional[int] = None,
                 limit_bytes: bool = True) -> Iterator[np.ndarray]:
-        """Derived, filtered native samples ``[s0, s1)`` of the window (float64), in order,
+        """Derived, filtered native samples ``[s0, s1)`` of the window (float32), in order,
         in pieces of about ``per`` samples (None: one piece).
 
         One read through the tile store covers ``[s0 - pad, s1 + pad)`` (its tiles
@@ -184,13 +189,34 @@ class DerivedReader:
             upto = s1 if last else buf_start + buf.shape[1] - p
             if upto <= core or (not last and upto - core < per // 2):
                 continue                            # not enough after the core yet
-            m = plan.spec.montage
-            y = buf.astype(np.float64) if m is None else apply_montage(m, plan.inputs, buf)
-            if plan.spec.filters:
-                y = filtering.filter_runs(filtering.design(plan.spec.filters, plan.fs), y)
-            yield y[:, core - buf_start:upto - buf_start]
+            yield self._derive(plan, buf, core - buf_start, upto - buf_start)
             keep = upto - p - buf_start             # the next core's left padding on
             buf, buf_start, core = buf[:, keep:], buf_start + keep, upto
+
+    def _derive(self, plan: "_Plan", buf: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Columns ``[lo, hi)`` of the derived, filtered rows of ``buf`` (the recorded
+        rows, float32), as float32, computed from all of ``buf``'s columns.
+
+        Works in blocks of derived rows of at most :data:`BLOCK_BYTES` (float64), so
+        the temporaries (montage, filter passes) stay small: allocations above
+        glibc's mmap threshold (:mod:`.memory`) are fresh pages every time.
+        """
+        m = plan.spec.montage
+        n_rows, n = len(plan.names), buf.shape[1]
+        out = np.empty((n_rows, hi - lo), dtype=np.float32)
+        sos = filtering.design(plan.spec.filters, plan.fs) if plan.spec.filters else None
+        step = max(1, BLOCK_BYTES // (8 * max(1, n)))
+        averages: dict = {}
+        for r0 in range(0, n_rows, step):
+            rows = range(r0, min(n_rows, r0 + step))
+            if m is None:
+                y = buf[r0:rows.stop].astype(np.float64)
+            else:
+                y = apply_montage(m, plan.inputs, buf, rows, averages)
+            if sos is not None:
+                y = filtering.filter_runs(sos, y)
+            out[r0:rows.stop] = y[:, lo:hi]
+        return out
 
     def _cached(self, plan: "_Plan", what: tuple, compute) -> np.ndarray:
         key = (plan.rec.key, plan.spec.key() + (tuple(plan.inputs),), float(plan.fs),
@@ -276,7 +302,7 @@ class DerivedReader:
             per -= per % plan.q
             if s1 > s0:
                 for y in self._native(plan, s0, s1, per, limit_bytes=False):
-                    reducer.feed(y.astype(np.float32))
+                    reducer.feed(y)
             reducer.skip(plan.n - s1)
             return reducer.result()[1]
 

@@ -174,12 +174,12 @@ def filter_runs(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
     too short for it); NaN stays NaN. Float64 out. Rows sharing the same gaps are
     filtered together."""
     x = np.asarray(x, dtype=np.float64)
-    out = np.full(x.shape, np.nan)
     if sos.shape[0] == 0:
         return x.copy()
     finite = np.isfinite(x)
     if finite.all():
         return _scipy_signal().sosfiltfilt(sos, x, axis=-1, padlen=_padlen(sos, x.shape[1]))
+    out = np.full(x.shape, np.nan)
     groups: dict[bytes, list[int]] = {}
     for r in range(x.shape[0]):
         groups.setdefault(np.packbits(finite[r]).tobytes(), []).append(r)

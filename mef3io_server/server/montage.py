@@ -123,22 +123,32 @@ def parse_montage(items: Iterable[tuple[str, Sequence[str], Sequence[float], Seq
     return Montage(tuple(out))
 
 
-def apply_montage(montage: Montage, inputs: Sequence[str], x: np.ndarray) -> np.ndarray:
-    """The derived rows ``(len(montage.channels), n)`` float64 from recorded rows ``x``.
+def apply_montage(montage: Montage, inputs: Sequence[str], x: np.ndarray,
+                  rows: Optional[range] = None,
+                  averages: Optional[dict[tuple[str, ...], np.ndarray]] = None) -> np.ndarray:
+    """The derived rows ``(len(rows), n)`` float64 from recorded rows ``x``.
 
     ``x``: ``(len(inputs), n)``, row ``i`` the samples of recorded channel
-    ``inputs[i]`` (NaN in gaps). See the module docstring for the NaN rules.
+    ``inputs[i]`` (NaN in gaps). ``rows``: which derived channels (default all),
+    so a caller can work in blocks; ``averages``: a dict the averages of
+    ``average_of`` sets are kept in between blocks of the same ``x``. See the
+    module docstring for the NaN rules.
     """
     row = {name: i for i, name in enumerate(inputs)}
     x = np.asarray(x)
     n = x.shape[1]
-    out = np.zeros((len(montage.channels), n), dtype=np.float64)
-    averages: dict[tuple[str, ...], np.ndarray] = {}
-    for k, d in enumerate(montage.channels):
+    rows = range(len(montage.channels)) if rows is None else rows
+    out = np.empty((len(rows), n), dtype=np.float64)
+    averages = {} if averages is None else averages
+    for k, d in zip(range(len(rows)), (montage.channels[r] for r in rows)):
         acc = out[k]
-        for name, w in d.weights:
+        if not d.weights:
+            acc.fill(0.0)
+        for i, (name, w) in enumerate(d.weights):
             src = x[row[name]]
-            if w == 1.0:
+            if i == 0:                  # the first term sets the row: no zeroing pass
+                np.multiply(src, w, out=acc, dtype=np.float64)
+            elif w == 1.0:
                 acc += src
             elif w == -1.0:
                 acc -= src

@@ -17,6 +17,7 @@ from scipy import signal
 from mef3io_server.exceptions import ReadFailed
 from mef3io_server.montages import (Derived, average_reference, bandpass, bipolar, highpass,
                                     lowpass, notch, reference)
+from mef3io_server.server.derived_reads import BLOCK_BYTES
 from mef3io_server.server.filtering import TOLERANCE
 from mef3io_server.server.reduction import reduce_to_points
 
@@ -163,6 +164,20 @@ def test_average_reference_uses_the_channels_with_data(client, recording, long_s
     c3 = res["array"][2]
     assert np.isnan(c3[20_000 - i:25_120 - i]).all()
     assert np.isfinite(res["array"][0][20_000 - i:25_120 - i]).all()   # the others go on
+
+
+def test_a_long_average_reference_window_is_computed_in_blocks_of_rows_exactly(
+        client, recording, long_stretch):
+    """A window long enough that its derived rows are computed in several blocks (the
+    average shared between them): the same as NumPy's, row by row, NaN rules too."""
+    n = N - 1000
+    assert BLOCK_BYTES // (8 * n) < len(NAMES)           # the premise: more than one block
+    x = np.asarray(long_stretch, dtype=np.float64)[:, 500:500 + n]
+    res = served(client, recording, T0 + us(500), T0 + us(500 + n),
+                 montage=average_reference(NAMES))
+    want = (x - np.nanmean(x, axis=0)).astype(np.float32)
+    np.testing.assert_allclose(res["array"], want, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(np.isnan(res["array"]), np.isnan(want))
 
 
 def test_montage_then_n_points_reduces_the_difference(client, recording, long_stretch):

@@ -6,8 +6,11 @@ the arenas of a running server can be counted in ``/proc/<pid>/maps``.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +77,54 @@ def test_the_server_keeps_to_two_malloc_arenas(write_recording, start_server,
                         PREFETCH_BEHIND_WINDOWS="0")
     load(free, path, client_factory)
     assert arena_heaps(free.proc.pid) >= 3
+
+
+TRIM_PROBE = '''
+import ctypes, ctypes.util, resource, sys
+sys.path.insert(0, sys.argv[1])
+from mef3io_server.server import memory
+
+pinned = memory.fix_mmap_threshold()
+if sys.argv[2] == "trim":
+    pinned = pinned and memory.fix_trim_threshold()
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+n = 3 << 20                    # under the 4 MB mmap threshold: from the heap
+faults = []
+for _ in range(20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(n)
+    ctypes.memset(p, 1, n)     # touch every page
+    libc.free(p)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(int(pinned), sum(faults[5:]))
+'''
+
+
+def run_trim_probe(tmp_path, mode: str, env: dict) -> tuple[int, int]:
+    script = tmp_path / "trim_probe.py"
+    script.write_text(TRIM_PROBE)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(script), str(root), mode], check=True,
+                         capture_output=True, text=True,
+                         env={k: v for k, v in {**os.environ, **env}.items() if v is not None})
+    pinned, faults = out.stdout.split()
+    return int(pinned), int(faults)
+
+
+def test_a_block_under_the_mmap_threshold_stays_with_the_process_once_freed(tmp_path):
+    """memory.fix_trim_threshold: with only the mmap threshold pinned, glibc's trim
+    threshold stays at 128 KB and a 3 MB block freed at the top of the heap is given
+    back and faulted in again (768 pages) by each next one; with the trim threshold
+    pinned too it stays, and is reused without faults. MALLOC_TRIM_THRESHOLD_ set by
+    the operator is left to glibc."""
+    unset = {"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}
+    pinned, faults = run_trim_probe(tmp_path, "mmap-only", unset)
+    assert pinned == 1 and faults >= 15 * 700       # 15 blocks, each faulted in again
+    pinned, faults = run_trim_probe(tmp_path, "trim", unset)
+    assert pinned == 1 and faults < 15 * 10
+    pinned, faults = run_trim_probe(tmp_path, "trim", {**unset,
+                                                       "MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert pinned == 0 and faults >= 15 * 700

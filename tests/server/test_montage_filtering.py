@@ -50,6 +50,26 @@ def test_montage_nan_rules():
     np.testing.assert_allclose(y[2], x[2] - avg)
 
 
+def test_a_montage_applied_in_blocks_of_rows_is_the_montage_applied_whole():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 50)).astype(np.float32)
+    x[1, 5:9] = np.nan
+    m = parse_montage([("a-b", ["a", "b"], [1, -1], []),
+                       ("w", ["c", "d", "a"], [0.25, -3.5, 2.0], []),
+                       ("b-avg", ["b"], [1], ["a", "b", "c", "d"]),
+                       ("avg-only", [], [], ["a", "b", "c", "d"]),
+                       ("-d", ["d"], [-1], [])])
+    whole = apply_montage(m, ["a", "b", "c", "d"], x)
+    averages: dict = {}
+    parts = [apply_montage(m, ["a", "b", "c", "d"], x, range(r, min(5, r + 2)), averages)
+             for r in range(0, 5, 2)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert len(averages) == 1                    # the shared average computed once
+    np.testing.assert_array_equal(whole[1], 0.25 * x[2].astype(np.float64)
+                                  - 3.5 * x[3].astype(np.float64) + 2.0 * x[0].astype(np.float64))
+    np.testing.assert_array_equal(whole[4], -x[3].astype(np.float64))
+
+
 @pytest.mark.parametrize("items, words", [
     ([("wobble", [1.0], None, None)], "kind must be one of"),
     ([("bandpass", [1.0], None, None)], "takes 2"),
