@@ -34,7 +34,7 @@ from .decode import stop_worker_helpers
 from .engine import Engine
 from .logs import CallLog, announce
 from .logs import configure_logging as _configure_logging
-from .memory import fix_mmap_threshold, fix_trim_threshold, limit_malloc_arenas
+from .memory import configure_allocator
 from .pinning import raise_open_files_limit
 from .service import Mef3Service, add_to_server
 from .tls import server_credentials
@@ -244,10 +244,7 @@ def serve(settings: Optional[Settings] = None, *, preload: Optional[str] = None)
     """
     settings = settings or load_settings()
     configure_logging(settings)
-    # Before any server thread exists (see memory.limit_malloc_arenas).
-    limit_malloc_arenas()
-    fix_mmap_threshold()
-    fix_trim_threshold()
+    configure_allocator()         # before any server thread exists
     raise_open_files_limit()      # pinned recordings hold their files open (see pinning)
     if not settings.data_roots:
         log.warning("DATA_ROOTS is not set: any readable path on this machine is served")

@@ -113,3 +113,13 @@ def fix_trim_threshold(nbytes: int = TRIM_THRESHOLD_BYTES) -> bool:
     choice) or the C library is not glibc. Returns whether it was set.
     """
     return _pin(M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", nbytes)
+
+
+def configure_allocator() -> dict[str, bool]:
+    """What the server sets at start-up, before any of its threads exists (a thread
+    keeps the arena it first allocated in): :func:`limit_malloc_arenas`,
+    :func:`fix_mmap_threshold` and :func:`fix_trim_threshold`, each at its default.
+    Returns which of them were set (``arenas``, ``mmap_threshold``, ``trim_threshold``).
+    """
+    return {"arenas": limit_malloc_arenas(), "mmap_threshold": fix_mmap_threshold(),
+            "trim_threshold": fix_trim_threshold()}

@@ -140,7 +140,7 @@ def apply_montage(montage: Montage, inputs: Sequence[str], x: np.ndarray,
     rows = range(len(montage.channels)) if rows is None else rows
     out = np.empty((len(rows), n), dtype=np.float64)
     averages = {} if averages is None else averages
-    for k, d in zip(range(len(rows)), (montage.channels[r] for r in rows)):
+    for k, d in enumerate(montage.channels[r] for r in rows):
         acc = out[k]
         if not d.weights:
             acc.fill(0.0)

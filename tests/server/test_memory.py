@@ -84,9 +84,10 @@ import ctypes, ctypes.util, resource, sys
 sys.path.insert(0, sys.argv[1])
 from mef3io_server.server import memory
 
-pinned = memory.fix_mmap_threshold()
-if sys.argv[2] == "trim":
-    pinned = pinned and memory.fix_trim_threshold()
+if sys.argv[2] == "server":     # what the server sets at start-up
+    pinned = memory.configure_allocator()["trim_threshold"]
+else:
+    pinned = memory.fix_mmap_threshold()
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -117,14 +118,14 @@ def run_trim_probe(tmp_path, mode: str, env: dict) -> tuple[int, int]:
 def test_a_block_under_the_mmap_threshold_stays_with_the_process_once_freed(tmp_path):
     """memory.fix_trim_threshold: with only the mmap threshold pinned, glibc's trim
     threshold stays at 128 KB and a 3 MB block freed at the top of the heap is given
-    back and faulted in again (768 pages) by each next one; with the trim threshold
-    pinned too it stays, and is reused without faults. MALLOC_TRIM_THRESHOLD_ set by
-    the operator is left to glibc."""
+    back and faulted in again (768 pages) by each next one; with what the server sets
+    at start-up (memory.configure_allocator) it stays, and is reused without faults.
+    MALLOC_TRIM_THRESHOLD_ set by the operator is left to glibc."""
     unset = {"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}
     pinned, faults = run_trim_probe(tmp_path, "mmap-only", unset)
     assert pinned == 1 and faults >= 15 * 700       # 15 blocks, each faulted in again
-    pinned, faults = run_trim_probe(tmp_path, "trim", unset)
+    pinned, faults = run_trim_probe(tmp_path, "server", unset)
     assert pinned == 1 and faults < 15 * 10
-    pinned, faults = run_trim_probe(tmp_path, "trim", {**unset,
+    pinned, faults = run_trim_probe(tmp_path, "server", {**unset,
                                                        "MALLOC_TRIM_THRESHOLD_": "131072"})
     assert pinned == 0 and faults >= 15 * 700
